@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// argonParams are argon2id's cost parameters. The defaults meet OWASP's
+// recommendation (19 MiB, two passes, one lane).
+type argonParams struct {
+	Memory  uint32 // KiB
+	Time    uint32
+	Threads uint8
+}
+
+var defaultArgonParams = argonParams{Memory: 19 * 1024, Time: 2, Threads: 1}
+
+const (
+	argonSaltLen = 16
+	argonKeyLen  = 32
+
+	minPasswordLen = 8
+	maxPasswordLen = 1024 // bytes; bounds hashing work, not a truncation
+)
+
+// Password policy errors; their text is shown to people as is.
+var (
+	errPasswordShort   = fmt.Errorf("password must be at least %d characters", minPasswordLen)
+	errPasswordLong    = fmt.Errorf("password must be at most %d bytes", maxPasswordLen)
+	errPasswordCommon  = errors.New("password is one of the most common passwords; choose another")
+	errPasswordInvalid = errors.New("password must be valid UTF-8 without control characters")
+	errBadPasswordHash = errors.New("malformed password hash")
+)
+
+// passwordHasher hashes and verifies passwords with argon2id. It bounds how
+// many hashes run at once: each holds Memory KiB, and a burst of sign-ins
+// must not take the machine's memory with it.
+type passwordHasher struct {
+	params argonParams
+	slots  chan struct{}
+}
+
+// newPasswordHasher returns a hasher that runs at most concurrency hashes at once.
+func newPasswordHasher(p argonParams, concurrency int) *passwordHasher {
+	return &passwordHasher{params: p, slots: make(chan struct{}, max(concurrency, 1))}
+}
+
+// acquire waits for a hashing slot until ctx ends.
+func (h *passwordHasher) acquire(ctx context.Context) error {
+	select {
+	case h.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *passwordHasher) release() { <-h.slots }
+
+// Hash returns a PHC string of password with a fresh salt.
+func (h *passwordHasher) Hash(ctx context.Context, password string) (string, error) {
+	salt := make([]byte, argonSaltLen)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("read salt: %w", err)
+	}
+	if err := h.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer h.release()
+	key := argon2.IDKey([]byte(password), salt, h.params.Time, h.params.Memory, h.params.Threads, argonKeyLen)
+	return encodePHC(h.params, salt, key), nil
+}
+
+// Verify reports whether password matches the PHC string encoded, and
+// whether encoded should be replaced because its parameters are below the
+// hasher's. A malformed encoded string is an error.
+func (h *passwordHasher) Verify(ctx context.Context, password, encoded string) (ok, rehash bool, err error) {
+	p, salt, key, err := decodePHC(encoded)
+	if err != nil {
+		return false, false, err
+	}
+	if err := h.acquire(ctx); err != nil {
+		return false, false, err
+	}
+	defer h.release()
+	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
+	if subtle.ConstantTimeCompare(got, key) != 1 {
+		return false, false, nil
+	}
+	weaker := p.Memory < h.params.Memory || p.Time < h.params.Time || p.Threads < h.params.Threads ||
+		len(salt) < argonSaltLen || len(key) < argonKeyLen
+	return true, weaker, nil
+}
+
+var b64 = base64.RawStdEncoding
+
+func encodePHC(p argonParams, salt, key []byte) string {
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
+		argon2.Version, p.Memory, p.Time, p.Threads, b64.EncodeToString(salt), b64.EncodeToString(key))
+}
+
+func decodePHC(s string) (p argonParams, salt, key []byte, err error) {
+	parts := strings.Split(s, "$")
+	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" {
+		return p, nil, nil, errBadPasswordHash
+	}
+	var version int
+	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
+		return p, nil, nil, errBadPasswordHash
+	}
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.Memory, &p.Time, &p.Threads); err != nil ||
+		p.Memory == 0 || p.Time == 0 || p.Threads == 0 {
+		return p, nil, nil, errBadPasswordHash
+	}
+	if salt, err = b64.DecodeString(parts[4]); err != nil {
+		return p, nil, nil, errBadPasswordHash
+	}
+	if key, err = b64.DecodeString(parts[5]); err != nil || len(key) == 0 {
+		return p, nil, nil, errBadPasswordHash
+	}
+	return p, salt, key, nil
+}
+
+// checkPassword applies the password policy: at least minPasswordLen
+// characters, any Unicode, no control characters, not a common password.
+// Long passphrases are welcome and never truncated.
+func checkPassword(pw string) error {
+	switch {
+	case !utf8.ValidString(pw) || strings.ContainsFunc(pw, unicode.IsControl):
+		return errPasswordInvalid
+	case utf8.RuneCountInString(pw) < minPasswordLen:
+		return errPasswordShort
+	case len(pw) > maxPasswordLen:
+		return errPasswordLong
+	case commonPasswords[strings.ToLower(pw)]:
+		return errPasswordCommon
+	}
+	return nil
+}
+
+var userNamePattern = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,38}[A-Za-z0-9])?$`)
+
+// checkUserName reports whether name is a valid user name: 1 to 40 ASCII
+// letters, digits, '.', '_' or '-', starting and ending with a letter or digit.
+func checkUserName(name string) error {
+	if !userNamePattern.MatchString(name) {
+		return fmt.Errorf("user name %q: use 1 to 40 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", truncate(name, 60))
+	}
+	return nil
+}
+
+// commonPasswords holds the most common passwords of at least
+// minPasswordLen characters from public breach corpora, lower-cased.
+var commonPasswords = func() map[string]bool {
+	m := make(map[string]bool)
+	for _, pw := range strings.Fields(`
+		12345678 123456789 1234567890 12345678910 123123123 1234512345 11111111 00000000
+		88888888 87654321 987654321 11223344 12341234 123qweasd 1q2w3e4r 1q2w3e4r5t
+		1qaz2wsx qwertyuiop qwerty123 qwerty12 qwertyui asdfghjkl asdfasdf zxcvbnm123
+		password password1 password12 password123 password1234 passw0rd p@ssw0rd p@ssword
+		iloveyou iloveyou1 princess1 sunshine1 football1 baseball1 superman batman123
+		letmein1 welcome1 welcome123 trustno1 whatever dragon123 monkey123 abc12345
+		abcd1234 abcdefgh abcdefg1 aa123456 a1234567 admin123 administrator changeme
+		computer internet starwars michael1 jennifer charlie1 jordan23 liverpool chelsea1
+		arsenal1 football baseball basketball sunshine princess mustang1 shadow12
+		master12 qazwsxedc zaq12wsx 1q2w3e4r5t6y q1w2e3r4 q1w2e3r4t5 88888888 55555555
+		66666666 77777777 99999999 12121212 13131313 147258369 159357456 741852963
+		target123 tokend123 secret123 security default1 guest123 test1234 testtest
+		access14 mypassword letmein123 hello123 hellohello loveme123 freedom1 google123
+		samsung1 pokemon1 minecraft unknown1 zxcvbnm1 asdf1234 qwer1234 1234qwer
+	`) {
+		m[pw] = true
+	}
+	return m
+}()

@@ -1,0 +1,462 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+)
+
+// command is a subcommand: its flags, what it does and how to call it.
+type command struct {
+	name, args, help string
+}
+
+// newFlagSet returns the flag set of an offline command, with -db.
+func (c command) newFlagSet(stderr io.Writer, db *string) *flag.FlagSet {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: tokend %s %s\n\n%s\n\nFlags:\n", c.name, c.args, c.help)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(db, "db", "tokend.db", "database `file` (TOKEND_DB)")
+	return fs
+}
+
+// parseArgs parses flags placed before or after the positional arguments,
+// so that both `user add -admin alice` and `user add alice -admin` work, and
+// checks that exactly want positional arguments remain.
+func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
+	var positional []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(positional) != want {
+		fs.Usage()
+		return nil, fmt.Errorf("%s: want %d argument(s), got %d", fs.Name(), want, len(positional))
+	}
+	return positional, nil
+}
+
+func subcommand(group string, args []string, stderr io.Writer, names string) (string, []string, error) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+		fmt.Fprintf(stderr, "Usage: tokend %s %s\n", group, names)
+		if len(args) == 0 {
+			return "", nil, fmt.Errorf("%s: missing subcommand (%s)", group, names)
+		}
+		return "", nil, errHelp
+	}
+	return args[0], args[1:], nil
+}
+
+// ---- user ----
+
+func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	sub, args, err := subcommand("user", args, stderr, "add|list|passwd|remove")
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "add":
+		return userAdd(ctx, args, stdin, stdout, stderr)
+	case "list":
+		return userList(args, stdout, stderr)
+	case "passwd":
+		return userPasswd(ctx, args, stdin, stdout, stderr)
+	case "remove":
+		return userRemove(args, stdout, stderr)
+	}
+	return fmt.Errorf("user: unknown subcommand %q (want add, list, passwd or remove)", sub)
+}
+
+func userAdd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cmd := command{"user add", "[-admin] [-password-stdin] NAME", "Add a user. The password is asked for on the terminal, or read from standard input with -password-stdin."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	admin := fs.Bool("admin", false, "make the user an admin")
+	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	name := pos[0]
+	if err := checkUserName(name); err != nil {
+		return err
+	}
+	password, err := readNewPassword(stdin, stderr, *fromStdin)
+	if err != nil {
+		return err
+	}
+	hash, err := newPasswordHasher(defaultArgonParams, 1).Hash(ctx, password)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(db, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	now := time.Now().UTC()
+	u := userRecord{Name: name, PasswordHash: hash, Admin: *admin, CreatedAt: now, PasswordChangedAt: now}
+	if err := st.CreateUser(&u); err != nil {
+		if errors.Is(err, errNameTaken) {
+			return fmt.Errorf("user add: a user called %q already exists", name)
+		}
+		return err
+	}
+	role := "user"
+	if u.Admin {
+		role = "admin"
+	}
+	fmt.Fprintf(stdout, "added %s %q (id %d)\n", role, u.Name, u.ID)
+	return nil
+}
+
+func userList(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"user list", "", "List users with their token counts."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	if _, err := parseArgs(fs, args, 0); err != nil {
+		return err
+	}
+	st, err := openStore(db, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	users, err := st.Users()
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tADMIN\tTOKENS\tCREATED")
+	for _, u := range users {
+		tokens, err := st.TokensByOwner(u.ID)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%v\t%d\t%s\n", u.ID, u.Name, u.Admin, len(tokens), u.CreatedAt.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func userPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cmd := command{"user passwd", "[-password-stdin] [-revoke-tokens] NAME", "Set a user's password."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
+	revoke := fs.Bool("revoke-tokens", false, "also revoke every token the user holds")
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(db, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	u, err := st.UserByName(pos[0])
+	if errors.Is(err, errNotFound) {
+		return fmt.Errorf("user passwd: no user called %q", pos[0])
+	} else if err != nil {
+		return err
+	}
+	password, err := readNewPassword(stdin, stderr, *fromStdin)
+	if err != nil {
+		return err
+	}
+	hash, err := newPasswordHasher(defaultArgonParams, 1).Hash(ctx, password)
+	if err != nil {
+		return err
+	}
+	if err := st.SetPassword(u.ID, hash, time.Now().UTC(), *revoke); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "password of %q changed\n", u.Name)
+	return nil
+}
+
+func userRemove(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"user remove", "NAME", "Remove a user with all of their tokens and sessions."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(db, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	u, err := st.UserByName(pos[0])
+	if errors.Is(err, errNotFound) {
+		return fmt.Errorf("user remove: no user called %q", pos[0])
+	} else if err != nil {
+		return err
+	}
+	if err := st.DeleteUser(u.ID); err != nil {
+		if errors.Is(err, errLastAdmin) {
+			return fmt.Errorf("user remove: %q is the last admin; make another user an admin first", u.Name)
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "removed user %q with their tokens and sessions\n", u.Name)
+	return nil
+}
+
+// readNewPassword reads a password from the first line of stdin, or asks
+// for it twice on the terminal without echo, and applies the policy.
+func readNewPassword(stdin io.Reader, stderr io.Writer, fromStdin bool) (string, error) {
+	var password string
+	switch f, isFile := stdin.(*os.File); {
+	case fromStdin:
+		line, err := bufio.NewReader(io.LimitReader(stdin, maxPasswordLen+2)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		password = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+	case isFile && term.IsTerminal(int(f.Fd())):
+		fmt.Fprint(stderr, "Password: ")
+		first, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		fmt.Fprint(stderr, "Repeat it: ")
+		second, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		if string(first) != string(second) {
+			return "", errors.New("the passwords do not match")
+		}
+		password = string(first)
+	default:
+		return "", errors.New("standard input is not a terminal: pipe the password in with -password-stdin")
+	}
+	if err := checkPassword(password); err != nil {
+		return "", err
+	}
+	return password, nil
+}
+
+// ---- token ----
+
+func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	sub, args, err := subcommand("token", args, stderr, "create|list|revoke")
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "create":
+		return tokenCreate(args, stdout, stderr)
+	case "list":
+		return tokenList(args, stdout, stderr)
+	case "revoke":
+		return tokenRevoke(args, stdout, stderr)
+	}
+	return fmt.Errorf("token: unknown subcommand %q (want create, list or revoke)", sub)
+}
+
+func tokenCreate(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"token create", "-user NAME -name N [-scopes a,b] [-expires 30d]", "Create a token and print it. It is shown this once."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	user := fs.String("user", "", "the `name` of the user who will own the token")
+	name := fs.String("name", "", "what the token is for")
+	scopes := fs.String("scopes", "", "comma-separated `scopes`, such as tokens:read,tokens:write")
+	expires := fs.String("expires", "30d", "lifetime: `Nd`, a Go duration such as 720h, an RFC 3339 time, or never")
+	prefix := fs.String("token-prefix", defaultTokenPrefix, "`prefix` of the token; must match the server's")
+	if _, err := parseArgs(fs, args, 0); err != nil {
+		return err
+	}
+	if *user == "" || *name == "" {
+		fs.Usage()
+		return errors.New("token create: -user and -name are required")
+	}
+	format, err := newTokenFormat(*prefix)
+	if err != nil {
+		return fmt.Errorf("-token-prefix: %w", err)
+	}
+	now := time.Now().UTC()
+	exp, err := parseExpiry(*expires, now)
+	if err != nil {
+		return fmt.Errorf("-expires: %w", err)
+	}
+	st, err := openStore(db, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	owner, err := st.UserByName(*user)
+	if errors.Is(err, errNotFound) {
+		return fmt.Errorf("token create: no user called %q", *user)
+	} else if err != nil {
+		return err
+	}
+	reg, err := newScopeRegistry(nil)
+	if err != nil {
+		return err
+	}
+	spec, err := checkTokenSpec(reg, *name, splitList(*scopes), exp, owner, now)
+	if err != nil {
+		return fmt.Errorf("token create: %w", err)
+	}
+	t, secret, err := newToken(st, format, owner, spec, now, 0)
+	if err != nil {
+		return err
+	}
+	expiry := "never expires"
+	if t.ExpiresAt != nil {
+		expiry = "expires " + t.ExpiresAt.Format(time.RFC3339)
+	}
+	fmt.Fprintf(stderr, "token %d %q for %s, %s; it is shown this once:\n", t.ID, t.Name, owner.Name, expiry)
+	fmt.Fprintln(stdout, secret)
+	return nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// parseExpiry reads a token lifetime: "never", a number of days ("30d"), a
+// Go duration ("720h") or an RFC 3339 time. It returns nil for never.
+func parseExpiry(s string, now time.Time) (*time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "never" {
+		return nil, nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 || n > 3660 {
+			return nil, fmt.Errorf("%q: want a whole number of days from 1 to 3660, such as 30d", truncate(s, 40))
+		}
+		t := now.AddDate(0, 0, n)
+		return &t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d <= 0 {
+			return nil, fmt.Errorf("%q is not a positive duration", s)
+		}
+		t := now.Add(d)
+		return &t, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return &t, nil
+	}
+	return nil, fmt.Errorf("%q: want Nd (such as 30d), a duration (such as 720h), an RFC 3339 time, or never", truncate(s, 40))
+}
+
+func tokenList(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"token list", "[-user NAME]", "List tokens: everyone's, or one user's. Secrets are never shown again."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	user := fs.String("user", "", "list only this user's tokens")
+	if _, err := parseArgs(fs, args, 0); err != nil {
+		return err
+	}
+	st, err := openStore(db, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	users, err := st.Users()
+	if err != nil {
+		return err
+	}
+	names := map[uint64]string{}
+	for _, u := range users {
+		names[u.ID] = u.Name
+	}
+	var tokens []tokenRecord
+	if *user != "" {
+		u, err := st.UserByName(*user)
+		if errors.Is(err, errNotFound) {
+			return fmt.Errorf("token list: no user called %q", *user)
+		} else if err != nil {
+			return err
+		}
+		tokens, err = st.TokensByOwner(u.ID)
+		if err != nil {
+			return err
+		}
+	} else if tokens, err = st.AllTokens(); err != nil {
+		return err
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tUSER\tNAME\tSCOPES\tCREATED\tEXPIRES\tLAST USED\tHINT")
+	for _, t := range tokens {
+		expires := "never"
+		if t.ExpiresAt != nil {
+			expires = t.ExpiresAt.UTC().Format(time.RFC3339)
+			if t.expired(now) {
+				expires += " (expired)"
+			}
+		}
+		used := "never"
+		if t.LastUsedAt != nil {
+			used = t.LastUsedAt.UTC().Format(time.RFC3339)
+		}
+		scopes := strings.Join(t.Scopes, ",")
+		if scopes == "" {
+			scopes = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t…%s\n", t.ID, names[t.Owner], t.Name, scopes,
+			t.CreatedAt.UTC().Format(time.RFC3339), expires, used, t.Hint)
+	}
+	return tw.Flush()
+}
+
+func tokenRevoke(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"token revoke", "ID", "Revoke a token: it stops working at once."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	id, err := strconv.ParseUint(pos[0], 10, 64)
+	if err != nil || id == 0 {
+		return fmt.Errorf("token revoke: %q is not a token id (see tokend token list)", truncate(pos[0], 40))
+	}
+	st, err := openStore(db, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	t, err := st.DeleteToken(id, anyOwner)
+	if errors.Is(err, errNotFound) {
+		return fmt.Errorf("token revoke: no token with id %d", id)
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "revoked token %d %q\n", t.ID, t.Name)
+	return nil
+}

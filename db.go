@@ -1,0 +1,724 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// schemaVersion is the layout of the buckets below. A database of another
+// version is refused rather than guessed at.
+const schemaVersion = 1
+
+// Bucket names. Integer keys are big-endian uint64 so that they sort in
+// numeric order; records are JSON.
+var (
+	bucketMeta           = []byte("meta")             // "schema" → version
+	bucketUsers          = []byte("users")            // user id → userRecord
+	bucketUsersByName    = []byte("users_by_name")    // lower-cased name → user id
+	bucketTokens         = []byte("tokens")           // token id → tokenRecord
+	bucketTokensByHash   = []byte("tokens_by_hash")   // SHA-256 of the token → token id
+	bucketTokensByOwner  = []byte("tokens_by_owner")  // owner id ‖ token id → empty
+	bucketTokensByExpiry = []byte("tokens_by_expiry") // expiry unix ns ‖ token id → empty
+	bucketSessions       = []byte("sessions")         // SHA-256 of the session secret → sessionRecord
+
+	allBuckets = [][]byte{
+		bucketMeta, bucketUsers, bucketUsersByName, bucketTokens, bucketTokensByHash,
+		bucketTokensByOwner, bucketTokensByExpiry, bucketSessions,
+	}
+
+	keySchema = []byte("schema")
+)
+
+// Errors returned by the store. Check them with errors.Is.
+var (
+	errNotFound        = errors.New("not found")
+	errNameTaken       = errors.New("name already taken")
+	errTooManyTokens   = errors.New("too many tokens")
+	errLastAdmin       = errors.New("the last admin cannot be removed or demoted")
+	errTokenExpired    = errors.New("token has expired")
+	errDatabaseInUse   = errors.New("database is in use by another process (is tokend serve running?)")
+	errNotTokendDB     = errors.New("not a tokend database, or corrupt")
+	errUnsupportedData = errors.New("unsupported schema version")
+)
+
+// anyOwner, passed where a method takes an owner id, skips the ownership
+// check. User ids start at 1, so no user has it.
+const anyOwner uint64 = 0
+
+// userRecord is a user as stored in the users bucket.
+type userRecord struct {
+	ID                uint64    `json:"id"`
+	Name              string    `json:"name"`
+	PasswordHash      string    `json:"password_hash"`
+	Admin             bool      `json:"admin"`
+	CreatedAt         time.Time `json:"created_at"`
+	PasswordChangedAt time.Time `json:"password_changed_at"`
+}
+
+// tokenRecord is a token as stored in the tokens bucket. It never holds the
+// token itself: only its hash and its last few characters.
+type tokenRecord struct {
+	ID         uint64     `json:"id"`
+	Owner      uint64     `json:"owner"`
+	Name       string     `json:"name"`
+	Scopes     []string   `json:"scopes"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	LastUsedIP string     `json:"last_used_ip,omitempty"`
+	Hint       string     `json:"hint"`
+	Hash       tokenHash  `json:"hash"`
+}
+
+// expired reports whether t is no longer valid at now. A token is valid up to
+// but not including its expiry.
+func (t *tokenRecord) expired(now time.Time) bool {
+	return t.ExpiresAt != nil && !now.Before(*t.ExpiresAt)
+}
+
+// store owns the bbolt database. Each exported method is one transaction.
+type store struct {
+	db *bolt.DB
+}
+
+// openStore opens or creates the tokend database at path. It waits at most
+// lockTimeout for another process to release the file and then fails with
+// errDatabaseInUse. A file that is not a tokend database is refused with
+// errNotTokendDB and left untouched.
+func openStore(path string, lockTimeout time.Duration) (*store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("open database %q: %w", path, errDatabaseInUse)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch),
+		errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrInvalidMapping):
+		return nil, fmt.Errorf("open database %q: %w (%v)", path, errNotTokendDB, err)
+	case err != nil:
+		return nil, fmt.Errorf("open database %q: %w", path, err)
+	}
+	if err := db.Update(initSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %q: %w", path, err)
+	}
+	return &store{db: db}, nil
+}
+
+// initSchema creates every bucket of a new database, or checks that an
+// existing one is a tokend database of a version this binary understands.
+func initSchema(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		empty := true
+		tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return errNotTokendDB
+		}
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
+	}
+	v := meta.Get(keySchema)
+	if len(v) != 8 {
+		return errNotTokendDB
+	}
+	if btoi(v) != schemaVersion {
+		return fmt.Errorf("%w %d (this tokend understands %d)", errUnsupportedData, btoi(v), schemaVersion)
+	}
+	for _, name := range allBuckets {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("%w: bucket %s is missing", errNotTokendDB, name)
+		}
+	}
+	return nil
+}
+
+// Close closes the database.
+func (s *store) Close() error { return s.db.Close() }
+
+// itob encodes an id or a time as an 8-byte big-endian key.
+func itob(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// btoi decodes an 8-byte big-endian key.
+func btoi(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+// pairKey is a 16-byte key of two ids, for the owner and expiry indexes.
+func pairKey(a, b uint64) []byte {
+	k := make([]byte, 16)
+	binary.BigEndian.PutUint64(k, a)
+	binary.BigEndian.PutUint64(k[8:], b)
+	return k
+}
+
+func expiryKey(t *tokenRecord) []byte {
+	return pairKey(uint64(t.ExpiresAt.UnixNano()), t.ID)
+}
+
+func getJSON(b *bolt.Bucket, key []byte, v any) error {
+	data := b.Get(key)
+	if data == nil {
+		return errNotFound
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decode %s/%x: %w", b.Bucket(nil), key, err)
+	}
+	return nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
+}
+
+// ---- users ----
+
+// CreateUser stores u, setting u.ID. It returns errNameTaken when a user of
+// the same name (ignoring case) exists.
+func (s *store) CreateUser(u *userRecord) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		byName := tx.Bucket(bucketUsersByName)
+		nameKey := []byte(strings.ToLower(u.Name))
+		if byName.Get(nameKey) != nil {
+			return errNameTaken
+		}
+		users := tx.Bucket(bucketUsers)
+		id, err := users.NextSequence()
+		if err != nil {
+			return err
+		}
+		rec := *u
+		rec.ID = id
+		if err := putJSON(users, itob(id), &rec); err != nil {
+			return err
+		}
+		if err := byName.Put(nameKey, itob(id)); err != nil {
+			return err
+		}
+		u.ID = id
+		return nil
+	})
+}
+
+// UserByID returns the user with id, or errNotFound.
+func (s *store) UserByID(id uint64) (userRecord, error) {
+	var u userRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return getJSON(tx.Bucket(bucketUsers), itob(id), &u)
+	})
+	return u, err
+}
+
+// UserByName returns the user called name (ignoring case), or errNotFound.
+func (s *store) UserByName(name string) (userRecord, error) {
+	var u userRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		u, err = userByName(tx, name)
+		return err
+	})
+	return u, err
+}
+
+func userByName(tx *bolt.Tx, name string) (userRecord, error) {
+	var u userRecord
+	id := tx.Bucket(bucketUsersByName).Get([]byte(strings.ToLower(name)))
+	if id == nil {
+		return u, errNotFound
+	}
+	return u, getJSON(tx.Bucket(bucketUsers), id, &u)
+}
+
+// Users returns every user in order of creation.
+func (s *store) Users() ([]userRecord, error) {
+	var out []userRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			var u userRecord
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("decode user %d: %w", btoi(k), err)
+			}
+			out = append(out, u)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// CountUsers returns the number of users.
+func (s *store) CountUsers() (int, error) {
+	var n int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketUsers).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// SetPassword replaces the password hash of user id and records the change
+// time. With revokeTokens it also deletes every token the user holds. It
+// returns errNotFound for an unknown user.
+func (s *store) SetPassword(id uint64, hash string, changedAt time.Time, revokeTokens bool) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		users := tx.Bucket(bucketUsers)
+		var u userRecord
+		if err := getJSON(users, itob(id), &u); err != nil {
+			return err
+		}
+		u.PasswordHash = hash
+		u.PasswordChangedAt = changedAt
+		if err := putJSON(users, itob(id), &u); err != nil {
+			return err
+		}
+		if revokeTokens {
+			return deleteTokensOf(tx, id)
+		}
+		return nil
+	})
+}
+
+// UpgradePasswordHash replaces the hash of user id with newHash if it is
+// still oldHash, for re-hashing with stronger parameters at sign-in. A
+// password changed in the meantime is left alone.
+func (s *store) UpgradePasswordHash(id uint64, oldHash, newHash string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		users := tx.Bucket(bucketUsers)
+		var u userRecord
+		if err := getJSON(users, itob(id), &u); err != nil {
+			return err
+		}
+		if u.PasswordHash != oldHash {
+			return nil
+		}
+		u.PasswordHash = newHash
+		return putJSON(users, itob(id), &u)
+	})
+}
+
+// DeleteUser removes user id with all of their tokens and sessions. It
+// returns errNotFound for an unknown user and errLastAdmin when id is the
+// only admin.
+func (s *store) DeleteUser(id uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		users := tx.Bucket(bucketUsers)
+		var u userRecord
+		if err := getJSON(users, itob(id), &u); err != nil {
+			return err
+		}
+		if u.Admin {
+			admins, err := countAdmins(tx)
+			if err != nil {
+				return err
+			}
+			if admins <= 1 {
+				return errLastAdmin
+			}
+		}
+		if err := deleteTokensOf(tx, id); err != nil {
+			return err
+		}
+		if err := deleteSessionsOf(tx, id); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketUsersByName).Delete([]byte(strings.ToLower(u.Name))); err != nil {
+			return err
+		}
+		return users.Delete(itob(id))
+	})
+}
+
+func countAdmins(tx *bolt.Tx) (int, error) {
+	n := 0
+	err := tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+		var u userRecord
+		if err := json.Unmarshal(v, &u); err != nil {
+			return fmt.Errorf("decode user %d: %w", btoi(k), err)
+		}
+		if u.Admin {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// ---- tokens ----
+
+// CreateToken stores t under hash h with all of its index entries, setting
+// t.ID. It returns errNotFound when the owner does not exist and
+// errTooManyTokens when the owner already holds limit tokens (0: no limit).
+func (s *store) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketUsers).Get(itob(t.Owner)) == nil {
+			return errNotFound
+		}
+		if limit > 0 && countTokensOf(tx, t.Owner) >= limit {
+			return errTooManyTokens
+		}
+		return putNewToken(tx, t, h)
+	})
+}
+
+// putNewToken assigns t an id and writes it with every index entry.
+func putNewToken(tx *bolt.Tx, t *tokenRecord, h tokenHash) error {
+	tokens := tx.Bucket(bucketTokens)
+	id, err := tokens.NextSequence()
+	if err != nil {
+		return err
+	}
+	rec := *t
+	rec.ID = id
+	rec.Hash = h
+	byHash := tx.Bucket(bucketTokensByHash)
+	if byHash.Get(h[:]) != nil {
+		// 2^-256: a broken random source, not bad luck.
+		return errors.New("token hash collision")
+	}
+	if err := putJSON(tokens, itob(id), &rec); err != nil {
+		return err
+	}
+	if err := byHash.Put(h[:], itob(id)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketTokensByOwner).Put(pairKey(rec.Owner, id), nil); err != nil {
+		return err
+	}
+	if rec.ExpiresAt != nil {
+		if err := tx.Bucket(bucketTokensByExpiry).Put(expiryKey(&rec), nil); err != nil {
+			return err
+		}
+	}
+	*t = rec
+	return nil
+}
+
+// deleteToken removes token t and every index entry that points at it.
+func deleteToken(tx *bolt.Tx, t *tokenRecord) error {
+	if err := tx.Bucket(bucketTokensByHash).Delete(t.Hash[:]); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketTokensByOwner).Delete(pairKey(t.Owner, t.ID)); err != nil {
+		return err
+	}
+	if t.ExpiresAt != nil {
+		if err := tx.Bucket(bucketTokensByExpiry).Delete(expiryKey(t)); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketTokens).Delete(itob(t.ID))
+}
+
+// tokenIDsOf returns the ids of owner's tokens in ascending (creation) order.
+func tokenIDsOf(tx *bolt.Tx, owner uint64) []uint64 {
+	var ids []uint64
+	prefix := itob(owner)
+	c := tx.Bucket(bucketTokensByOwner).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		ids = append(ids, btoi(k[8:]))
+	}
+	return ids
+}
+
+func countTokensOf(tx *bolt.Tx, owner uint64) int { return len(tokenIDsOf(tx, owner)) }
+
+// deleteTokensOf deletes every token of owner. Keys are collected before
+// anything is deleted: deleting under a cursor skips entries.
+func deleteTokensOf(tx *bolt.Tx, owner uint64) error {
+	tokens := tx.Bucket(bucketTokens)
+	for _, id := range tokenIDsOf(tx, owner) {
+		var t tokenRecord
+		if err := getJSON(tokens, itob(id), &t); err != nil {
+			return fmt.Errorf("token %d of user %d: %w", id, owner, err)
+		}
+		if err := deleteToken(tx, &t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TokenByHash returns the token whose hash is h and its owner, or
+// errNotFound. It does not check expiry.
+func (s *store) TokenByHash(h tokenHash) (tokenRecord, userRecord, error) {
+	var t tokenRecord
+	var u userRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketTokensByHash).Get(h[:])
+		if id == nil {
+			return errNotFound
+		}
+		if err := getJSON(tx.Bucket(bucketTokens), id, &t); err != nil {
+			return err
+		}
+		return getJSON(tx.Bucket(bucketUsers), itob(t.Owner), &u)
+	})
+	return t, u, err
+}
+
+// TokenByID returns token id if owner holds it (or owner is anyOwner), and
+// errNotFound otherwise.
+func (s *store) TokenByID(id, owner uint64) (tokenRecord, error) {
+	var t tokenRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		t, err = ownedToken(tx, id, owner)
+		return err
+	})
+	return t, err
+}
+
+func ownedToken(tx *bolt.Tx, id, owner uint64) (tokenRecord, error) {
+	var t tokenRecord
+	if err := getJSON(tx.Bucket(bucketTokens), itob(id), &t); err != nil {
+		return t, err
+	}
+	if owner != anyOwner && t.Owner != owner {
+		return tokenRecord{}, errNotFound
+	}
+	return t, nil
+}
+
+// TokensByOwner returns owner's tokens, newest first.
+func (s *store) TokensByOwner(owner uint64) ([]tokenRecord, error) {
+	out := []tokenRecord{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ids := tokenIDsOf(tx, owner)
+		tokens := tx.Bucket(bucketTokens)
+		for _, id := range slices.Backward(ids) {
+			var t tokenRecord
+			if err := getJSON(tokens, itob(id), &t); err != nil {
+				return fmt.Errorf("token %d: %w", id, err)
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// AllTokens returns every token, newest first.
+func (s *store) AllTokens() ([]tokenRecord, error) {
+	out := []tokenRecord{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketTokens).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			var t tokenRecord
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("decode token %d: %w", btoi(k), err)
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DeleteToken revokes token id if owner holds it (or owner is anyOwner) and
+// returns it; errNotFound otherwise.
+func (s *store) DeleteToken(id, owner uint64) (tokenRecord, error) {
+	var t tokenRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if t, err = ownedToken(tx, id, owner); err != nil {
+			return err
+		}
+		return deleteToken(tx, &t)
+	})
+	return t, err
+}
+
+// DeleteTokenByHash revokes the token whose hash is h and returns it, or
+// errNotFound.
+func (s *store) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
+	var t tokenRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketTokensByHash).Get(h[:])
+		if id == nil {
+			return errNotFound
+		}
+		if err := getJSON(tx.Bucket(bucketTokens), id, &t); err != nil {
+			return err
+		}
+		return deleteToken(tx, &t)
+	})
+	return t, err
+}
+
+// RotateToken replaces token id, if owner holds it (or owner is anyOwner),
+// with a new token under hash h: same owner, name, scopes and expiry, a new
+// id, created at now. The old token stops working in the same transaction.
+// It returns the new record, errNotFound, or errTokenExpired when the old
+// token has expired at now.
+func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error) {
+	var t tokenRecord
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		old, err := ownedToken(tx, id, owner)
+		if err != nil {
+			return err
+		}
+		if old.expired(now) {
+			return errTokenExpired
+		}
+		if err := deleteToken(tx, &old); err != nil {
+			return err
+		}
+		t = tokenRecord{
+			Owner:     old.Owner,
+			Name:      old.Name,
+			Scopes:    old.Scopes,
+			CreatedAt: now,
+			ExpiresAt: old.ExpiresAt,
+			Hint:      hint,
+		}
+		return putNewToken(tx, &t, h)
+	})
+	return t, err
+}
+
+// ---- sessions ----
+
+// sessionRecord is a signed-in browser session, stored under the SHA-256 of
+// its secret.
+type sessionRecord struct {
+	User      uint64    `json:"user"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// deleteSessionsOf deletes every session of user.
+func deleteSessionsOf(tx *bolt.Tx, user uint64) error {
+	sessions := tx.Bucket(bucketSessions)
+	var doomed [][]byte
+	err := sessions.ForEach(func(k, v []byte) error {
+		var sess sessionRecord
+		if err := json.Unmarshal(v, &sess); err != nil || sess.User == user {
+			// An undecodable session authenticates nobody: drop it too.
+			doomed = append(doomed, slices.Clone(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range doomed {
+		if err := sessions.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ---- consistency ----
+
+// Check verifies the database file's structure (bbolt's own check) and that
+// every index entry points at a live record that points back, and that every
+// record has all of its index entries. It returns every problem found, joined.
+func (s *store) Check() error {
+	var problems []error
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Errorf(format, args...)) }
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			bad("bbolt: %v", err)
+		}
+		users := tx.Bucket(bucketUsers)
+		tokens := tx.Bucket(bucketTokens)
+		byHash := tx.Bucket(bucketTokensByHash)
+		byOwner := tx.Bucket(bucketTokensByOwner)
+		byExpiry := tx.Bucket(bucketTokensByExpiry)
+		byName := tx.Bucket(bucketUsersByName)
+
+		users.ForEach(func(k, v []byte) error {
+			var u userRecord
+			if err := json.Unmarshal(v, &u); err != nil {
+				bad("user %d: %v", btoi(k), err)
+				return nil
+			}
+			if id := byName.Get([]byte(strings.ToLower(u.Name))); id == nil || !bytes.Equal(id, k) {
+				bad("user %d (%q) has no users_by_name entry", u.ID, u.Name)
+			}
+			return nil
+		})
+		byName.ForEach(func(k, v []byte) error {
+			var u userRecord
+			if err := getJSON(users, v, &u); err != nil || strings.ToLower(u.Name) != string(k) {
+				bad("users_by_name %q points at no such user", k)
+			}
+			return nil
+		})
+		tokens.ForEach(func(k, v []byte) error {
+			var t tokenRecord
+			if err := json.Unmarshal(v, &t); err != nil {
+				bad("token %d: %v", btoi(k), err)
+				return nil
+			}
+			if id := byHash.Get(t.Hash[:]); id == nil || btoi(id) != t.ID {
+				bad("token %d has no tokens_by_hash entry", t.ID)
+			}
+			if byOwner.Get(pairKey(t.Owner, t.ID)) == nil {
+				bad("token %d has no tokens_by_owner entry", t.ID)
+			}
+			if users.Get(itob(t.Owner)) == nil {
+				bad("token %d belongs to missing user %d", t.ID, t.Owner)
+			}
+			if t.ExpiresAt != nil && byExpiry.Get(expiryKey(&t)) == nil {
+				bad("token %d has no tokens_by_expiry entry", t.ID)
+			}
+			return nil
+		})
+		byHash.ForEach(func(k, v []byte) error {
+			var t tokenRecord
+			if err := getJSON(tokens, v, &t); err != nil || !bytes.Equal(t.Hash[:], k) {
+				bad("tokens_by_hash %x points at no token that has it", k[:4])
+			}
+			return nil
+		})
+		byOwner.ForEach(func(k, _ []byte) error {
+			var t tokenRecord
+			if len(k) != 16 || getJSON(tokens, k[8:], &t) != nil || t.Owner != btoi(k[:8]) {
+				bad("tokens_by_owner %x points at no token of that owner", k)
+			}
+			return nil
+		})
+		byExpiry.ForEach(func(k, _ []byte) error {
+			var t tokenRecord
+			if len(k) != 16 || getJSON(tokens, k[8:], &t) != nil || t.ExpiresAt == nil ||
+				uint64(t.ExpiresAt.UnixNano()) != btoi(k[:8]) {
+				bad("tokens_by_expiry %x points at no token of that expiry", k)
+			}
+			return nil
+		})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return errors.Join(problems...)
+}
+
+// fileMode returns the permission bits of the database file, for tests and
+// the start-up warning about world-readable files.
+func fileMode(path string) (os.FileMode, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Mode().Perm(), nil
+}

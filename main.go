@@ -1,0 +1,297 @@
+// Command tokend gives a small deployment personal API access tokens: people
+// sign in and mint tokens with scopes and an expiry, scripts call APIs with
+// them, and reverse proxies ask tokend whether a token is good.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() { <-ctx.Done(); stop() }() // a second signal ends the process at once
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "tokend:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `tokend: personal API access tokens in one binary.
+
+Usage:
+  tokend [serve] [flags]                 run the service (the default)
+  tokend user add [-admin] [-password-stdin] NAME
+  tokend user list
+  tokend user passwd [-password-stdin] NAME
+  tokend user remove NAME
+  tokend token create -user NAME -name N [-scopes a,b] [-expires 30d|720h|RFC3339|never]
+  tokend token list [-user NAME]
+  tokend token revoke ID
+  tokend version
+
+Every command takes -h. Flags fall back to TOKEND_* environment variables
+(-db to TOKEND_DB, -addr to TOKEND_ADDR, …).
+`
+
+// errHelp is returned when the user asked for help: not a failure.
+var errHelp = flag.ErrHelp
+
+// run is the whole program: it parses args, runs the subcommand and returns
+// its error. It never exits the process.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = runServe(ctx, args, stderr)
+	case "user":
+		err = runUser(ctx, args, stdin, stdout, stderr)
+	case "token":
+		err = runToken(ctx, args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, versionString())
+	case "help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+// config is the configuration of serve.
+type config struct {
+	Addr             string
+	DB               string
+	TokenPrefix      string
+	MaxTokensPerUser int
+	LogLevel         string
+	LogFormat        string
+	ShutdownTimeout  time.Duration
+	HashConcurrency  int
+	Argon            argonParams // not a flag: tests lower it
+}
+
+func defaultConfig() config {
+	return config{
+		Addr:             "127.0.0.1:8080",
+		DB:               "tokend.db",
+		TokenPrefix:      defaultTokenPrefix,
+		MaxTokensPerUser: 100,
+		LogLevel:         "info",
+		LogFormat:        "text",
+		ShutdownTimeout:  10 * time.Second,
+		HashConcurrency:  4,
+		Argon:            defaultArgonParams,
+	}
+}
+
+// register declares the flags of serve on fs.
+func (c *config) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", c.Addr, "`address` to listen on")
+	fs.StringVar(&c.DB, "db", c.DB, "database `file`")
+	fs.StringVar(&c.TokenPrefix, "token-prefix", c.TokenPrefix, "`prefix` of new tokens, such as tkd_")
+	fs.IntVar(&c.MaxTokensPerUser, "max-tokens-per-user", c.MaxTokensPerUser, "most tokens one user may hold (0: no limit)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log `format`: text or json")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long to let requests finish at shutdown")
+	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB)")
+}
+
+// check rejects values that cannot work, naming the flag.
+func (c *config) check() error {
+	if _, err := newTokenFormat(c.TokenPrefix); err != nil {
+		return fmt.Errorf("-token-prefix: %w", err)
+	}
+	if c.MaxTokensPerUser < 0 {
+		return fmt.Errorf("-max-tokens-per-user: %d is negative", c.MaxTokensPerUser)
+	}
+	if c.HashConcurrency < 1 {
+		return fmt.Errorf("-hash-concurrency: %d is below 1", c.HashConcurrency)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("-shutdown-timeout: %v is not positive", c.ShutdownTimeout)
+	}
+	if _, err := newLogger(io.Discard, c.LogLevel, c.LogFormat); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parseFlags parses args into fs, then fills each flag not given on the
+// command line from its environment variable: -max-tokens-per-user from
+// TOKEND_MAX_TOKENS_PER_USER. A flag beats the environment, which beats
+// the default.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		name := envName(f.Name)
+		if v, ok := os.LookupEnv(name); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %v", name, v, e)
+			}
+		}
+	})
+	return err
+}
+
+// envName returns the environment variable behind a flag.
+func envName(flagName string) string {
+	return "TOKEND_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// newLogger returns a slog logger writing to w.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %q is not debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format: %q is not text or json", format)
+}
+
+// lockTimeout is how long a command waits for the database file before it
+// says that another process holds it.
+const lockTimeout = time.Second
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: tokend serve [flags]\n\nRun the service. Flags fall back to TOKEND_* environment variables.")
+		fs.PrintDefaults()
+	}
+	cfg.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if err := cfg.check(); err != nil {
+		return err
+	}
+	log, _ := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	return serve(ctx, cfg, log, nil)
+}
+
+// serve runs the service until ctx ends. When ready is not nil it receives
+// the listening address once the server accepts connections.
+func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.Addr) error {
+	st, err := openStore(cfg.DB, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close database", "err", err)
+		}
+		log.Info("database closed")
+	}()
+	if mode, err := fileMode(cfg.DB); err == nil && mode&0o077 != 0 {
+		log.Warn("database file is readable by other users; chmod 600 it", "file", cfg.DB, "mode", fmt.Sprintf("%#o", mode))
+	}
+
+	srv, err := newServer(st, cfg, log, time.Now)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{
+		Handler:           srv.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- httpSrv.Serve(ln) }()
+	log.Info("listening", "url", "http://"+ln.Addr().String(), "db", cfg.DB)
+	if n, err := st.CountUsers(); err == nil && n == 0 {
+		log.Info("no users yet: add the first admin with `tokend user add -admin NAME`")
+	}
+	if ready != nil {
+		ready <- ln.Addr()
+	}
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		log.Warn("requests still running at the shutdown timeout", "err", err)
+		httpSrv.Close()
+	}
+	log.Info("stopped accepting requests")
+	return nil
+}
+
+// versionString describes this build from the information Go embeds in it.
+func versionString() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "tokend (no build information)"
+	}
+	version := info.Main.Version
+	if version == "" {
+		version = "(devel)"
+	}
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	out := "tokend " + version
+	if rev := settings["vcs.revision"]; rev != "" {
+		out += " commit " + rev
+		if settings["vcs.modified"] == "true" {
+			out += " (dirty)"
+		}
+	}
+	if t := settings["vcs.time"]; t != "" {
+		out += " built from a tree of " + t
+	}
+	return out + " " + info.GoVersion
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+)
+
+// maxBodyBytes caps every JSON request body.
+const maxBodyBytes = 64 << 10
+
+// problem is an RFC 9457 problem details object.
+type problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	// Error is the RFC 6750 error code on authentication failures.
+	Error string `json:"error,omitempty"`
+}
+
+// httpError is an error with the status and message a client should see.
+type httpError struct {
+	status int
+	detail string
+}
+
+func (e *httpError) Error() string { return e.detail }
+
+// clientError returns an httpError with a formatted message.
+func clientError(status int, format string, args ...any) *httpError {
+	return &httpError{status: status, detail: fmt.Sprintf(format, args...)}
+}
+
+// writeJSON encodes v into a buffer first, so that an encoding failure
+// becomes a clean 500 rather than half a response.
+func (s *server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		s.internalError(w, r, fmt.Errorf("encode response: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// writeProblem sends an application/problem+json answer.
+func writeProblem(w http.ResponseWriter, status int, detail string) {
+	writeProblemCode(w, status, detail, "")
+}
+
+func writeProblemCode(w http.ResponseWriter, status int, detail, code string) {
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	enc.SetEscapeHTML(false)
+	enc.Encode(problem{
+		Type:   "about:blank",
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: detail,
+		Error:  code,
+	})
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(body.Bytes())
+}
+
+// writeError answers err: an httpError with its own status and text, a
+// store error with the status it stands for, anything else with a 500 whose
+// cause is logged, never sent.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var he *httpError
+	var ae *authError
+	switch {
+	case errors.As(err, &ae):
+		s.writeAuthError(w, ae)
+	case errors.As(err, &he):
+		writeProblem(w, he.status, he.detail)
+	case errors.Is(err, errNotFound):
+		writeProblem(w, http.StatusNotFound, "no such object")
+	case errors.Is(err, errTooManyTokens):
+		writeProblem(w, http.StatusConflict, fmt.Sprintf("you already hold %d tokens, the most allowed; revoke some first", s.cfg.MaxTokensPerUser))
+	case errors.Is(err, errTokenExpired):
+		writeProblem(w, http.StatusConflict, "the token has expired; create a new one instead")
+	case errors.Is(err, errLastAdmin):
+		writeProblem(w, http.StatusConflict, errLastAdmin.Error())
+	case errors.Is(err, errNameTaken):
+		writeProblem(w, http.StatusConflict, "a user of that name already exists")
+	default:
+		s.internalError(w, r, err)
+	}
+}
+
+// internalError logs err with the request's method and path and sends a 500
+// that says nothing of the cause.
+func (s *server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeProblem(w, http.StatusInternalServerError, "the server failed to handle the request; see its log")
+}
+
+// decodeJSON reads r's body, which must be one JSON object of no unknown
+// fields and at most maxBodyBytes, into dst. Its errors are httpErrors that
+// say what is wrong.
+func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	if err := requireContentType(r, "application/json"); err != nil {
+		return err
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return jsonError(err)
+		}
+		return clientError(http.StatusBadRequest, "the body must hold a single JSON object and nothing after it")
+	}
+	return nil
+}
+
+// requireContentType fails with 415 unless r's body is of media type want.
+func requireContentType(r *http.Request, want string) error {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != want {
+		if ct == "" {
+			ct = "none"
+		}
+		return clientError(http.StatusUnsupportedMediaType, "Content-Type must be %s, got %s", want, truncate(ct, 100))
+	}
+	return nil
+}
+
+// jsonError turns a decoding error into a message a person can act on.
+func jsonError(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return clientError(http.StatusRequestEntityTooLarge, "the body is larger than %d bytes", mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return clientError(http.StatusBadRequest, "the body is empty; send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return clientError(http.StatusBadRequest, "the body ends in the middle of the JSON")
+	case errors.As(err, &syntax):
+		return clientError(http.StatusBadRequest, "malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return clientError(http.StatusBadRequest, "the body must be a JSON object, not %s", typ.Value)
+		}
+		return clientError(http.StatusBadRequest, "field %q must be %s, not %s", typ.Field, jsonTypeName(typ.Type.Kind().String()), typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return clientError(http.StatusBadRequest, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	var he *httpError
+	if errors.As(err, &he) {
+		return he
+	}
+	return clientError(http.StatusBadRequest, "invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+func jsonTypeName(kind string) string {
+	switch kind {
+	case "string":
+		return "a string"
+	case "slice", "array":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	case "bool":
+		return "true or false"
+	default:
+		return "a number"
+	}
+}
