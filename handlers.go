@@ -20,7 +20,7 @@ import (
 
 const (
 	maxTokenNameLen = 100 // characters
-	maxTokenLife    = 10 * 366 * 24 * time.Hour
+	maxTokenYears   = 10
 )
 
 // server holds everything a request needs. Build it with newServer.
@@ -133,7 +133,7 @@ func invalidToken(detail string) *authError {
 func insufficientScope(scope string) *authError {
 	return &authError{
 		status: http.StatusForbidden, code: "insufficient_scope", scope: scope,
-		detail: fmt.Sprintf("the token lacks the %q scope", scope),
+		detail: "the token lacks the " + scope + " scope",
 	}
 }
 
@@ -142,13 +142,24 @@ func insufficientScope(scope string) *authError {
 func (s *server) writeAuthError(w http.ResponseWriter, e *authError) {
 	challenge := `Bearer realm="tokend"`
 	if e.code != "" {
-		challenge += fmt.Sprintf(`, error=%q, error_description=%q`, e.code, e.detail)
+		challenge += `, error="` + e.code + `", error_description="` + challengeText(e.detail) + `"`
 	}
 	if e.scope != "" {
 		challenge += fmt.Sprintf(`, scope=%q`, e.scope)
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
 	writeProblemCode(w, e.status, e.detail, e.code)
+}
+
+// challengeText keeps only the characters RFC 6750 §3 allows in an
+// error_description: printable ASCII without the double quote and backslash.
+func challengeText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return '\''
+		}
+		return r
+	}, s)
 }
 
 // bearerToken returns the token of r's Authorization header. It never reads
@@ -493,8 +504,8 @@ func checkTokenSpec(reg *scopeRegistry, name string, scopes []string, expires *t
 		switch {
 		case !e.After(now):
 			return tokenSpec{}, clientError(http.StatusBadRequest, "expires_at %s is not in the future", e.Format(time.RFC3339))
-		case e.Sub(now) > maxTokenLife:
-			return tokenSpec{}, clientError(http.StatusBadRequest, "expires_at may be at most 10 years ahead; use null for a token that never expires")
+		case e.After(now.AddDate(maxTokenYears, 0, 0)):
+			return tokenSpec{}, clientError(http.StatusBadRequest, "expires_at may be at most %d years ahead; use null for a token that never expires", maxTokenYears)
 		}
 		expires = &e
 	}
@@ -509,9 +520,16 @@ func (s *server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 		owner  userRecord
 		viaTok *caller
 	)
+	if len(r.Header.Values("Authorization")) > 1 {
+		s.writeAuthError(w, invalidRequest("send one Authorization header, not several"))
+		return
+	}
 	if name, password, ok := r.BasicAuth(); ok {
 		u, err := s.signIn(r, name, password)
 		if err != nil {
+			if err == errBadCredentials {
+				w.Header().Set("WWW-Authenticate", basicChallenge)
+			}
 			s.writeError(w, r, err)
 			return
 		}
@@ -591,6 +609,9 @@ func newToken(st *store, format tokenFormat, owner userRecord, spec tokenSpec, n
 
 var errBadCredentials = &httpError{status: http.StatusUnauthorized, detail: "wrong user name or password"}
 
+// basicChallenge is sent with a failed Basic sign-in: every 401 names a way in.
+const basicChallenge = `Basic realm="tokend", charset="UTF-8"`
+
 // signIn checks a name and password. A failure takes as long whether or not
 // the user exists, and says the same. On success with a hash of weaker
 // parameters than today's, the hash is replaced.
@@ -650,7 +671,11 @@ func leakReportToken(w http.ResponseWriter, r *http.Request) (string, error) {
 	if requireContentType(r, "application/x-www-form-urlencoded") == nil {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 		if err := r.ParseForm(); err != nil {
-			return "", jsonError(err)
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return "", jsonError(err)
+			}
+			return "", clientError(http.StatusBadRequest, "malformed form body: %v", err)
 		}
 		token := r.PostForm.Get("token")
 		if token == "" {

@@ -117,8 +117,8 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
 		return jsonError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -128,7 +128,31 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 		}
 		return clientError(http.StatusBadRequest, "the body must hold a single JSON object and nothing after it")
 	}
+	// Decoding null into a struct is a silent no-op: insist on an object.
+	if raw[0] != '{' {
+		return clientError(http.StatusBadRequest, "the body must be a JSON object, not %s", jsonKind(raw[0]))
+	}
+	obj := json.NewDecoder(bytes.NewReader(raw))
+	obj.DisallowUnknownFields()
+	if err := obj.Decode(dst); err != nil {
+		return jsonError(err)
+	}
 	return nil
+}
+
+// jsonKind names the JSON value that starts with c.
+func jsonKind(c byte) string {
+	switch c {
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "a boolean"
+	}
+	return "a number"
 }
 
 // requireContentType fails with 415 unless r's body is of media type want.
