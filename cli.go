@@ -460,3 +460,29 @@ func tokenRevoke(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "revoked token %d %q\n", t.ID, t.Name)
 	return nil
 }
+
+// ---- purge ----
+
+func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := command{"purge", "[-expired-retention 168h]", "Delete tokens that expired longer ago than the retention, as the server does every -purge-interval."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	retention := fs.Duration("expired-retention", defaultConfig().ExpiredRetention, "how long expired tokens stay visible before they are deleted")
+	if _, err := parseArgs(fs, args, 0); err != nil {
+		return err
+	}
+	if *retention < 0 {
+		return fmt.Errorf("-expired-retention: %v is negative", *retention)
+	}
+	st, err := openStore(db, lockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	res, err := purgeOnce(ctx, st, time.Now(), *retention)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "purged %d expired tokens in %d transactions\n", res.Tokens, res.Transactions)
+	return nil
+}

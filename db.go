@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -89,6 +91,15 @@ func (t *tokenRecord) expired(now time.Time) bool {
 // store owns the bbolt database. Each exported method is one transaction.
 type store struct {
 	db *bolt.DB
+	// writeTxs counts write transactions, so that tests and benchmarks can
+	// show which paths write and which never do.
+	writeTxs atomic.Uint64
+}
+
+// update runs fn in a write transaction.
+func (s *store) update(fn func(*bolt.Tx) error) error {
+	s.writeTxs.Add(1)
+	return s.db.Update(fn)
 }
 
 // openStore opens or creates the tokend database at path. It waits at most
@@ -194,7 +205,7 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 // CreateUser stores u, setting u.ID. It returns errNameTaken when a user of
 // the same name (ignoring case) exists.
 func (s *store) CreateUser(u *userRecord) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		byName := tx.Bucket(bucketUsersByName)
 		nameKey := []byte(strings.ToLower(u.Name))
 		if byName.Get(nameKey) != nil {
@@ -277,7 +288,7 @@ func (s *store) CountUsers() (int, error) {
 // time. With revokeTokens it also deletes every token the user holds. It
 // returns errNotFound for an unknown user.
 func (s *store) SetPassword(id uint64, hash string, changedAt time.Time, revokeTokens bool) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		var u userRecord
 		if err := getJSON(users, itob(id), &u); err != nil {
@@ -299,7 +310,7 @@ func (s *store) SetPassword(id uint64, hash string, changedAt time.Time, revokeT
 // still oldHash, for re-hashing with stronger parameters at sign-in. A
 // password changed in the meantime is left alone.
 func (s *store) UpgradePasswordHash(id uint64, oldHash, newHash string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		var u userRecord
 		if err := getJSON(users, itob(id), &u); err != nil {
@@ -317,7 +328,7 @@ func (s *store) UpgradePasswordHash(id uint64, oldHash, newHash string) error {
 // returns errNotFound for an unknown user and errLastAdmin when id is the
 // only admin.
 func (s *store) DeleteUser(id uint64) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		var u userRecord
 		if err := getJSON(users, itob(id), &u); err != nil {
@@ -366,7 +377,7 @@ func countAdmins(tx *bolt.Tx) (int, error) {
 // t.ID. It returns errNotFound when the owner does not exist and
 // errTooManyTokens when the owner already holds limit tokens (0: no limit).
 func (s *store) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketUsers).Get(itob(t.Owner)) == nil {
 			return errNotFound
 		}
@@ -535,7 +546,7 @@ func (s *store) AllTokens() ([]tokenRecord, error) {
 // returns it; errNotFound otherwise.
 func (s *store) DeleteToken(id, owner uint64) (tokenRecord, error) {
 	var t tokenRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		var err error
 		if t, err = ownedToken(tx, id, owner); err != nil {
 			return err
@@ -549,7 +560,7 @@ func (s *store) DeleteToken(id, owner uint64) (tokenRecord, error) {
 // errNotFound.
 func (s *store) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
 	var t tokenRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		id := tx.Bucket(bucketTokensByHash).Get(h[:])
 		if id == nil {
 			return errNotFound
@@ -569,7 +580,7 @@ func (s *store) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
 // token has expired at now.
 func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error) {
 	var t tokenRecord
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		old, err := ownedToken(tx, id, owner)
 		if err != nil {
 			return err
@@ -591,6 +602,94 @@ func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time
 		return putNewToken(tx, &t, h)
 	})
 	return t, err
+}
+
+// PurgeExpired deletes tokens that expired before cutoff, with all of their
+// index entries. It walks tokens_by_expiry from its start and stops at
+// cutoff, so its cost follows what it deletes, not how many tokens exist. It
+// deletes at most batch tokens per write transaction so that other writers
+// get their turn between batches, and stops early, without error, when ctx
+// ends. It returns how many tokens it deleted in how many transactions.
+func (s *store) PurgeExpired(ctx context.Context, cutoff time.Time, batch int) (deleted, txs int, err error) {
+	limit := uint64(cutoff.UnixNano())
+	for ctx.Err() == nil {
+		n := 0
+		err := s.update(func(tx *bolt.Tx) error {
+			// Collect first, then delete: deleting under a cursor skips keys.
+			var keys [][]byte
+			c := tx.Bucket(bucketTokensByExpiry).Cursor()
+			for k, _ := c.First(); k != nil && len(keys) < batch; k, _ = c.Next() {
+				if len(k) != 16 || btoi(k[:8]) >= limit {
+					break
+				}
+				keys = append(keys, slices.Clone(k))
+			}
+			tokens := tx.Bucket(bucketTokens)
+			for _, k := range keys {
+				var t tokenRecord
+				switch err := getJSON(tokens, k[8:], &t); {
+				case errors.Is(err, errNotFound):
+					// An index entry without its token: drop the entry alone.
+					if err := tx.Bucket(bucketTokensByExpiry).Delete(k); err != nil {
+						return err
+					}
+					continue
+				case err != nil:
+					return err
+				}
+				if err := deleteToken(tx, &t); err != nil {
+					return err
+				}
+			}
+			n = len(keys)
+			return nil
+		})
+		if err != nil {
+			return deleted, txs, fmt.Errorf("purge expired tokens: %w", err)
+		}
+		txs++
+		deleted += n
+		if n < batch {
+			break
+		}
+	}
+	return deleted, txs, nil
+}
+
+// lastUse is when and from where a token was last used.
+type lastUse struct {
+	At time.Time
+	IP string
+}
+
+// FlushLastUsed records uses in one write transaction. A token that no
+// longer exists is skipped, never re-created, and a recorded time is never
+// moved backwards.
+func (s *store) FlushLastUsed(uses map[uint64]lastUse) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	return s.update(func(tx *bolt.Tx) error {
+		tokens := tx.Bucket(bucketTokens)
+		for id, use := range uses {
+			var t tokenRecord
+			switch err := getJSON(tokens, itob(id), &t); {
+			case errors.Is(err, errNotFound):
+				continue
+			case err != nil:
+				return err
+			}
+			if t.LastUsedAt != nil && !use.At.After(*t.LastUsedAt) {
+				continue
+			}
+			at := use.At
+			t.LastUsedAt, t.LastUsedIP = &at, use.IP
+			if err := putJSON(tokens, itob(id), &t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // ---- sessions ----

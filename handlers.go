@@ -33,6 +33,7 @@ type server struct {
 	now       func() time.Time
 	cfg       config
 	templates *template.Template
+	lastUsed  *lastUsedTracker
 	// dummyHash is verified against when a sign-in names no user, so that
 	// a failure takes as long whether the user exists or not.
 	dummyHash string
@@ -61,6 +62,7 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 		now:       now,
 		cfg:       cfg,
 		templates: tmpl,
+		lastUsed:  newLastUsedTracker(),
 	}
 	// The dummy is hashed with the live parameters so that verifying against
 	// it costs what verifying a real password does.
@@ -195,7 +197,20 @@ func (s *server) authenticate(r *http.Request) (*caller, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.verifyToken(token)
+	c, err := s.verifyToken(token)
+	if err != nil {
+		return nil, err
+	}
+	s.noteUse(c, clientIP(r))
+	return c, nil
+}
+
+// setExpiryHeader tells the client of an expiring token when it expires, so
+// that its automation can warn before it breaks.
+func setExpiryHeader(w http.ResponseWriter, c *caller) {
+	if e := c.token.ExpiresAt; e != nil {
+		w.Header().Set("Token-Expires-At", e.UTC().Format(time.RFC3339))
+	}
 }
 
 // verifyToken checks token: format and checksum first, then storage, then
@@ -244,6 +259,7 @@ func (s *server) withToken(scope string, h tokenHandler) httprouter.Handle {
 			s.writeError(w, r, err)
 			return
 		}
+		setExpiryHeader(w, c)
 		if scope != "" && !hasScope(c.scopes, scope) {
 			s.writeAuthError(w, insufficientScope(scope))
 			return
@@ -281,6 +297,11 @@ func (s *server) tokenJSON(t tokenRecord) tokenJSON {
 	}
 	if j.Scopes == nil {
 		j.Scopes = []string{}
+	}
+	if use, ok := s.lastUsed.peek(t.ID); ok && (t.LastUsedAt == nil || use.At.After(*t.LastUsedAt)) {
+		// A use not yet flushed is still the truth.
+		t.LastUsedAt, t.LastUsedIP = &use.At, use.IP
+		j.LastUsedAt = utcPtr(t.LastUsedAt)
 	}
 	if t.LastUsedIP != "" {
 		ip := t.LastUsedIP
@@ -540,6 +561,7 @@ func (s *server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 			s.writeError(w, r, err)
 			return
 		}
+		setExpiryHeader(w, c)
 		if !hasScope(c.scopes, scopeTokensWrite) {
 			s.writeAuthError(w, insufficientScope(scopeTokensWrite))
 			return

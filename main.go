@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -40,6 +41,7 @@ Usage:
   tokend token create -user NAME -name N [-scopes a,b] [-expires 30d|720h|RFC3339|never]
   tokend token list [-user NAME]
   tokend token revoke ID
+  tokend purge [-expired-retention 168h]
   tokend version
 
 Every command takes -h. Flags fall back to TOKEND_* environment variables
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runUser(ctx, args, stdin, stdout, stderr)
 	case "token":
 		err = runToken(ctx, args, stdout, stderr)
+	case "purge":
+		err = runPurge(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 	case "help":
@@ -89,6 +93,9 @@ type config struct {
 	ShutdownTimeout  time.Duration
 	HashConcurrency  int
 	Argon            argonParams // not a flag: tests lower it
+	PurgeInterval    time.Duration
+	ExpiredRetention time.Duration
+	LastUsedInterval time.Duration
 }
 
 func defaultConfig() config {
@@ -102,6 +109,9 @@ func defaultConfig() config {
 		ShutdownTimeout:  10 * time.Second,
 		HashConcurrency:  4,
 		Argon:            defaultArgonParams,
+		PurgeInterval:    time.Minute,
+		ExpiredRetention: 7 * 24 * time.Hour,
+		LastUsedInterval: 30 * time.Second,
 	}
 }
 
@@ -115,6 +125,9 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log `format`: text or json")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long to let requests finish at shutdown")
 	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB)")
+	fs.DurationVar(&c.PurgeInterval, "purge-interval", c.PurgeInterval, "how often to delete expired tokens")
+	fs.DurationVar(&c.ExpiredRetention, "expired-retention", c.ExpiredRetention, "how long expired tokens stay visible before they are deleted (0s: at expiry)")
+	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -130,6 +143,15 @@ func (c *config) check() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("-shutdown-timeout: %v is not positive", c.ShutdownTimeout)
+	}
+	if c.PurgeInterval <= 0 {
+		return fmt.Errorf("-purge-interval: %v is not positive", c.PurgeInterval)
+	}
+	if c.ExpiredRetention < 0 {
+		return fmt.Errorf("-expired-retention: %v is negative", c.ExpiredRetention)
+	}
+	if c.LastUsedInterval <= 0 {
+		return fmt.Errorf("-last-used-interval: %v is not positive", c.LastUsedInterval)
 	}
 	if _, err := newLogger(io.Discard, c.LogLevel, c.LogFormat); err != nil {
 		return err
@@ -243,6 +265,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	background, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	var loops sync.WaitGroup
+	loops.Go(func() { srv.expiredPurger(background, cfg.PurgeInterval) })
+	loops.Go(func() { srv.lastUsedFlusher(background, cfg.LastUsedInterval) })
+
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
 	log.Info("listening", "url", "http://"+ln.Addr().String(), "db", cfg.DB)
@@ -253,20 +281,34 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 		ready <- ln.Addr()
 	}
 
+	var serveErr error
 	select {
-	case err := <-errc:
-		return err
+	case serveErr = <-errc:
 	case <-ctx.Done():
 	}
+	// Shut down in order: stop accepting and drain requests, stop the
+	// background loops, write what the last requests left in memory, and
+	// only then (deferred above) close the database.
 	log.Info("shutting down: draining requests", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := httpSrv.Shutdown(sctx); err != nil {
-		log.Warn("requests still running at the shutdown timeout", "err", err)
+		log.Warn("requests still running at the shutdown timeout; closing them", "err", err)
 		httpSrv.Close()
 	}
-	log.Info("stopped accepting requests")
-	return nil
+	log.Info("requests drained")
+	stopBackground()
+	loops.Wait()
+	log.Info("background loops stopped")
+	if n, err := srv.flushLastUsed(); err != nil {
+		log.Error("flush last-used times", "err", err)
+	} else {
+		log.Info("last-used times flushed", "tokens", n)
+	}
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
 }
 
 // versionString describes this build from the information Go embeds in it.

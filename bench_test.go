@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// benchTokens is the number of tokens the benchmarks load: small by default
+// so that CI runs them quickly, TOKEND_BENCH_TOKENS=1000000 for the figures
+// in BENCHMARKS.md.
+func benchTokens(b *testing.B) int {
+	n := 10_000
+	if v := os.Getenv("TOKEND_BENCH_TOKENS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("TOKEND_BENCH_TOKENS=%q is not a positive number", v)
+		}
+	}
+	return n
+}
+
+// BenchmarkVerify measures the verification path with and without
+// last-used tracking, and counts the write transactions it makes.
+func BenchmarkVerify(b *testing.B) {
+	ts := newTestServer(b)
+	u := ts.addUser("alice", false)
+	secrets := bulkTokens(b, ts.store, u.ID, benchTokens(b), ts.clock.Now(), func(int) *time.Time { return nil })
+
+	for _, tracking := range []bool{false, true} {
+		b.Run("tracking="+strconv.FormatBool(tracking), func(b *testing.B) {
+			writes := ts.store.writeTxs.Load()
+			rng := rand.New(rand.NewPCG(1, 2))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c, err := ts.verifyToken(secrets[rng.IntN(len(secrets))])
+				if err != nil {
+					b.Fatal(err)
+				}
+				if tracking {
+					ts.noteUse(c, "192.0.2.7")
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(ts.store.writeTxs.Load()-writes)/float64(b.N), "writes/op")
+		})
+	}
+}
+
+// BenchmarkPurge deletes N expired tokens that sit among N live ones while
+// a verifier checks live tokens as fast as it can, and reports the purge's
+// transactions and the verifier's worst latency.
+func BenchmarkPurge(b *testing.B) {
+	n := benchTokens(b)
+	for range b.N {
+		b.StopTimer()
+		st, _ := newTestDB(b)
+		u := storeUser(b, st, "alice", false)
+		now := time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)
+		// Expired and live tokens interleave in creation order.
+		secrets := bulkTokens(b, st, u.ID, 2*n, now.Add(-time.Hour), func(i int) *time.Time {
+			if i%2 == 0 {
+				return at(now.Add(-time.Duration(i+1) * time.Millisecond))
+			}
+			return at(now.Add(time.Hour))
+		})
+		f := mustFormat(b, defaultTokenPrefix)
+
+		var stop atomic.Bool
+		var worst atomic.Int64
+		var checks atomic.Int64
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(3, 4))
+			for !stop.Load() {
+				s := secrets[2*rng.IntN(n)+1]
+				start := time.Now()
+				h, _ := f.parse(s)
+				if _, _, err := st.TokenByHash(h); err != nil {
+					b.Errorf("a live token failed to verify during the purge: %v", err)
+					return
+				}
+				if d := time.Since(start).Nanoseconds(); d > worst.Load() {
+					worst.Store(d)
+				}
+				checks.Add(1)
+			}
+		})
+		b.StartTimer()
+		res, err := purgeOnce(context.Background(), st, now, 0)
+		b.StopTimer()
+		stop.Store(true)
+		wg.Wait()
+		if err != nil || res.Tokens != n {
+			b.Fatalf("purge = %+v, %v; want %d deleted", res, err, n)
+		}
+		b.ReportMetric(float64(res.Transactions), "txs")
+		b.ReportMetric(float64(worst.Load())/1e6, "worst-verify-ms")
+		b.ReportMetric(float64(checks.Load()), "verifies")
+		st.Close()
+	}
+}

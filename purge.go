@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"time"
+)
+
+// purgeBatch is the most tokens one purge transaction deletes.
+const purgeBatch = 1000
+
+// purgeResult is what one purge pass did.
+type purgeResult struct {
+	Tokens       int // tokens deleted
+	Transactions int
+}
+
+// purgeOnce deletes tokens that expired more than retention before now.
+// Expired tokens are refused at request time whether or not they have been
+// purged: this is housekeeping, not security.
+func purgeOnce(ctx context.Context, st *store, now time.Time, retention time.Duration) (purgeResult, error) {
+	var res purgeResult
+	var err error
+	res.Tokens, res.Transactions, err = st.PurgeExpired(ctx, now.Add(-retention), purgeBatch)
+	return res, err
+}
+
+// expiredPurger runs a purge pass at every interval until ctx ends. A failed
+// pass is logged and tried again at the next tick.
+func (s *server) expiredPurger(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.purge(ctx)
+		}
+	}
+}
+
+// purge runs one pass and logs what it did.
+func (s *server) purge(ctx context.Context) {
+	start := time.Now()
+	res, err := purgeOnce(ctx, s.store, s.now(), s.cfg.ExpiredRetention)
+	if err != nil {
+		s.log.Error("purge; will retry at the next tick", "err", err, "tokens_deleted", res.Tokens)
+		return
+	}
+	if res.Tokens > 0 {
+		s.log.Info("purged expired tokens", "tokens", res.Tokens, "transactions", res.Transactions, "duration", time.Since(start))
+	}
+}

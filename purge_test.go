@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// bulkTokens stores n tokens for owner in large transactions, the i-th
+// expiring at expires(i) (nil: never), and returns their secrets. It is for
+// tests and benchmarks that need many tokens quickly.
+func bulkTokens(tb testing.TB, st *store, owner uint64, n int, created time.Time, expires func(i int) *time.Time) []string {
+	tb.Helper()
+	f := mustFormat(tb, defaultTokenPrefix)
+	secrets := make([]string, 0, n)
+	const perTx = 10_000
+	for start := 0; start < n; start += perTx {
+		err := st.update(func(tx *bolt.Tx) error {
+			for i := start; i < min(start+perTx, n); i++ {
+				secret, err := f.generate()
+				if err != nil {
+					return err
+				}
+				t := tokenRecord{Owner: owner, Name: fmt.Sprintf("bulk %d", i), Scopes: []string{scopeTokensRead},
+					CreatedAt: created, ExpiresAt: expires(i), Hint: tokenHint(secret)}
+				if err := putNewToken(tx, &t, hashToken(secret)); err != nil {
+					return err
+				}
+				secrets = append(secrets, secret)
+			}
+			return nil
+		})
+		if err != nil {
+			tb.Fatalf("bulk-load tokens: %v", err)
+		}
+	}
+	return secrets
+}
+
+func at(t time.Time) *time.Time { return &t }
+
+func TestExpiryBoundary(t *testing.T) {
+	ts := newTestServer(t)
+	u := ts.addUser("alice", false)
+	tok, secret := ts.addToken(u, "ci", nil, time.Hour)
+
+	ts.clock.Add(time.Hour - time.Nanosecond)
+	w := ts.do(request{method: "GET", path: "/api/v1/user", token: secret})
+	if w.Code != 200 {
+		t.Fatalf("GET /api/v1/user one instant before expiry = %d %s; want 200", w.Code, w.Body)
+	}
+	if got, want := w.Header().Get("Token-Expires-At"), tok.ExpiresAt.UTC().Format(time.RFC3339); got != want {
+		t.Errorf("Token-Expires-At = %q; want %q", got, want)
+	}
+	ts.clock.Add(time.Nanosecond)
+	w = ts.do(request{method: "GET", path: "/api/v1/user", token: secret})
+	if w.Code != 401 || !strings.Contains(w.Header().Get("WWW-Authenticate"), `error="invalid_token"`) {
+		t.Errorf("GET /api/v1/user at expiry = %d %q; want 401 invalid_token", w.Code, w.Header().Get("WWW-Authenticate"))
+	}
+}
+
+// TestExpiredTokensStayVisibleDuringRetention: an expired token is listed,
+// marked expired, until the retention has passed; then the purge removes it.
+func TestExpiredTokensStayVisibleDuringRetention(t *testing.T) {
+	ts := newTestServer(t)
+	u := ts.addUser("alice", false)
+	_, reader := ts.addToken(u, "reader", []string{scopeTokensRead}, 0)
+	short, _ := ts.addToken(u, "short-lived", nil, time.Hour)
+
+	list := func() map[uint64]tokenBody {
+		t.Helper()
+		w := ts.do(request{method: "GET", path: "/api/v1/tokens", token: reader})
+		if w.Code != 200 {
+			t.Fatalf("GET /api/v1/tokens = %d %s", w.Code, w.Body)
+		}
+		var got []tokenBody
+		decode(t, w, &got)
+		m := map[uint64]tokenBody{}
+		for _, tb := range got {
+			m[tb.ID] = tb
+		}
+		return m
+	}
+
+	ts.clock.Add(2 * time.Hour)
+	ts.purge(context.Background())
+	if got, ok := list()[short.ID]; !ok || !got.Expired {
+		t.Fatalf("an hour after expiry the token is listed = %v, expired = %v; want listed and expired", ok, got.Expired)
+	}
+	ts.clock.Add(ts.cfg.ExpiredRetention - 2*time.Hour)
+	ts.purge(context.Background())
+	if _, ok := list()[short.ID]; !ok {
+		t.Fatal("the token was purged one hour before the retention ended")
+	}
+	ts.clock.Add(2 * time.Hour)
+	ts.purge(context.Background())
+	if _, ok := list()[short.ID]; ok {
+		t.Error("the token is still listed after the retention ended and a purge ran")
+	}
+	if err := ts.store.Check(); err != nil {
+		t.Error(err)
+	}
+	if !strings.Contains(ts.logs.String(), "purged expired tokens") {
+		t.Errorf("the purge did not log what it deleted:\n%s", ts.logs.String())
+	}
+}
+
+func TestPurgeRemovesExactlyTheExpired(t *testing.T) {
+	st, _ := newTestDB(t)
+	alice := storeUser(t, st, "alice", false)
+	bob := storeUser(t, st, "bob", false)
+	now := time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)
+	// Interleave: every third token never expires, the others expire on
+	// either side of the cut-off.
+	expires := func(i int) *time.Time {
+		switch i % 3 {
+		case 0:
+			return nil
+		case 1:
+			return at(now.Add(-time.Duration(i) * time.Minute)) // expired before the cut-off
+		}
+		return at(now.Add(time.Duration(i) * time.Minute)) // still to come
+	}
+	bulkTokens(t, st, alice.ID, 300, now.Add(-48*time.Hour), expires)
+	bulkTokens(t, st, bob.ID, 300, now.Add(-48*time.Hour), expires)
+	// One that expires exactly at the cut-off is kept: it was valid until then.
+	edge, _ := storeToken(t, st, alice.ID, "edge", at(now))
+
+	res, err := purgeOnce(context.Background(), st, now, 0)
+	if err != nil {
+		t.Fatalf("purgeOnce: %v", err)
+	}
+	if res.Tokens != 200 {
+		t.Errorf("purgeOnce deleted %d tokens; want 200", res.Tokens)
+	}
+	all, _ := st.AllTokens()
+	if len(all) != 401 {
+		t.Errorf("%d tokens left; want 401", len(all))
+	}
+	for _, tok := range all {
+		if tok.ExpiresAt != nil && tok.ExpiresAt.Before(now) {
+			t.Errorf("token %d expired at %v and was kept", tok.ID, tok.ExpiresAt)
+		}
+	}
+	if _, err := st.TokenByID(edge.ID, anyOwner); err != nil {
+		t.Errorf("the token expiring exactly at the cut-off was deleted: %v", err)
+	}
+	if err := st.Check(); err != nil {
+		t.Errorf("after the purge: %v", err)
+	}
+	again, _ := purgeOnce(context.Background(), st, now, 0)
+	if again.Tokens != 0 || again.Transactions != 1 {
+		t.Errorf("a second purge = %+v; want nothing deleted in one transaction", again)
+	}
+}
+
+func TestPurgeWorksInBatches(t *testing.T) {
+	st, _ := newTestDB(t)
+	u := storeUser(t, st, "alice", false)
+	now := time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)
+	bulkTokens(t, st, u.ID, 10_000, now.Add(-time.Hour), func(i int) *time.Time { return at(now.Add(-time.Duration(i+1) * time.Second)) })
+	live := bulkTokens(t, st, u.ID, 50, now, func(int) *time.Time { return at(now.Add(time.Hour)) })
+
+	writesBefore := st.writeTxs.Load()
+	res, err := purgeOnce(context.Background(), st, now, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Tokens != 10_000 {
+		t.Errorf("deleted %d; want 10000", res.Tokens)
+	}
+	if res.Transactions < 10 {
+		t.Errorf("the purge used %d transactions; want at least 10 of at most %d deletions", res.Transactions, purgeBatch)
+	}
+	if got := st.writeTxs.Load() - writesBefore; got != uint64(res.Transactions) {
+		t.Errorf("the store counted %d write transactions; the purge said %d", got, res.Transactions)
+	}
+	for _, s := range live {
+		if _, _, err := st.TokenByHash(hashToken(s)); err != nil {
+			t.Fatalf("a live token is gone after the purge: %v", err)
+		}
+	}
+	if err := st.Check(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestPurgeStopsWithItsContext(t *testing.T) {
+	st, _ := newTestDB(t)
+	u := storeUser(t, st, "alice", false)
+	now := time.Now()
+	bulkTokens(t, st, u.ID, 3000, now, func(int) *time.Time { return at(now.Add(-time.Hour)) })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res, err := purgeOnce(ctx, st, now, 0)
+	if err != nil || res.Tokens != 0 {
+		t.Errorf("purge with an ended context = %+v, %v; want nothing done and no error", res, err)
+	}
+}
+
+func TestPurgeCommand(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "tokend.db")
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := storeUser(t, st, "alice", false)
+	now := time.Now()
+	bulkTokens(t, st, u.ID, 5, now, func(i int) *time.Time { return at(now.Add(-time.Duration(i) * 24 * time.Hour)) })
+	st.Close()
+	out, _, err := runCLI(t, "", "purge", "-db", db, "-expired-retention", "60h")
+	// Tokens expired 0, 1, 2, 3 and 4 days ago: those older than 60h go.
+	if err != nil || !strings.Contains(out, "purged 2 expired tokens") {
+		t.Errorf("tokend purge = %q, %v; want 2 purged", out, err)
+	}
+	if _, _, err := runCLI(t, "", "purge", "-db", db, "-expired-retention", "-1h"); err == nil {
+		t.Error("tokend purge -expired-retention -1h = nil error")
+	}
+}
