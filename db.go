@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +29,7 @@ var (
 	bucketUsers          = []byte("users")            // user id → userRecord
 	bucketUsersByName    = []byte("users_by_name")    // lower-cased name → user id
 	bucketTokens         = []byte("tokens")           // token id → tokenRecord
-	bucketTokensByHash   = []byte("tokens_by_hash")   // SHA-256 of the token → token id
+	bucketTokensByHash   = []byte("tokens_by_hash")   // SHA-256 of the token → authRecord (binary)
 	bucketTokensByOwner  = []byte("tokens_by_owner")  // owner id ‖ token id → empty
 	bucketTokensByExpiry = []byte("tokens_by_expiry") // expiry unix ns ‖ token id → empty
 	bucketSessions       = []byte("sessions")         // SHA-256 of the session secret → sessionRecord
@@ -94,12 +95,42 @@ type store struct {
 	// writeTxs counts write transactions, so that tests and benchmarks can
 	// show which paths write and which never do.
 	writeTxs atomic.Uint64
+	// gen grows after every write transaction. A cached user is good only
+	// while gen is what it was before the user was read: any write, to
+	// anything, makes the next verification read the user afresh. tokend is
+	// the only process on the file, so this keeps the cache exactly coherent.
+	gen   atomic.Uint64
+	users sync.Map // user id → *cachedUser
+	// auth caches the auth records of tokens verified lately, so that a
+	// busy token costs no transaction at all.
+	auth *authCache
+	// evict lists the tokens the running write transaction deletes. bbolt
+	// runs one write transaction at a time, so it needs no lock.
+	evict []tokenHash
 }
 
-// update runs fn in a write transaction.
+type cachedUser struct {
+	user userRecord // without its password hash
+	gen  uint64
+}
+
+// update runs fn in a write transaction. Every write goes through here.
+// Once the transaction has committed, and before anyone can see its
+// effects through a cache, the tokens it deleted leave the auth cache and
+// gen grows.
 func (s *store) update(fn func(*bolt.Tx) error) error {
 	s.writeTxs.Add(1)
-	return s.db.Update(fn)
+	return s.db.Update(func(tx *bolt.Tx) error {
+		s.evict = nil // a fresh list: the last one may still be in use
+		if err := fn(tx); err != nil {
+			return err
+		}
+		deleted := s.evict
+		// Commit handlers run after bbolt releases its writer lock, before
+		// Update returns: before any answer to this write is sent.
+		tx.OnCommit(func() { s.auth.committed(&s.gen, deleted) })
+		return nil
+	})
 }
 
 // openStore opens or creates the tokend database at path. It waits at most
@@ -121,7 +152,7 @@ func openStore(path string, lockTimeout time.Duration) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}
-	return &store{db: db}, nil
+	return &store{db: db, auth: newAuthCache(defaultAuthCacheSize)}, nil
 }
 
 // initSchema creates every bucket of a new database, or checks that an
@@ -300,7 +331,7 @@ func (s *store) SetPassword(id uint64, hash string, changedAt time.Time, revokeT
 			return err
 		}
 		if revokeTokens {
-			return deleteTokensOf(tx, id)
+			return s.deleteTokensOf(tx, id)
 		}
 		return nil
 	})
@@ -324,6 +355,32 @@ func (s *store) UpgradePasswordHash(id uint64, oldHash, newHash string) error {
 	})
 }
 
+// SetAdmin makes user id an admin or not. It returns errNotFound for an
+// unknown user and errLastAdmin when it would leave no admin.
+func (s *store) SetAdmin(id uint64, admin bool) error {
+	return s.update(func(tx *bolt.Tx) error {
+		users := tx.Bucket(bucketUsers)
+		var u userRecord
+		if err := getJSON(users, itob(id), &u); err != nil {
+			return err
+		}
+		if u.Admin == admin {
+			return nil
+		}
+		if !admin {
+			n, err := countAdmins(tx)
+			if err != nil {
+				return err
+			}
+			if n <= 1 {
+				return errLastAdmin
+			}
+		}
+		u.Admin = admin
+		return putJSON(users, itob(id), &u)
+	})
+}
+
 // DeleteUser removes user id with all of their tokens and sessions. It
 // returns errNotFound for an unknown user and errLastAdmin when id is the
 // only admin.
@@ -343,7 +400,7 @@ func (s *store) DeleteUser(id uint64) error {
 				return errLastAdmin
 			}
 		}
-		if err := deleteTokensOf(tx, id); err != nil {
+		if err := s.deleteTokensOf(tx, id); err != nil {
 			return err
 		}
 		if err := deleteSessionsOf(tx, id); err != nil {
@@ -406,7 +463,7 @@ func putNewToken(tx *bolt.Tx, t *tokenRecord, h tokenHash) error {
 	if err := putJSON(tokens, itob(id), &rec); err != nil {
 		return err
 	}
-	if err := byHash.Put(h[:], itob(id)); err != nil {
+	if err := byHash.Put(h[:], authRecordOf(&rec).marshal()); err != nil {
 		return err
 	}
 	if err := tx.Bucket(bucketTokensByOwner).Put(pairKey(rec.Owner, id), nil); err != nil {
@@ -421,11 +478,13 @@ func putNewToken(tx *bolt.Tx, t *tokenRecord, h tokenHash) error {
 	return nil
 }
 
-// deleteToken removes token t and every index entry that points at it.
-func deleteToken(tx *bolt.Tx, t *tokenRecord) error {
+// deleteToken removes token t and every index entry that points at it, and
+// marks it to leave the auth cache when the transaction commits.
+func (s *store) deleteToken(tx *bolt.Tx, t *tokenRecord) error {
 	if err := tx.Bucket(bucketTokensByHash).Delete(t.Hash[:]); err != nil {
 		return err
 	}
+	s.evict = append(s.evict, t.Hash)
 	if err := tx.Bucket(bucketTokensByOwner).Delete(pairKey(t.Owner, t.ID)); err != nil {
 		return err
 	}
@@ -452,18 +511,55 @@ func countTokensOf(tx *bolt.Tx, owner uint64) int { return len(tokenIDsOf(tx, ow
 
 // deleteTokensOf deletes every token of owner. Keys are collected before
 // anything is deleted: deleting under a cursor skips entries.
-func deleteTokensOf(tx *bolt.Tx, owner uint64) error {
+func (s *store) deleteTokensOf(tx *bolt.Tx, owner uint64) error {
 	tokens := tx.Bucket(bucketTokens)
 	for _, id := range tokenIDsOf(tx, owner) {
 		var t tokenRecord
 		if err := getJSON(tokens, itob(id), &t); err != nil {
 			return fmt.Errorf("token %d of user %d: %w", id, owner, err)
 		}
-		if err := deleteToken(tx, &t); err != nil {
+		if err := s.deleteToken(tx, &t); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// Authenticate returns what verification needs of the token whose hash is
+// h, and its owner (without the password hash). A token verified lately
+// and an owner unchanged since are answered from memory; otherwise it is
+// one read transaction with one binary lookup and no JSON for the token.
+// It returns errNotFound for an unknown token. It does not check expiry.
+func (s *store) Authenticate(h tokenHash) (authRecord, userRecord, error) {
+	gen := s.gen.Load() // before anything is read: see store.gen
+	if a, ok := s.auth.get(h); ok {
+		if c, ok := s.users.Load(a.Owner); ok && c.(*cachedUser).gen == gen {
+			return a, c.(*cachedUser).user, nil
+		}
+	}
+	var a authRecord
+	var u userRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		if a, err = authByHash(tx, h); err != nil {
+			return err
+		}
+		if c, ok := s.users.Load(a.Owner); ok && c.(*cachedUser).gen == gen {
+			u = c.(*cachedUser).user
+			return nil
+		}
+		if err := getJSON(tx.Bucket(bucketUsers), itob(a.Owner), &u); err != nil {
+			return err
+		}
+		u.PasswordHash = ""
+		s.users.Store(a.Owner, &cachedUser{user: u, gen: gen})
+		return nil
+	})
+	if err != nil {
+		return a, u, err
+	}
+	s.auth.put(h, a, &s.gen, gen)
+	return a, u, nil
 }
 
 // TokenByHash returns the token whose hash is h and its owner, or
@@ -472,11 +568,11 @@ func (s *store) TokenByHash(h tokenHash) (tokenRecord, userRecord, error) {
 	var t tokenRecord
 	var u userRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
-		id := tx.Bucket(bucketTokensByHash).Get(h[:])
-		if id == nil {
-			return errNotFound
+		a, err := authByHash(tx, h)
+		if err != nil {
+			return err
 		}
-		if err := getJSON(tx.Bucket(bucketTokens), id, &t); err != nil {
+		if err := getJSON(tx.Bucket(bucketTokens), itob(a.ID), &t); err != nil {
 			return err
 		}
 		return getJSON(tx.Bucket(bucketUsers), itob(t.Owner), &u)
@@ -551,7 +647,7 @@ func (s *store) DeleteToken(id, owner uint64) (tokenRecord, error) {
 		if t, err = ownedToken(tx, id, owner); err != nil {
 			return err
 		}
-		return deleteToken(tx, &t)
+		return s.deleteToken(tx, &t)
 	})
 	return t, err
 }
@@ -561,14 +657,14 @@ func (s *store) DeleteToken(id, owner uint64) (tokenRecord, error) {
 func (s *store) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(tx *bolt.Tx) error {
-		id := tx.Bucket(bucketTokensByHash).Get(h[:])
-		if id == nil {
-			return errNotFound
-		}
-		if err := getJSON(tx.Bucket(bucketTokens), id, &t); err != nil {
+		a, err := authByHash(tx, h)
+		if err != nil {
 			return err
 		}
-		return deleteToken(tx, &t)
+		if err := getJSON(tx.Bucket(bucketTokens), itob(a.ID), &t); err != nil {
+			return err
+		}
+		return s.deleteToken(tx, &t)
 	})
 	return t, err
 }
@@ -588,7 +684,7 @@ func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time
 		if old.expired(now) {
 			return errTokenExpired
 		}
-		if err := deleteToken(tx, &old); err != nil {
+		if err := s.deleteToken(tx, &old); err != nil {
 			return err
 		}
 		t = tokenRecord{
@@ -637,7 +733,7 @@ func (s *store) PurgeExpired(ctx context.Context, cutoff time.Time, batch int) (
 				case err != nil:
 					return err
 				}
-				if err := deleteToken(tx, &t); err != nil {
+				if err := s.deleteToken(tx, &t); err != nil {
 					return err
 				}
 			}
@@ -768,8 +864,9 @@ func (s *store) Check() error {
 				bad("token %d: %v", btoi(k), err)
 				return nil
 			}
-			if id := byHash.Get(t.Hash[:]); id == nil || btoi(id) != t.ID {
-				bad("token %d has no tokens_by_hash entry", t.ID)
+			var a authRecord
+			if v := byHash.Get(t.Hash[:]); v == nil || a.unmarshal(v) != nil || !slices.Equal(a.marshal(), authRecordOf(&t).marshal()) {
+				bad("token %d has no tokens_by_hash entry that matches it", t.ID)
 			}
 			if byOwner.Get(pairKey(t.Owner, t.ID)) == nil {
 				bad("token %d has no tokens_by_owner entry", t.ID)
@@ -784,7 +881,8 @@ func (s *store) Check() error {
 		})
 		byHash.ForEach(func(k, v []byte) error {
 			var t tokenRecord
-			if err := getJSON(tokens, v, &t); err != nil || !bytes.Equal(t.Hash[:], k) {
+			var a authRecord
+			if a.unmarshal(v) != nil || getJSON(tokens, itob(a.ID), &t) != nil || !bytes.Equal(t.Hash[:], k) {
 				bad("tokens_by_hash %x points at no token that has it", k[:4])
 			}
 			return nil

@@ -107,8 +107,8 @@ func (s *server) routes() http.Handler {
 // caller is who a request acts as: the owner of a valid token, limited to
 // that token's scopes.
 type caller struct {
-	user   userRecord
-	token  tokenRecord
+	user   userRecord // without its password hash
+	token  authRecord
 	scopes []string // the token's scopes that its owner may still hold
 }
 
@@ -220,7 +220,7 @@ func (s *server) verifyToken(token string) (*caller, error) {
 	if err != nil {
 		return nil, invalidToken("the token is malformed: wrong prefix, length or checksum")
 	}
-	t, u, err := s.store.TokenByHash(h)
+	t, u, err := s.store.Authenticate(h)
 	if errors.Is(err, errNotFound) {
 		return nil, invalidToken("the token is unknown or revoked")
 	}
@@ -330,7 +330,13 @@ func (s *server) handleGetUser(w http.ResponseWriter, r *http.Request, _ httprou
 }
 
 func (s *server) handleGetSelf(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *caller) {
-	s.writeJSON(w, r, http.StatusOK, s.tokenJSON(c.token))
+	t, err := s.store.TokenByID(c.token.ID, c.user.ID)
+	if err != nil {
+		// Revoked since it was verified a moment ago.
+		s.writeError(w, r, notFoundAs(err, "the token was revoked"))
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, s.tokenJSON(t))
 }
 
 func (s *server) handleRevokeSelf(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *caller) {

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // TestLastUsedOneWritePerFlush: many concurrent verifications write nothing;
@@ -178,11 +176,12 @@ func TestShutdownOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := storeUser(t, st, "alice", false)
-	tok, secret := storeToken(t, st, u.ID, "deploy", at(time.Now().Add(24*time.Hour)))
-	st.db.Update(func(tx *bolt.Tx) error { // give it the scope the request needs
-		tok.Scopes = []string{scopeTokensRead, scopeTokensWrite}
-		return putJSON(tx.Bucket(bucketTokens), itob(tok.ID), &tok)
-	})
+	secret, _ := mustFormat(t, defaultTokenPrefix).generate()
+	tok := tokenRecord{Owner: u.ID, Name: "deploy", Scopes: []string{scopeTokensRead, scopeTokensWrite},
+		CreatedAt: time.Now(), ExpiresAt: at(time.Now().Add(24 * time.Hour)), Hint: tokenHint(secret)}
+	if err := st.CreateToken(&tok, hashToken(secret), 0); err != nil {
+		t.Fatal(err)
+	}
 	st.Close()
 
 	var logs syncBuffer

@@ -22,6 +22,7 @@ const (
 	secretLen          = 43 // 43 × log2(62) ≈ 256.03 bits
 	checksumLen        = 6  // 62^6 > 2^32
 	hintLen            = 4
+	maxTokenLen        = 17 + secretLen + checksumLen // the longest prefix newTokenFormat allows
 	base62Alphabet     = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
 
@@ -103,13 +104,16 @@ func (f tokenFormat) parse(token string) (tokenHash, error) {
 			return tokenHash{}, errMalformedToken
 		}
 	}
-	body := token[:len(token)-checksumLen]
+	// A stack copy: converting the string to []byte would allocate.
+	var buf [maxTokenLen]byte
+	b := buf[:copy(buf[:], token)]
+	body := b[:len(b)-checksumLen]
 	var want [checksumLen]byte
-	appendChecksum(want[:0], crc32.ChecksumIEEE([]byte(body)))
+	appendChecksum(want[:0], crc32.ChecksumIEEE(body))
 	if string(want[:]) != token[len(body):] {
 		return tokenHash{}, errMalformedToken
 	}
-	return hashToken(token), nil
+	return sha256.Sum256(b), nil
 }
 
 func isBase62(c byte) bool {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -591,5 +593,133 @@ func TestUserNames(t *testing.T) {
 		if err := checkUserName(bad); err == nil {
 			t.Errorf("checkUserName(%q) = nil; want an error", bad)
 		}
+	}
+}
+
+func TestAuthRecordRoundTrip(t *testing.T) {
+	exp := time.Date(2031, 2, 3, 4, 5, 6, 7, time.UTC)
+	for _, a := range []authRecord{
+		{ID: 1, Owner: 2, CreatedAt: time.Date(2030, 1, 1, 0, 0, 0, 1, time.UTC), ExpiresAt: &exp, Scopes: []string{scopeTokensRead, "treasure:create"}},
+		{ID: 1<<64 - 1, Owner: 7, CreatedAt: time.Unix(0, 0).UTC(), Scopes: []string{}},
+	} {
+		var back authRecord
+		if err := back.unmarshal(a.marshal()); err != nil {
+			t.Fatalf("unmarshal(marshal(%+v)) = %v", a, err)
+		}
+		if back.ID != a.ID || back.Owner != a.Owner || !back.CreatedAt.Equal(a.CreatedAt) ||
+			(a.ExpiresAt == nil) != (back.ExpiresAt == nil) || (a.ExpiresAt != nil && !back.ExpiresAt.Equal(*a.ExpiresAt)) ||
+			strings.Join(back.Scopes, " ") != strings.Join(a.Scopes, " ") {
+			t.Errorf("round trip of %+v = %+v", a, back)
+		}
+		b := a.marshal()
+		for n := range len(b) - 1 {
+			if err := back.unmarshal(b[:n]); err == nil {
+				t.Errorf("unmarshal of %d of %d bytes = nil error", n, len(b))
+			}
+		}
+		if err := back.unmarshal(append(b, 0)); err == nil {
+			t.Error("unmarshal with a trailing byte = nil error")
+		}
+	}
+}
+
+// TestVerificationIsCoherent revokes, demotes and removes in a tight loop
+// and checks that every change shows at the very next verification,
+// whatever was read and cached before.
+func TestVerificationIsCoherent(t *testing.T) {
+	ts := newTestServer(t)
+	root := ts.addUser("root", true)
+	ts.addUser("other-admin", true)
+	for i := range 200 {
+		_, secret := ts.addToken(root, "loop", []string{scopeAdmin}, 0)
+		c, err := ts.verifyToken(secret)
+		if err != nil || !hasScope(c.scopes, scopeAdmin) {
+			t.Fatalf("round %d: verify new token = %v, scopes %v", i, err, c.scopes)
+		}
+		if err := ts.store.SetAdmin(root.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := ts.verifyToken(secret); err != nil || hasScope(c.scopes, scopeAdmin) || c.user.Admin {
+			t.Fatalf("round %d: right after demotion the token still acts as an admin (%v)", i, err)
+		}
+		if err := ts.store.SetAdmin(root.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := ts.verifyToken(secret); err != nil || !hasScope(c.scopes, scopeAdmin) {
+			t.Fatalf("round %d: right after promotion the token lacks admin (%v)", i, err)
+		}
+		h := hashToken(secret)
+		if _, err := ts.store.DeleteTokenByHash(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ts.verifyToken(secret); err == nil {
+			t.Fatalf("round %d: a revoked token verified", i)
+		}
+	}
+	bob := ts.addUser("bob", false)
+	_, secret := ts.addToken(bob, "b", nil, 0)
+	if _, err := ts.verifyToken(secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.store.DeleteUser(bob.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.verifyToken(secret); err == nil {
+		t.Error("a removed user's token verified")
+	}
+	_, secret = ts.addToken(root, "pw", nil, 0)
+	ts.verifyToken(secret)
+	if err := ts.store.SetPassword(root.ID, "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", time.Now(), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.verifyToken(secret); err == nil {
+		t.Error("a token verified after a password change that revokes all tokens")
+	}
+}
+
+func TestLongestPrefix(t *testing.T) {
+	f := mustFormat(t, "abcdefghijklmnop_")
+	tok, _ := f.generate()
+	if len(tok) != maxTokenLen {
+		t.Fatalf("a token with the longest prefix is %d characters; maxTokenLen is %d", len(tok), maxTokenLen)
+	}
+	if _, err := f.parse(tok); err != nil {
+		t.Errorf("parse(%q) = %v", tok, err)
+	}
+}
+
+// TestRevocationBeatsConcurrentVerifiers revokes tokens while other
+// goroutines verify them as fast as they can, filling the auth cache: once
+// the revocation has returned, no verification may succeed.
+func TestRevocationBeatsConcurrentVerifiers(t *testing.T) {
+	ts := newTestServer(t)
+	u := ts.addUser("alice", false)
+	for round := range 100 {
+		_, secret := ts.addToken(u, "hot", nil, 0)
+		var revoked atomic.Bool
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range 200 {
+					after := revoked.Load()
+					_, err := ts.verifyToken(secret)
+					if after && err == nil {
+						t.Errorf("round %d: the token verified after its revocation returned", round)
+						return
+					}
+				}
+			})
+		}
+		if _, err := ts.store.DeleteTokenByHash(hashToken(secret)); err != nil {
+			t.Fatal(err)
+		}
+		revoked.Store(true)
+		wg.Wait()
+		if _, err := ts.verifyToken(secret); err == nil {
+			t.Fatalf("round %d: the revoked token verified", round)
+		}
+	}
+	if n := ts.store.auth.len(); n != 0 {
+		t.Errorf("%d revoked tokens are still cached", n)
 	}
 }

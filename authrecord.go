@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// authRecord is what verifying a token needs to know, stored in binary as
+// the value of tokens_by_hash so that verification is one lookup and no
+// JSON. It repeats fields of the token's record; both are written in the
+// same transaction and never change apart (rotation makes a new token).
+//
+// Layout, big-endian: version (1 byte) | token id (8) | owner id (8) |
+// created unix ns (8) | expires unix ns, 0 for never (8) | scope count (1) |
+// per scope: length (1) and bytes.
+type authRecord struct {
+	ID        uint64
+	Owner     uint64
+	CreatedAt time.Time
+	ExpiresAt *time.Time
+	Scopes    []string
+}
+
+const authRecordVersion = 1
+
+var errBadAuthRecord = errors.New("malformed auth record")
+
+// expired reports whether the token is no longer valid at now.
+func (a *authRecord) expired(now time.Time) bool {
+	return a.ExpiresAt != nil && !now.Before(*a.ExpiresAt)
+}
+
+// authRecordOf returns the auth record of token t.
+func authRecordOf(t *tokenRecord) authRecord {
+	return authRecord{ID: t.ID, Owner: t.Owner, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Scopes: t.Scopes}
+}
+
+func (a authRecord) marshal() []byte {
+	n := 1 + 8*4 + 1
+	for _, s := range a.Scopes {
+		n += 1 + len(s)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, authRecordVersion)
+	b = binary.BigEndian.AppendUint64(b, a.ID)
+	b = binary.BigEndian.AppendUint64(b, a.Owner)
+	b = binary.BigEndian.AppendUint64(b, uint64(a.CreatedAt.UnixNano()))
+	var exp uint64
+	if a.ExpiresAt != nil {
+		exp = uint64(a.ExpiresAt.UnixNano())
+	}
+	b = binary.BigEndian.AppendUint64(b, exp)
+	b = append(b, byte(len(a.Scopes)))
+	for _, s := range a.Scopes {
+		b = append(b, byte(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// unmarshal decodes b, which it does not keep: bytes from bbolt die with
+// their transaction.
+func (a *authRecord) unmarshal(b []byte) error {
+	if len(b) < 1+8*4+1 || b[0] != authRecordVersion {
+		return errBadAuthRecord
+	}
+	a.ID = binary.BigEndian.Uint64(b[1:])
+	a.Owner = binary.BigEndian.Uint64(b[9:])
+	a.CreatedAt = time.Unix(0, int64(binary.BigEndian.Uint64(b[17:]))).UTC()
+	a.ExpiresAt = nil
+	if exp := binary.BigEndian.Uint64(b[25:]); exp != 0 {
+		t := time.Unix(0, int64(exp)).UTC()
+		a.ExpiresAt = &t
+	}
+	count := int(b[33])
+	rest := b[34:]
+	a.Scopes = make([]string, 0, count)
+	for range count {
+		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
+			return errBadAuthRecord
+		}
+		a.Scopes = append(a.Scopes, internScope(rest[1:1+int(rest[0])]))
+		rest = rest[1+int(rest[0]):]
+	}
+	if len(rest) != 0 {
+		return errBadAuthRecord
+	}
+	return nil
+}
+
+// internScope returns the built-in scope named by b without allocating, or
+// a copy of b.
+func internScope(b []byte) string {
+	switch string(b) { // no allocation: the compiler compares in place
+	case scopeTokensRead:
+		return scopeTokensRead
+	case scopeTokensWrite:
+		return scopeTokensWrite
+	case scopeIntrospect:
+		return scopeIntrospect
+	case scopeAdmin:
+		return scopeAdmin
+	}
+	return string(b)
+}
+
+// authByHash reads the auth record stored under h, or errNotFound.
+func authByHash(tx *bolt.Tx, h tokenHash) (authRecord, error) {
+	var a authRecord
+	v := tx.Bucket(bucketTokensByHash).Get(h[:])
+	if v == nil {
+		return a, errNotFound
+	}
+	return a, a.unmarshal(v)
+}
