@@ -96,6 +96,7 @@ type config struct {
 	PurgeInterval    time.Duration
 	ExpiredRetention time.Duration
 	LastUsedInterval time.Duration
+	AuthCacheSize    int
 }
 
 func defaultConfig() config {
@@ -112,6 +113,7 @@ func defaultConfig() config {
 		PurgeInterval:    time.Minute,
 		ExpiredRetention: 7 * 24 * time.Hour,
 		LastUsedInterval: 30 * time.Second,
+		AuthCacheSize:    defaultAuthCacheSize,
 	}
 }
 
@@ -128,6 +130,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PurgeInterval, "purge-interval", c.PurgeInterval, "how often to delete expired tokens")
 	fs.DurationVar(&c.ExpiredRetention, "expired-retention", c.ExpiredRetention, "how long expired tokens stay visible before they are deleted (0s: at expiry)")
 	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
+	fs.IntVar(&c.AuthCacheSize, "auth-cache-size", c.AuthCacheSize, "most recently verified tokens kept in memory, about 200 bytes each (0: none)")
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -149,6 +152,9 @@ func (c *config) check() error {
 	}
 	if c.ExpiredRetention < 0 {
 		return fmt.Errorf("-expired-retention: %v is negative", c.ExpiredRetention)
+	}
+	if c.AuthCacheSize < 0 {
+		return fmt.Errorf("-auth-cache-size: %d is negative", c.AuthCacheSize)
 	}
 	if c.LastUsedInterval <= 0 {
 		return fmt.Errorf("-last-used-interval: %v is not positive", c.LastUsedInterval)
@@ -244,6 +250,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 		}
 		log.Info("database closed")
 	}()
+	st.auth = newAuthCache(cfg.AuthCacheSize)
 	if mode, err := fileMode(cfg.DB); err == nil && mode&0o077 != 0 {
 		log.Warn("database file is readable by other users; chmod 600 it", "file", cfg.DB, "mode", fmt.Sprintf("%#o", mode))
 	}

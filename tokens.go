@@ -3,7 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -234,16 +234,17 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// MarshalText encodes h as hex, so that records stay readable with `bbolt get`.
+// MarshalText encodes h in unpadded base64: text in a JSON record, 43
+// characters where hex would take 64.
 func (h tokenHash) MarshalText() ([]byte, error) {
-	return []byte(hex.EncodeToString(h[:])), nil
+	return []byte(base64.RawStdEncoding.EncodeToString(h[:])), nil
 }
 
-// UnmarshalText decodes a hex hash written by MarshalText.
+// UnmarshalText decodes a hash written by MarshalText.
 func (h *tokenHash) UnmarshalText(b []byte) error {
-	if hex.DecodedLen(len(b)) != len(h) {
-		return fmt.Errorf("token hash: want %d hex digits, got %d", 2*len(h), len(b))
+	if base64.RawStdEncoding.DecodedLen(len(b)) != len(h) {
+		return fmt.Errorf("token hash: want %d base64 characters, got %d", base64.RawStdEncoding.EncodedLen(len(h)), len(b))
 	}
-	_, err := hex.Decode(h[:], b)
+	_, err := base64.RawStdEncoding.Decode(h[:], b)
 	return err
 }

@@ -191,15 +191,18 @@ func TestTokenHashMarshalRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(text) != 64 {
-		t.Errorf("MarshalText = %q; want 64 hex digits", text)
+	if len(text) != 43 {
+		t.Errorf("MarshalText = %q; want 43 base64 characters", text)
 	}
 	var back tokenHash
 	if err := back.UnmarshalText(text); err != nil || back != h {
 		t.Errorf("UnmarshalText(MarshalText(h)) = %x, %v; want %x", back, err, h)
 	}
 	if err := back.UnmarshalText([]byte("abcd")); err == nil {
-		t.Error("UnmarshalText of 4 digits = nil error; want one")
+		t.Error("UnmarshalText of 4 characters = nil error; want one")
+	}
+	if err := back.UnmarshalText([]byte(strings.Repeat("!", 43))); err == nil {
+		t.Error("UnmarshalText of non-base64 = nil error; want one")
 	}
 }
 
