@@ -44,7 +44,7 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	scopes, err := newScopeRegistry(nil)
+	scopes, err := newScopeRegistry(cfg.Scopes.list())
 	if err != nil {
 		return nil, err
 	}

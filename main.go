@@ -89,6 +89,7 @@ type config struct {
 	ShutdownTimeout  time.Duration
 	HashConcurrency  int
 	Argon            argonParams // not a flag: tests lower it
+	Scopes           operatorScopes
 }
 
 func defaultConfig() config {
@@ -115,6 +116,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log `format`: text or json")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long to let requests finish at shutdown")
 	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB)")
+	c.Scopes.register(fs)
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -162,8 +164,15 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return err
 }
 
+// envNames holds the environment variables not named after their flag:
+// a repeatable flag's variable holds a list.
+var envNames = map[string]string{"scope": "TOKEND_SCOPES"}
+
 // envName returns the environment variable behind a flag.
 func envName(flagName string) string {
+	if name, ok := envNames[flagName]; ok {
+		return name
+	}
 	return "TOKEND_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
