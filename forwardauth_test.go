@@ -61,9 +61,7 @@ func checkAllowed(t *testing.T, what string, w *httptest.ResponseRecorder, u use
 	if w.Body.Len() != 0 {
 		t.Errorf("%s: body = %q; want none", what, w.Body)
 	}
-	if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
-		t.Errorf("%s: Cache-Control = %q; want no-store", what, cc)
-	}
+	checkNoStore(t, what, w)
 	if h := w.Header().Get("WWW-Authenticate"); h != "" {
 		t.Errorf("%s: WWW-Authenticate = %q; want none on success", what, h)
 	}
@@ -79,11 +77,18 @@ func checkRefused(t *testing.T, what string, w *httptest.ResponseRecorder, statu
 	}
 	checkChallenge(t, what, w, code, scope)
 	checkNoAuthHeaders(t, what, w)
+	checkNoStore(t, what, w)
+}
+
+// checkNoStore asserts that w forbids caches to keep it.
+func checkNoStore(t *testing.T, what string, w *httptest.ResponseRecorder) {
+	t.Helper()
 	if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("%s: Cache-Control = %q; want no-store", what, cc)
 	}
 }
 
+// checkNoAuthHeaders asserts that w carries none of the X-Auth-* headers.
 func checkNoAuthHeaders(t *testing.T, what string, w *httptest.ResponseRecorder) {
 	t.Helper()
 	for _, h := range authHeaders {
@@ -279,12 +284,15 @@ func TestForwardAuthScopesOnlyFromPath(t *testing.T) {
 		name       string
 		req        request
 		wantStatus int
+		wantCode   string      // of a refusal
 		wantToken  tokenRecord // of a 204
 		wantScopes string      // X-Auth-Scopes of a 204
 	}{
-		{name: "the query names fewer scopes", req: request{method: "GET", path: scopedAuthPath + "?scopes=treasure:create", token: creatorSecret}, wantStatus: 403},
-		{name: "the query empties the scopes", req: request{method: "GET", path: scopedAuthPath + "?scopes=&scope=", token: creatorSecret}, wantStatus: 403},
-		{name: "forged X-Auth-* request headers", req: request{method: "GET", path: scopedAuthPath, token: creatorSecret, header: forged}, wantStatus: 403},
+		{name: "the query names fewer scopes", req: request{method: "GET", path: scopedAuthPath + "?scopes=treasure:create", token: creatorSecret}, wantStatus: 403, wantCode: "insufficient_scope"},
+		{name: "the query empties the scopes", req: request{method: "GET", path: scopedAuthPath + "?scopes=&scope=", token: creatorSecret}, wantStatus: 403, wantCode: "insufficient_scope"},
+		{name: "forged X-Auth-* request headers", req: request{method: "GET", path: scopedAuthPath, token: creatorSecret, header: forged}, wantStatus: 403, wantCode: "insufficient_scope"},
+		{name: "the token in the query", req: request{method: "GET", path: "/auth/treasure:create?access_token=" + creatorSecret}, wantStatus: 401, wantCode: "invalid_request"},
+		{name: "the token in the query too", req: request{method: "GET", path: "/auth/treasure:create?access_token=" + creatorSecret, token: creatorSecret}, wantStatus: 401, wantCode: "invalid_request"},
 		{
 			name: "the query names a scope the token lacks", req: request{method: "GET", path: "/auth/treasure:create?scopes=treasure:edit", token: creatorSecret},
 			wantStatus: 204, wantToken: creator, wantScopes: "treasure:create",
@@ -313,7 +321,11 @@ func TestForwardAuthScopesOnlyFromPath(t *testing.T) {
 				checkAllowed(t, what, w, u, tt.wantToken, tt.wantScopes)
 				return
 			}
-			checkRefused(t, what, w, tt.wantStatus, "insufficient_scope", "treasure:create treasure:edit")
+			scope := ""
+			if tt.wantStatus == http.StatusForbidden {
+				scope = "treasure:create treasure:edit"
+			}
+			checkRefused(t, what, w, tt.wantStatus, tt.wantCode, scope)
 		})
 	}
 }
