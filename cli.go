@@ -278,7 +278,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func tokenCreate(args []string, stdout, stderr io.Writer) error {
-	cmd := command{"token create", "-user NAME -name N [-scopes a,b] [-expires 30d]", "Create a token and print it. It is shown this once."}
+	cmd := command{"token create", "-user NAME -name N [-scopes a,b] [-expires 30d] [-scope NAME=DESCRIPTION…] [-scopes-file FILE]", "Create a token and print it. It is shown this once. Operator scopes are declared as for serve."}
 	var db string
 	fs := cmd.newFlagSet(stderr, &db)
 	user := fs.String("user", "", "the `name` of the user who will own the token")
@@ -286,6 +286,8 @@ func tokenCreate(args []string, stdout, stderr io.Writer) error {
 	scopes := fs.String("scopes", "", "comma-separated `scopes`, such as tokens:read,tokens:write")
 	expires := fs.String("expires", "30d", "lifetime: `Nd`, a Go duration such as 720h, an RFC 3339 time, or never")
 	prefix := fs.String("token-prefix", defaultTokenPrefix, "`prefix` of the token; must match the server's")
+	var declared operatorScopes
+	declared.register(fs)
 	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
 	}
@@ -313,7 +315,7 @@ func tokenCreate(args []string, stdout, stderr io.Writer) error {
 	} else if err != nil {
 		return err
 	}
-	reg, err := newScopeRegistry(nil)
+	reg, err := newScopeRegistry(declared.list())
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	scopes, err := newScopeRegistry(nil)
+	scopes, err := newScopeRegistry(cfg.Scopes.list())
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +89,9 @@ func (s *server) routes() http.Handler {
 	r.DELETE("/api/v1/tokens/:id", s.withToken(scopeTokensWrite, s.handleRevokeToken))
 	r.POST("/api/v1/tokens/:id/rotate", s.withToken(scopeTokensWrite, s.handleRotateToken))
 	r.POST("/api/v1/revoke", s.handleLeakReport)
+	r.POST("/api/v1/introspect", s.withToken(scopeIntrospect, s.handleIntrospect))
+	r.GET("/auth", s.handleForwardAuth)
+	r.GET("/auth/:scopes", s.handleForwardAuth)
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(r.URL.Path, 200))
@@ -697,19 +700,7 @@ func (s *server) handleLeakReport(w http.ResponseWriter, r *http.Request, _ http
 // object, both called token.
 func leakReportToken(w http.ResponseWriter, r *http.Request) (string, error) {
 	if requireContentType(r, "application/x-www-form-urlencoded") == nil {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-		if err := r.ParseForm(); err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return "", jsonError(err)
-			}
-			return "", clientError(http.StatusBadRequest, "malformed form body: %v", err)
-		}
-		token := r.PostForm.Get("token")
-		if token == "" {
-			return "", clientError(http.StatusBadRequest, "the form field token is required")
-		}
-		return token, nil
+		return formValue(w, r, "token")
 	}
 	var req struct {
 		Token string `json:"token"`

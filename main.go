@@ -97,6 +97,7 @@ type config struct {
 	ExpiredRetention time.Duration
 	LastUsedInterval time.Duration
 	AuthCacheSize    int
+	Scopes           operatorScopes
 }
 
 func defaultConfig() config {
@@ -131,6 +132,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ExpiredRetention, "expired-retention", c.ExpiredRetention, "how long expired tokens stay visible before they are deleted (0s: at expiry)")
 	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
 	fs.IntVar(&c.AuthCacheSize, "auth-cache-size", c.AuthCacheSize, "most recently verified tokens kept in memory, about 200 bytes each (0: none)")
+	c.Scopes.register(fs)
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -190,8 +192,15 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return err
 }
 
+// envNames holds the environment variables not named after their flag:
+// a repeatable flag's variable holds a list.
+var envNames = map[string]string{"scope": "TOKEND_SCOPES"}
+
 // envName returns the environment variable behind a flag.
 func envName(flagName string) string {
+	if name, ok := envNames[flagName]; ok {
+		return name
+	}
 	return "TOKEND_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 

@@ -140,6 +140,29 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	return nil
 }
 
+// formValue reads r's body, which must be a URL-encoded form of at most
+// maxBodyBytes, and returns the field name, which must not be empty. Its
+// errors are httpErrors that say what is wrong. It never reads the query
+// string.
+func formValue(w http.ResponseWriter, r *http.Request, name string) (string, error) {
+	if err := requireContentType(r, "application/x-www-form-urlencoded"); err != nil {
+		return "", err
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return "", jsonError(err)
+		}
+		return "", clientError(http.StatusBadRequest, "malformed form body: %v", err)
+	}
+	v := r.PostForm.Get(name)
+	if v == "" {
+		return "", clientError(http.StatusBadRequest, "the form field %s is required", name)
+	}
+	return v, nil
+}
+
 // jsonKind names the JSON value that starts with c.
 func jsonKind(c byte) string {
 	switch c {

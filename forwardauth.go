@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/julienschmidt/httprouter"
+)
+
+// Forward auth: a reverse proxy (nginx auth_request, Traefik ForwardAuth,
+// Caddy forward_auth) asks GET /auth or GET /auth/:scopes before it passes
+// a request on to the app it protects, and passes the X-Auth-* headers of a
+// 2xx answer on to the app.
+
+// The headers of a successful forward-auth answer. All four are sent every
+// time, empty or not: some proxies copy a header only when the answer has
+// it, and would otherwise let a client's forged one through.
+const (
+	headerAuthUser    = "X-Auth-User"
+	headerAuthUserID  = "X-Auth-User-Id"
+	headerAuthScopes  = "X-Auth-Scopes"
+	headerAuthTokenID = "X-Auth-Token-Id"
+)
+
+// handleForwardAuth answers 204 with the X-Auth-* headers when the request's
+// Bearer token is valid and holds every scope of the comma-separated :scopes
+// (none for GET /auth), 401 with a Bearer challenge when the token is
+// missing or bad, 403 insufficient_scope when it lacks a scope, and 500 when
+// anything fails on tokend's side, so that the proxy lets nothing through.
+//
+// The required scopes come only from the path, which the proxy's
+// configuration sets, never from the query string or a header, which a
+// client controls (Caddy, for one, forwards the client's query).
+func (s *server) handleForwardAuth(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	w.Header().Set("Cache-Control", "no-store")
+	required, err := s.requiredScopes(ps.ByName("scopes"))
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	c, err := s.authenticate(r)
+	if err == nil {
+		err = lackingScopes(c.scopes, required)
+	}
+	var ae *authError
+	if errors.As(err, &ae) && ae.status == http.StatusBadRequest {
+		// A proxy takes only 401 and 403 as a refusal: nginx turns any
+		// other status into a 500 of its own, which would hide from the
+		// client that its Authorization header is what is wrong.
+		e := *ae
+		e.status = http.StatusUnauthorized
+		err = &e
+	}
+	s.logForwardAuth(r, c, err)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	setExpiryHeader(w, c)
+	h := w.Header()
+	h.Set(headerAuthUser, c.user.Name)
+	h.Set(headerAuthUserID, strconv.FormatUint(c.user.ID, 10))
+	h.Set(headerAuthScopes, strings.Join(c.scopes, " "))
+	h.Set(headerAuthTokenID, strconv.FormatUint(c.token.ID, 10))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// requiredScopes parses the :scopes of GET /auth/:scopes: declared scope
+// names separated by commas. Anything else is a mistake in the proxy's
+// configuration, which no token can pass.
+func (s *server) requiredScopes(list string) ([]string, error) {
+	if list == "" {
+		return nil, nil
+	}
+	names := strings.Split(list, ",")
+	for _, n := range names {
+		if !s.scopes.known(n) {
+			return nil, fmt.Errorf("forward auth asks for scope %q, which is not declared: declare it with -scope or fix the proxy's URL", truncate(n, 80))
+		}
+	}
+	return names, nil
+}
+
+// lackingScopes returns an insufficient_scope error naming the scopes of
+// required that held lacks, or nil when it lacks none.
+func lackingScopes(held, required []string) error {
+	var missing []string
+	for _, sc := range required {
+		if !hasScope(held, sc) && !hasScope(missing, sc) {
+			missing = append(missing, sc)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	e := insufficientScope(strings.Join(required, " "))
+	e.detail = "the token lacks " + strings.Join(missing, " and ") + "; this route needs " + strings.Join(required, ", ")
+	return e
+}
+
+// logForwardAuth logs a forward-auth decision with what the proxy says of
+// the original request: its method, its path (never its query, which may
+// carry secrets) and its client. Never a token, a cookie or another header.
+func (s *server) logForwardAuth(r *http.Request, c *caller, err error) {
+	uri := r.Header.Get("X-Forwarded-Uri")
+	if uri == "" {
+		uri = r.Header.Get("X-Original-URI")
+	}
+	path, _, _ := strings.Cut(uri, "?")
+	path, _, _ = strings.Cut(path, "#")
+	attrs := []any{
+		"forwarded_method", truncate(r.Header.Get("X-Forwarded-Method"), 20),
+		"forwarded_path", truncate(path, 200),
+		"forwarded_for", truncate(r.Header.Get("X-Forwarded-For"), 100),
+	}
+	var ae *authError
+	switch {
+	case err == nil:
+		s.log.Debug("forward auth allowed", append(attrs, "user_id", c.user.ID, "token_id", c.token.ID)...)
+	case errors.As(err, &ae) && ae.code == "":
+		s.log.Debug("forward auth refused", append(attrs, "error", "no credentials")...)
+	case errors.As(err, &ae):
+		// A token was shown: worth a line at the default level.
+		if c != nil {
+			attrs = append(attrs, "user_id", c.user.ID, "token_id", c.token.ID)
+		}
+		s.log.Info("forward auth refused", append(attrs, "error", ae.code)...)
+	}
+	// Any other error is logged by internalError as it answers 500.
+}
