@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -151,5 +155,34 @@ func BenchmarkCreate(b *testing.B) {
 	})
 	if fi, err := os.Stat(path); err == nil {
 		b.ReportMetric(float64(fi.Size())/(1<<20), "db-MiB")
+	}
+}
+
+// BenchmarkHandlers drives GET /auth/tokens:read and GET /api/v1/user
+// through the whole router without a network, with a random token of
+// TOKEND_BENCH_TOKENS for every request.
+func BenchmarkHandlers(b *testing.B) {
+	ts := newTestServer(b)
+	ts.log = slog.New(slog.NewTextHandler(io.Discard, nil)) // info, as served
+	u := ts.addUser("alice", false)
+	secrets := bulkTokens(b, ts.store, u.ID, benchTokens(b), ts.clock.Now(), func(int) *time.Time { return nil })
+	for _, path := range []string{"/auth/tokens:read", "/api/v1/user"} {
+		b.Run(strings.TrimPrefix(path, "/"), func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				rng := rand.New(rand.NewPCG(rand.Uint64(), 5))
+				r := httptest.NewRequest("GET", path, nil)
+				r.RemoteAddr = "192.0.2.7:4711"
+				for pb.Next() {
+					r.Header.Set("Authorization", "Bearer "+secrets[rng.IntN(len(secrets))])
+					w := httptest.NewRecorder()
+					ts.handler.ServeHTTP(w, r)
+					if w.Code != 200 && w.Code != 204 {
+						b.Errorf("GET %s = %d %s", path, w.Code, w.Body)
+						return
+					}
+				}
+			})
+		})
 	}
 }
