@@ -266,3 +266,18 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+func TestIntrospectionCountsAsUse(t *testing.T) {
+	ts := newTestServer(t)
+	u := ts.addUser("alice", false)
+	_, asker := ts.addToken(u, "service", []string{scopeIntrospect}, 0)
+	asked, askedSecret := ts.addToken(u, "script", nil, 0)
+	w := ts.do(request{method: "POST", path: "/api/v1/introspect", token: asker,
+		header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, body: "token=" + askedSecret})
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"active":true`) {
+		t.Fatalf("POST /api/v1/introspect = %d %s; want 200 active", w.Code, w.Body)
+	}
+	if use, ok := ts.lastUsed.peek(asked.ID); !ok || !use.At.Equal(ts.clock.Now()) {
+		t.Errorf("after introspection the token's last use is %v, %v; want now", use, ok)
+	}
+}
