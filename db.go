@@ -596,11 +596,14 @@ func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time
 // ---- sessions ----
 
 // sessionRecord is a signed-in browser session, stored under the SHA-256 of
-// its secret.
+// its secret. ExpiresAt is the absolute end, however active the session is.
 type sessionRecord struct {
-	User      uint64    `json:"user"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
+	User       uint64    `json:"user"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	LastSeenAt time.Time `json:"last_seen_at"` // for the idle lifetime; updated at most once a minute
+	SignedInAt time.Time `json:"signed_in_at"` // when the password was last given, for sudo mode
+	Addr       string    `json:"addr"`         // client address last seen
 }
 
 // deleteSessionsOf deletes every session of user.

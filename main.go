@@ -89,6 +89,9 @@ type config struct {
 	ShutdownTimeout  time.Duration
 	HashConcurrency  int
 	Argon            argonParams // not a flag: tests lower it
+	SessionIdle      time.Duration
+	SessionLifetime  time.Duration
+	TrustProxy       bool
 }
 
 func defaultConfig() config {
@@ -102,6 +105,8 @@ func defaultConfig() config {
 		ShutdownTimeout:  10 * time.Second,
 		HashConcurrency:  4,
 		Argon:            defaultArgonParams,
+		SessionIdle:      7 * 24 * time.Hour,
+		SessionLifetime:  30 * 24 * time.Hour,
 	}
 }
 
@@ -115,6 +120,9 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log `format`: text or json")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long to let requests finish at shutdown")
 	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB)")
+	fs.DurationVar(&c.SessionIdle, "session-idle", c.SessionIdle, "sign a browser out after this long without a request")
+	fs.DurationVar(&c.SessionLifetime, "session-lifetime", c.SessionLifetime, "sign a browser out this long after it signed in, however active")
+	fs.BoolVar(&c.TrustProxy, "trust-proxy", c.TrustProxy, "believe X-Forwarded-Proto and X-Forwarded-For from the reverse proxy in front")
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -133,6 +141,12 @@ func (c *config) check() error {
 	}
 	if _, err := newLogger(io.Discard, c.LogLevel, c.LogFormat); err != nil {
 		return err
+	}
+	if c.SessionIdle < time.Minute {
+		return fmt.Errorf("-session-idle: %v is shorter than a minute", c.SessionIdle)
+	}
+	if c.SessionLifetime < c.SessionIdle {
+		return fmt.Errorf("-session-lifetime: %v is shorter than -session-idle %v", c.SessionLifetime, c.SessionIdle)
 	}
 	return nil
 }
@@ -247,7 +261,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	go func() { errc <- httpSrv.Serve(ln) }()
 	log.Info("listening", "url", "http://"+ln.Addr().String(), "db", cfg.DB)
 	if n, err := st.CountUsers(); err == nil && n == 0 {
-		log.Info("no users yet: add the first admin with `tokend user add -admin NAME`")
+		srv.announceSetup(ln.Addr())
 	}
 	if ready != nil {
 		ready <- ln.Addr()
