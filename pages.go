@@ -386,7 +386,7 @@ func (s *server) tokenView(t tokenRecord) tokenView {
 	if t.ExpiresAt != nil {
 		v.Expires = s.when(*t.ExpiresAt)
 		v.Expired = t.expired(now)
-		v.Soon = !v.Expired && t.ExpiresAt.Sub(now) < 7*24*time.Hour
+		v.Soon = !v.Expired && t.ExpiresAt.Sub(now) < 3*24*time.Hour
 	}
 	if t.LastUsedAt != nil {
 		v.LastUsed = s.when(*t.LastUsedAt)
@@ -779,10 +779,10 @@ func (s *server) handleChangePassword(w http.ResponseWriter, r *http.Request, _ 
 	}
 	s.log.Info("password changed", "user_id", sess.user.ID, "tokens_revoked", tokens, "sessions_ended", sessions)
 	msg := "Your password is changed."
-	if data.RevokeTokens {
+	if tokens > 0 {
 		msg += " " + capitalize(plural(tokens, "token")) + " revoked."
 	}
-	if data.EndSessions {
+	if sessions > 0 {
 		msg += " " + capitalize(plural(sessions, "other session")) + " signed out."
 	}
 	s.setFlash(w, r, msg)
