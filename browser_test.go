@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 )
 
@@ -147,6 +148,7 @@ func TestBrowser(t *testing.T) {
 
 	// First run: the setup link makes the first admin, then sign in.
 	do("open the setup link", "/setup", http.StatusOK, chromedp.Navigate(link))
+	screenshot("setup.png")
 	do("create the first admin", "/login", http.StatusOK,
 		chromedp.SendKeys(chromedp.CSS("#name"), "alice"),
 		chromedp.SendKeys(chromedp.CSS("#password"), password),
@@ -154,6 +156,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`form[action="/setup"] button[type=submit]`)),
 	)
 	wantText("after setup", ".notice", "Sign in with your new password")
+	screenshot("login.png")
 	do("sign in", "/", http.StatusOK,
 		chromedp.SendKeys(chromedp.CSS("#password"), password),
 		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
@@ -225,16 +228,37 @@ func TestBrowser(t *testing.T) {
 		if err := chromedp.Do(ctx, chromedp.EmulateViewport(1200, 900)); err != nil {
 			t.Fatal(err)
 		}
+		dark := func(on bool) {
+			t.Helper()
+			p := emulation.SetEmulatedMediaParams{}
+			if on {
+				p.Features = []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}
+			}
+			if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dark(true)
+		screenshot("tokens-dark.png")
+		dark(false)
 	}
 
 	// Revoke it in the page; the API then says 401.
 	do("ask to revoke", fmt.Sprintf("/tokens/%d/revoke", id), http.StatusOK,
 		chromedp.Click(chromedp.CSS(fmt.Sprintf(`a[href="/tokens/%d/revoke"]`, id))))
+	screenshot("revoke.png")
 	do("revoke", "/", http.StatusOK,
 		chromedp.Click(chromedp.CSS(fmt.Sprintf(`form[action="/tokens/%d/revoke"] button[type=submit]`, id))))
 	wantText("after revoking", ".notice", "Revoked “deploy bot”")
 	if code, body := api("/api/v1/user", secret); code != http.StatusUnauthorized {
 		t.Fatalf("GET /api/v1/user with the revoked token = %d %v; want 401", code, body)
+	}
+
+	if shots != "" {
+		do("open the users page", "/admin/users", http.StatusOK, chromedp.Click(chromedp.CSS(`nav a[href="/admin/users"]`)))
+		screenshot("users.png")
+		do("open a user", "/admin/users/", http.StatusOK, chromedp.Click(chromedp.CSS(`a.button[href^="/admin/users/"]`)))
+		screenshot("user.png")
 	}
 
 	// Change the password, revoking every token.
