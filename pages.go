@@ -462,6 +462,7 @@ type tokensPage struct {
 	Today    string // the earliest custom date
 	MaxDate  string // the latest
 	Limit    int
+	Pattern  string // what tokens look like, for secret scanners
 }
 
 // showTokenPage renders the token page of sess with form filled in.
@@ -478,6 +479,7 @@ func (s *server) showTokenPage(w http.ResponseWriter, r *http.Request, sess *ses
 		Today:    now.Format(time.DateOnly),
 		MaxDate:  now.AddDate(maxTokenYears, 0, -1).Format(time.DateOnly),
 		Limit:    s.cfg.MaxTokensPerUser,
+		Pattern:  s.format.pattern(),
 	}
 	for _, t := range tokens {
 		data.Tokens = append(data.Tokens, s.tokenView(t))

@@ -278,7 +278,7 @@ func TestTokenPage(t *testing.T) {
 	cookie := ts.login("alice")
 	ts.clock.Add(4 * 24 * time.Hour)
 	w := ts.page(pageReq{method: "GET", path: "/", cookie: cookie})
-	body := checkPage(t, "GET /", w, http.StatusOK, "month", "in 26 days", "short", "expired 3 days ago",
+	body := checkPage(t, "GET /", w, http.StatusOK, "month", "in 26 days", `tkd_[0-9A-Za-z]{49}`, "short", "expired 3 days ago",
 		"forever", "never expires", "never used", "tokens:read", "tokens:write", "tkd_…", "Created 4 days ago")
 	if strings.Contains(body, "bobs-secret-thing") {
 		t.Errorf("alice's token page lists bob's token")
@@ -414,6 +414,24 @@ func TestCreateTokenPageBadInput(t *testing.T) {
 		checkPage(t, "POST /tokens past the limit", w, http.StatusConflict, "the most allowed")
 		assertUnchanged(t, "POST /tokens past the limit", before, ts.snapshot())
 	})
+}
+
+// TestFormBodyLimit checks that an oversized or unreadable form is a 400
+// that changes nothing, not a 500.
+func TestFormBodyLimit(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	cookie := ts.login("alice")
+	before := ts.snapshot()
+	w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie,
+		form: url.Values{"name": {strings.Repeat("n", maxFormBytes)}, "expiry": {"7"}}})
+	checkPage(t, "POST /tokens with an oversized form", w, http.StatusBadRequest, "could not be read")
+	w = ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: url.Values{},
+		header: map[string]string{"Content-Type": "application/x-www-form-urlencoded; charset=%%%"}})
+	if w.Code >= 500 {
+		t.Errorf("POST /tokens with a broken Content-Type = %d; want a client error", w.Code)
+	}
+	assertUnchanged(t, "bad form bodies", before, ts.snapshot())
 }
 
 // TestRevokeAndRotatePages checks the confirmation pages, the actions
