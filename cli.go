@@ -466,10 +466,11 @@ func tokenRevoke(args []string, stdout, stderr io.Writer) error {
 // ---- purge ----
 
 func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := command{"purge", "[-expired-retention 168h]", "Delete tokens that expired longer ago than the retention, as the server does every -purge-interval."}
+	cmd := command{"purge", "[-expired-retention 168h] [-session-idle 168h]", "Delete tokens that expired longer ago than the retention, and expired sessions, as the server does every -purge-interval."}
 	var db string
 	fs := cmd.newFlagSet(stderr, &db)
 	retention := fs.Duration("expired-retention", defaultConfig().ExpiredRetention, "how long expired tokens stay visible before they are deleted")
+	idle := fs.Duration("session-idle", defaultConfig().SessionIdle, "sessions idle this long are deleted")
 	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
 	}
@@ -485,6 +486,10 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "purged %d expired tokens in %d transactions\n", res.Tokens, res.Transactions)
+	sessions, err := st.PurgeSessions(time.Now(), *idle)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "purged %d expired tokens in %d transactions and %d expired sessions\n", res.Tokens, res.Transactions, sessions)
 	return nil
 }

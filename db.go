@@ -361,32 +361,6 @@ func (s *store) UpgradePasswordHash(id uint64, oldHash, newHash string) error {
 	})
 }
 
-// SetAdmin makes user id an admin or not. It returns errNotFound for an
-// unknown user and errLastAdmin when it would leave no admin.
-func (s *store) SetAdmin(id uint64, admin bool) error {
-	return s.update(func(tx *bolt.Tx) error {
-		users := tx.Bucket(bucketUsers)
-		var u userRecord
-		if err := getJSON(users, itob(id), &u); err != nil {
-			return err
-		}
-		if u.Admin == admin {
-			return nil
-		}
-		if !admin {
-			n, err := countAdmins(tx)
-			if err != nil {
-				return err
-			}
-			if n <= 1 {
-				return errLastAdmin
-			}
-		}
-		u.Admin = admin
-		return putJSON(users, itob(id), &u)
-	})
-}
-
 // DeleteUser removes user id with all of their tokens and sessions. It
 // returns errNotFound for an unknown user and errLastAdmin when id is the
 // only admin.
@@ -830,11 +804,14 @@ func (s *store) FlushLastUsed(uses map[uint64]lastUse) error {
 // ---- sessions ----
 
 // sessionRecord is a signed-in browser session, stored under the SHA-256 of
-// its secret.
+// its secret. ExpiresAt is the absolute end, however active the session is.
 type sessionRecord struct {
-	User      uint64    `json:"user"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
+	User       uint64    `json:"user"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	LastSeenAt time.Time `json:"last_seen_at"` // for the idle lifetime; updated at most once a minute
+	SignedInAt time.Time `json:"signed_in_at"` // when the password was last given, for sudo mode
+	Addr       string    `json:"addr"`         // client address last seen
 }
 
 // deleteSessionsOf deletes every session of user.

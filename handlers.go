@@ -37,6 +37,9 @@ type server struct {
 	// dummyHash is verified against when a sign-in names no user, so that
 	// a failure takes as long whether the user exists or not.
 	dummyHash string
+	throttle  *signInThrottle
+	setup     *setupCode
+	cop       *http.CrossOriginProtection // guards every form and session POST
 }
 
 // newServer returns a server over st configured by cfg.
@@ -63,6 +66,9 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 		cfg:       cfg,
 		templates: tmpl,
 		lastUsed:  newLastUsedTracker(),
+		throttle:  newSignInThrottle(),
+		setup:     &setupCode{},
+		cop:       http.NewCrossOriginProtection(),
 	}
 	// The dummy is hashed with the live parameters so that verifying against
 	// it costs what verifying a real password does.
@@ -75,9 +81,32 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 // routes returns the whole HTTP surface.
 func (s *server) routes() http.Handler {
 	r := httprouter.New()
-	r.GET("/", s.handleIndex)
 	r.GET("/healthz", s.handleHealthz)
 	r.ServeFiles("/static/*filepath", http.FS(staticFS))
+
+	// Pages (pages.go, admin.go, setup.go). Every POST goes through form:
+	// cross-origin protection and a bounded body.
+	r.GET("/", s.signedIn(s.handleTokenPage))
+	r.GET("/setup", s.handleSetupPage)
+	r.POST("/setup", s.form(s.handleSetup))
+	r.GET("/login", s.handleLoginPage)
+	r.POST("/login", s.form(s.handleLogin))
+	r.POST("/logout", s.form(s.handleLogout))
+	r.POST("/tokens", s.form(s.signedIn(s.handleCreateTokenPage)))
+	r.GET("/tokens/:id/revoke", s.signedIn(s.handleRevokeTokenPage))
+	r.POST("/tokens/:id/revoke", s.form(s.signedIn(s.handleRevokeTokenForm)))
+	r.GET("/tokens/:id/rotate", s.signedIn(s.handleRotateTokenPage))
+	r.POST("/tokens/:id/rotate", s.form(s.signedIn(s.handleRotateTokenForm)))
+	r.GET("/account", s.signedIn(s.handleAccountPage))
+	r.POST("/account/password", s.form(s.signedIn(s.handleChangePassword)))
+	r.POST("/account/sessions/end", s.form(s.signedIn(s.handleEndSession)))
+	r.POST("/account/sessions/end-others", s.form(s.signedIn(s.handleEndOtherSessions)))
+	r.GET("/admin/users", s.signedIn(s.adminOnly(s.handleUsersPage)))
+	r.POST("/admin/users", s.form(s.signedIn(s.adminOnly(s.handleAddUser))))
+	r.GET("/admin/users/:id", s.signedIn(s.adminOnly(s.handleUserPage)))
+	r.POST("/admin/users/:id/password", s.form(s.signedIn(s.adminOnly(s.handleResetPassword))))
+	r.POST("/admin/users/:id/admin", s.form(s.signedIn(s.adminOnly(s.handleSetAdmin))))
+	r.POST("/admin/users/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveUser))))
 
 	r.GET("/api/v1/user", s.withToken("", s.handleGetUser))
 	r.GET("/api/v1/token", s.withToken("", s.handleGetSelf))
@@ -301,9 +330,7 @@ func (s *server) tokenJSON(t tokenRecord) tokenJSON {
 	if j.Scopes == nil {
 		j.Scopes = []string{}
 	}
-	if use, ok := s.lastUsed.peek(t.ID); ok && (t.LastUsedAt == nil || use.At.After(*t.LastUsedAt)) {
-		// A use not yet flushed is still the truth.
-		t.LastUsedAt, t.LastUsedIP = &use.At, use.IP
+	if s.withPendingUse(&t) {
 		j.LastUsedAt = utcPtr(t.LastUsedAt)
 	}
 	if t.LastUsedIP != "" {
@@ -543,8 +570,9 @@ func checkTokenSpec(reg *scopeRegistry, name string, scopes []string, expires *t
 }
 
 // handleCreateToken makes a token. The caller proves who they are with a
-// Bearer token holding tokens:write, or with HTTP Basic name:password so
-// that a script can get its first token.
+// Bearer token holding tokens:write, with HTTP Basic name:password so
+// that a script can get its first token, or with the session of a
+// signed-in browser on tokend's own pages.
 func (s *server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	var (
 		owner  userRecord
@@ -560,6 +588,12 @@ func (s *server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 			if err == errBadCredentials {
 				w.Header().Set("WWW-Authenticate", basicChallenge)
 			}
+			s.writeError(w, r, err)
+			return
+		}
+		owner = u
+	} else if u, ok, err := s.apiSessionUser(r); ok || err != nil {
+		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
@@ -647,6 +681,11 @@ const basicChallenge = `Basic realm="tokend", charset="UTF-8"`
 // the user exists, and says the same. On success with a hash of weaker
 // parameters than today's, the hash is replaced.
 func (s *server) signIn(r *http.Request, name, password string) (userRecord, error) {
+	addr := s.clientAddr(r)
+	if wait := s.throttle.begin(name, addr, s.now()); wait > 0 {
+		s.log.Info("sign-in throttled", "user", truncate(name, 40), "remote", addr)
+		return userRecord{}, &throttledError{wait: wait}
+	}
 	u, err := s.store.UserByName(name)
 	if err != nil && !errors.Is(err, errNotFound) {
 		return userRecord{}, err
@@ -670,6 +709,7 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 			}
 		}
 	}
+	s.throttle.succeeded(name, addr, s.now())
 	return u, nil
 }
 
@@ -725,12 +765,6 @@ func (s *server) handleHealthz(w http.ResponseWriter, r *http.Request, _ httprou
 
 // ---- HTML ----
 
-func (s *server) handleIndex(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	s.render(w, r, http.StatusOK, "index.html", map[string]any{
-		"Pattern": s.format.pattern(),
-	})
-}
-
 // render executes the named page into a buffer and sends it, so that a
 // template failure is a clean 500.
 func (s *server) render(w http.ResponseWriter, r *http.Request, status int, page string, data any) {
@@ -739,11 +773,7 @@ func (s *server) render(w http.ResponseWriter, r *http.Request, status int, page
 		s.internalError(w, r, fmt.Errorf("render %s: %w", page, err))
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	s.setPageHeaders(w, r)
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
 }

@@ -116,6 +116,18 @@ func (s *server) lastUsedFlusher(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// withPendingUse sets t's last use to one not yet flushed, if it is later
+// than the stored one, and reports whether it did: the pages and the API
+// show a use at once, not after the next flush.
+func (s *server) withPendingUse(t *tokenRecord) bool {
+	use, ok := s.lastUsed.peek(t.ID)
+	if !ok || (t.LastUsedAt != nil && !use.At.After(*t.LastUsedAt)) {
+		return false
+	}
+	t.LastUsedAt, t.LastUsedIP = &use.At, use.IP
+	return true
+}
+
 // noteUse records a successful verification of c's token from ip, and
 // warns once a day about a token that will soon expire.
 func (s *server) noteUse(c *caller, ip string) {

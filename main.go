@@ -98,6 +98,9 @@ type config struct {
 	LastUsedInterval time.Duration
 	AuthCacheSize    int
 	Scopes           operatorScopes
+	SessionIdle      time.Duration
+	SessionLifetime  time.Duration
+	TrustProxy       bool
 }
 
 func defaultConfig() config {
@@ -115,6 +118,8 @@ func defaultConfig() config {
 		ExpiredRetention: 7 * 24 * time.Hour,
 		LastUsedInterval: 30 * time.Second,
 		AuthCacheSize:    defaultAuthCacheSize,
+		SessionIdle:      7 * 24 * time.Hour,
+		SessionLifetime:  30 * 24 * time.Hour,
 	}
 }
 
@@ -133,6 +138,9 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
 	fs.IntVar(&c.AuthCacheSize, "auth-cache-size", c.AuthCacheSize, "most recently verified tokens kept in memory, about 200 bytes each (0: none)")
 	c.Scopes.register(fs)
+	fs.DurationVar(&c.SessionIdle, "session-idle", c.SessionIdle, "sign a browser out after this long without a request")
+	fs.DurationVar(&c.SessionLifetime, "session-lifetime", c.SessionLifetime, "sign a browser out this long after it signed in, however active")
+	fs.BoolVar(&c.TrustProxy, "trust-proxy", c.TrustProxy, "believe X-Forwarded-Proto and X-Forwarded-For from the reverse proxy in front")
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -163,6 +171,12 @@ func (c *config) check() error {
 	}
 	if _, err := newLogger(io.Discard, c.LogLevel, c.LogFormat); err != nil {
 		return err
+	}
+	if c.SessionIdle < time.Minute {
+		return fmt.Errorf("-session-idle: %v is shorter than a minute", c.SessionIdle)
+	}
+	if c.SessionLifetime < c.SessionIdle {
+		return fmt.Errorf("-session-lifetime: %v is shorter than -session-idle %v", c.SessionLifetime, c.SessionIdle)
 	}
 	return nil
 }
@@ -291,7 +305,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	go func() { errc <- httpSrv.Serve(ln) }()
 	log.Info("listening", "url", "http://"+ln.Addr().String(), "db", cfg.DB)
 	if n, err := st.CountUsers(); err == nil && n == 0 {
-		log.Info("no users yet: add the first admin with `tokend user add -admin NAME`")
+		srv.announceSetup(ln.Addr())
 	}
 	if ready != nil {
 		ready <- ln.Addr()

@@ -39,15 +39,20 @@ func (s *server) expiredPurger(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// purge runs one pass and logs what it did.
+// purge runs one pass over tokens and sessions and logs what it did.
+// (Setup codes live only in memory and die when used.)
 func (s *server) purge(ctx context.Context) {
 	start := time.Now()
 	res, err := purgeOnce(ctx, s.store, s.now(), s.cfg.ExpiredRetention)
 	if err != nil {
-		s.log.Error("purge; will retry at the next tick", "err", err, "tokens_deleted", res.Tokens)
-		return
-	}
-	if res.Tokens > 0 {
+		s.log.Error("purge expired tokens; will retry at the next tick", "err", err, "tokens_deleted", res.Tokens)
+	} else if res.Tokens > 0 {
 		s.log.Info("purged expired tokens", "tokens", res.Tokens, "transactions", res.Transactions, "duration", time.Since(start))
+	}
+	n, err := s.store.PurgeSessions(s.now(), s.cfg.SessionIdle)
+	if err != nil {
+		s.log.Error("purge expired sessions; will retry at the next tick", "err", err)
+	} else if n > 0 {
+		s.log.Info("purged expired sessions", "sessions", n)
 	}
 }

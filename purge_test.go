@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -220,5 +221,30 @@ func TestPurgeCommand(t *testing.T) {
 	}
 	if _, _, err := runCLI(t, "", "purge", "-db", db, "-expired-retention", "-1h"); err == nil {
 		t.Error("tokend purge -expired-retention -1h = nil error")
+	}
+}
+
+func TestPurgeRemovesExpiredSessions(t *testing.T) {
+	ts := newTestServer(t)
+	u := ts.addUser("alice", false)
+	now := ts.clock.Now()
+	_, old, _ := newSessionSecret()
+	_, fresh, _ := newSessionSecret()
+	for h, exp := range map[sessionHash]time.Time{old: now.Add(-time.Minute), fresh: now.Add(time.Hour)} {
+		rec := sessionRecord{User: u.ID, CreatedAt: now.Add(-time.Hour), ExpiresAt: exp, LastSeenAt: now}
+		if err := ts.store.CreateSession(h, rec, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts.purge(context.Background())
+	dump := ts.snapshot()
+	if _, ok := dump["sessions/"+hex.EncodeToString(old[:])]; ok {
+		t.Error("the expired session survived the purge")
+	}
+	if _, ok := dump["sessions/"+hex.EncodeToString(fresh[:])]; !ok {
+		t.Error("the live session was purged")
+	}
+	if !strings.Contains(ts.logs.String(), "purged expired sessions") {
+		t.Errorf("the purge did not log the sessions it deleted:\n%s", ts.logs.String())
 	}
 }

@@ -81,9 +81,12 @@ func writeProblemCode(w http.ResponseWriter, status int, detail, code string) {
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var he *httpError
 	var ae *authError
+	var te *throttledError
 	switch {
 	case errors.As(err, &ae):
 		s.writeAuthError(w, ae)
+	case errors.As(err, &te):
+		writeThrottled(w, te)
 	case errors.As(err, &he):
 		writeProblem(w, he.status, he.detail)
 	case errors.Is(err, errNotFound):

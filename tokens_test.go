@@ -639,13 +639,13 @@ func TestVerificationIsCoherent(t *testing.T) {
 		if err != nil || !hasScope(c.scopes, scopeAdmin) {
 			t.Fatalf("round %d: verify new token = %v, scopes %v", i, err, c.scopes)
 		}
-		if err := ts.store.SetAdmin(root.ID, false); err != nil {
+		if _, err := ts.store.SetAdmin(root.ID, false); err != nil {
 			t.Fatal(err)
 		}
 		if c, err := ts.verifyToken(secret); err != nil || hasScope(c.scopes, scopeAdmin) || c.user.Admin {
 			t.Fatalf("round %d: right after demotion the token still acts as an admin (%v)", i, err)
 		}
-		if err := ts.store.SetAdmin(root.ID, true); err != nil {
+		if _, err := ts.store.SetAdmin(root.ID, true); err != nil {
 			t.Fatal(err)
 		}
 		if c, err := ts.verifyToken(secret); err != nil || !hasScope(c.scopes, scopeAdmin) {

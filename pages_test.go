@@ -1,0 +1,596 @@
+package main
+
+import (
+	"cmp"
+	"html"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pageReq is a request as a browser on tokend's own pages sends it.
+type pageReq struct {
+	method, path string
+	form         url.Values        // sent as a form body when not nil
+	cookie       string            // the session cookie's value
+	addr         string            // the client's address; 192.0.2.7 when empty
+	https        bool              // the request arrives over TLS
+	header       map[string]string // more headers, set last
+}
+
+// page sends req through the whole router. A POST carries the headers a
+// browser sends from tokend's own page (Origin, Sec-Fetch-Site); header
+// can override them.
+func (ts *testServer) page(req pageReq) *httptest.ResponseRecorder {
+	ts.t.Helper()
+	target := req.path
+	if req.https {
+		target = "https://example.com" + req.path
+	}
+	var body io.Reader
+	if req.form != nil {
+		body = strings.NewReader(req.form.Encode())
+	}
+	r := httptest.NewRequest(req.method, target, body)
+	addr := cmp.Or(req.addr, "192.0.2.7")
+	if strings.Contains(addr, ":") {
+		addr = "[" + addr + "]"
+	}
+	r.RemoteAddr = addr + ":4711"
+	if req.form != nil {
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if req.method == http.MethodPost {
+		origin := "http://example.com"
+		if req.https {
+			origin = "https://example.com"
+		}
+		r.Header.Set("Origin", origin)
+		r.Header.Set("Sec-Fetch-Site", "same-origin")
+	}
+	if req.cookie != "" {
+		name := sessionCookieName
+		if req.https {
+			name = sessionCookieNameHTTPS
+		}
+		r.AddCookie(&http.Cookie{Name: name, Value: req.cookie})
+	}
+	for k, v := range req.header {
+		r.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	ts.handler.ServeHTTP(w, r)
+	return w
+}
+
+// login signs name in with the password addUser gave them and returns the
+// session cookie's value.
+func (ts *testServer) login(name string) string {
+	ts.t.Helper()
+	w := ts.page(pageReq{method: "POST", path: "/login", form: url.Values{"name": {name}, "password": {"password-of-" + name}}})
+	if w.Code != http.StatusSeeOther {
+		ts.t.Fatalf("POST /login as %s = %d; want 303; body: %s", name, w.Code, w.Body)
+	}
+	c := responseCookie(w, sessionCookieName)
+	if c == nil || c.Value == "" {
+		ts.t.Fatalf("POST /login as %s set no session cookie; Set-Cookie: %q", name, w.Header().Values("Set-Cookie"))
+	}
+	return c.Value
+}
+
+// responseCookie returns the cookie called name that w sets, or nil.
+func responseCookie(w *httptest.ResponseRecorder, name string) *http.Cookie {
+	for _, c := range w.Result().Cookies() {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// checkPage asserts that w is an HTML page of status want that mentions
+// every one of subs (compared after unescaping HTML).
+func checkPage(t *testing.T, what string, w *httptest.ResponseRecorder, want int, subs ...string) string {
+	t.Helper()
+	if w.Code != want {
+		t.Errorf("%s = %d; want %d; body:\n%s", what, w.Code, want, w.Body)
+	}
+	if ct := w.Header().Get("Content-Type"); ct != "text/html; charset=utf-8" {
+		t.Errorf("%s: Content-Type = %q; want an HTML page", what, ct)
+	}
+	text := pageText(w.Body.String())
+	for _, sub := range subs {
+		if !strings.Contains(text, sub) {
+			t.Errorf("%s: the page does not say %q:\n%s", what, sub, text)
+		}
+	}
+	return html.UnescapeString(w.Body.String())
+}
+
+var (
+	htmlTag = regexp.MustCompile(`<[^>]*>`)
+	spaces  = regexp.MustCompile(`\s+`)
+)
+
+// pageText returns what a person reads on an HTML page: no tags, HTML
+// entities decoded, runs of white space as one space.
+func pageText(body string) string {
+	return spaces.ReplaceAllString(html.UnescapeString(htmlTag.ReplaceAllString(body, " ")), " ")
+}
+
+// checkRedirect asserts that w is a 303 to a location starting with want.
+func checkRedirect(t *testing.T, what string, w *httptest.ResponseRecorder, want string) {
+	t.Helper()
+	if w.Code != http.StatusSeeOther || !strings.HasPrefix(w.Header().Get("Location"), want) {
+		t.Errorf("%s = %d to %q; want 303 to %s; body: %s", what, w.Code, w.Header().Get("Location"), want, w.Body)
+	}
+}
+
+// flashOf returns the notice w carries to the next page.
+func flashOf(t *testing.T, ts *testServer, w *httptest.ResponseRecorder) string {
+	t.Helper()
+	c := responseCookie(w, flashCookie)
+	if c == nil {
+		return ""
+	}
+	r := httptest.NewRequest("GET", "/", nil)
+	r.AddCookie(c)
+	return ts.takeFlash(httptest.NewRecorder(), r)
+}
+
+var pageSecret = regexp.MustCompile(`id="secret" class="secret">(tkd_[0-9A-Za-z]{49})<`)
+
+// secretOnPage returns the secret a show-once page shows, failing without one.
+func secretOnPage(t *testing.T, what string, w *httptest.ResponseRecorder) string {
+	t.Helper()
+	m := pageSecret.FindStringSubmatch(w.Body.String())
+	if m == nil {
+		t.Fatalf("%s shows no token secret; status %d; body:\n%s", what, w.Code, w.Body)
+	}
+	return m[1]
+}
+
+func tokenFormValues(name string, scopes []string, expiry, date string) url.Values {
+	return url.Values{"name": {name}, "scope": scopes, "expiry": {expiry}, "expiry_date": {date}}
+}
+
+// TestPagesNeedSignIn checks that every page and form sends a signed-out
+// browser to the sign-in page and changes nothing.
+func TestPagesNeedSignIn(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", true)
+	tok, _ := ts.addToken(alice, "ci", scopesRead, 0)
+	forms := []string{"/tokens", "/tokens/1/revoke", "/tokens/1/rotate", "/account/password", "/account/sessions/end",
+		"/account/sessions/end-others", "/admin/users", "/admin/users/1/password", "/admin/users/1/admin", "/admin/users/1/remove"}
+	pages := []string{"/", "/account", "/admin/users", "/admin/users/1", "/tokens/1/revoke", "/tokens/1/rotate"}
+	for _, cookie := range []string{"", "not-a-session", strings.Repeat("A", 43)} {
+		for _, path := range pages {
+			w := ts.page(pageReq{method: "GET", path: path, cookie: cookie})
+			checkRedirect(t, "GET "+path+" signed out", w, "/login?next="+url.QueryEscape(path))
+		}
+		for _, path := range forms {
+			before := ts.snapshot()
+			w := ts.page(pageReq{method: "POST", path: path, cookie: cookie,
+				form: url.Values{"name": {"x"}, "scope": {"tokens:read"}, "expiry": {"never"}, "confirm": {"alice"}, "admin": {"false"}}})
+			checkRedirect(t, "POST "+path+" signed out", w, "/login")
+			assertUnchanged(t, "POST "+path+" signed out", before, ts.snapshot())
+		}
+	}
+	if _, err := ts.store.TokenByID(tok.ID, alice.ID); err != nil {
+		t.Errorf("alice's token is gone after signed-out requests: %v", err)
+	}
+	// Signed in, the sign-in page sends the browser on.
+	cookie := ts.login("alice")
+	checkRedirect(t, "GET /login signed in", ts.page(pageReq{method: "GET", path: "/login?next=/account", cookie: cookie}), "/account")
+	checkRedirect(t, "GET /login?next=//evil.example", ts.page(pageReq{method: "GET", path: "/login?next=//evil.example", cookie: cookie}), "/")
+}
+
+// TestSafeNext checks that the sign-in page only ever sends a browser to a
+// path of this site.
+func TestSafeNext(t *testing.T) {
+	for in, want := range map[string]string{
+		"/account": "/account", "/tokens/1/revoke": "/tokens/1/revoke", "": "/", "//evil.example": "/",
+		"/\\evil.example": "/", "https://evil.example/": "/", "account": "/", "/x\r\nSet-Cookie: a=b": "/",
+	} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
+
+// TestPageHeaders checks the security headers of every HTML answer.
+func TestPageHeaders(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", true)
+	for _, https := range []bool{false, true} {
+		w := ts.page(pageReq{method: "POST", path: "/login", https: https, form: url.Values{"name": {"alice"}, "password": {"password-of-alice"}}})
+		name := sessionCookieName
+		if https {
+			name = sessionCookieNameHTTPS
+		}
+		c := responseCookie(w, name)
+		if c == nil {
+			t.Fatalf("POST /login (https %v) set no cookie %s", https, name)
+		}
+		for _, req := range []pageReq{
+			{method: "GET", path: "/login"},
+			{method: "GET", path: "/setup"},
+			{method: "GET", path: "/", cookie: c.Value},
+			{method: "GET", path: "/account", cookie: c.Value},
+			{method: "GET", path: "/admin/users", cookie: c.Value},
+			{method: "GET", path: "/admin/users/1", cookie: c.Value},
+			{method: "GET", path: "/tokens/99/revoke", cookie: c.Value},
+			{method: "POST", path: "/tokens", cookie: c.Value, form: tokenFormValues("ci", nil, "7", "")},
+			{method: "POST", path: "/login", header: map[string]string{"Sec-Fetch-Site": "cross-site"}},
+		} {
+			req.https = https
+			w := ts.page(req)
+			what := req.method + " " + req.path
+			if https {
+				what += " over HTTPS"
+			}
+			if w.Code == http.StatusSeeOther {
+				t.Errorf("%s = 303 to %s; want a page", what, w.Header().Get("Location"))
+				continue
+			}
+			h := w.Header()
+			csp := h.Get("Content-Security-Policy")
+			for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "object-src 'none'", "base-uri 'none'", "form-action 'self'"} {
+				if !strings.Contains(csp, want) {
+					t.Errorf("%s: CSP %q lacks %s", what, csp, want)
+				}
+			}
+			if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") {
+				t.Errorf("%s: CSP %q allows inline script or eval", what, csp)
+			}
+			if h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Referrer-Policy") != "no-referrer" {
+				t.Errorf("%s: nosniff %q, referrer %q; want nosniff and no-referrer", what, h.Get("X-Content-Type-Options"), h.Get("Referrer-Policy"))
+			}
+			if h.Get("Content-Type") != "text/html; charset=utf-8" {
+				t.Errorf("%s: Content-Type %q", what, h.Get("Content-Type"))
+			}
+			if hsts := h.Get("Strict-Transport-Security"); (hsts != "") != https {
+				t.Errorf("%s: Strict-Transport-Security = %q; want it exactly over HTTPS", what, hsts)
+			}
+			if strings.Contains(w.Body.String(), "<script>") || strings.Contains(w.Body.String(), " style=") {
+				t.Errorf("%s: the page has inline script or style, which the CSP blocks", what)
+			}
+		}
+	}
+}
+
+// TestTokenPage checks the list: names, scopes, hints and times said as
+// people say them.
+func TestTokenPage(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	bob := ts.addUser("bob", false)
+	ts.addToken(alice, "month", scopesReadWrite, 30*24*time.Hour)
+	ts.addToken(alice, "short", scopesRead, 24*time.Hour)
+	ts.addToken(alice, "forever", nil, 0)
+	ts.addToken(bob, "bobs-secret-thing", scopesRead, 0)
+	cookie := ts.login("alice")
+	ts.clock.Add(4 * 24 * time.Hour)
+	w := ts.page(pageReq{method: "GET", path: "/", cookie: cookie})
+	body := checkPage(t, "GET /", w, http.StatusOK, "month", "in 26 days", `tkd_[0-9A-Za-z]{49}`, "short", "expired 3 days ago",
+		"forever", "never expires", "never used", "tokens:read", "tokens:write", "tkd_…", "Created 4 days ago")
+	if strings.Contains(body, "bobs-secret-thing") {
+		t.Errorf("alice's token page lists bob's token")
+	}
+	// The form offers each scope with its description, but admin only to admins.
+	for _, sc := range builtinScopes {
+		has := strings.Contains(body, `value="`+sc.Name+`"`) && strings.Contains(body, sc.Description)
+		if want := sc.Name != scopeAdmin; has != want {
+			t.Errorf("the token form offers scope %s: %v; want %v", sc.Name, has, want)
+		}
+	}
+	for _, choice := range []string{"7 days", "30 days", "60 days", "90 days", "Custom date", "No expiry"} {
+		if !strings.Contains(body, choice) {
+			t.Errorf("the token form lacks the expiry choice %q", choice)
+		}
+	}
+	if !regexp.MustCompile(`value="30" checked`).MatchString(w.Body.String()) {
+		t.Errorf("the token form does not preselect 30 days")
+	}
+}
+
+func TestRelTime(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "just now"},
+		{10 * time.Second, "in a few seconds"},
+		{-5 * time.Minute, "5 minutes ago"},
+		{time.Minute, "in 1 minute"},
+		{-3 * time.Hour, "3 hours ago"},
+		{29*24*time.Hour + 23*time.Hour, "in 30 days"},
+		{29 * 24 * time.Hour, "in 29 days"},
+		{-3 * 24 * time.Hour, "3 days ago"},
+		{90 * 24 * time.Hour, "in 3 months"},
+		{-3 * 365 * 24 * time.Hour, "3 years ago"},
+	} {
+		if got := relTime(now, now.Add(tt.d)); got != tt.want {
+			t.Errorf("relTime(now, now%+v) = %q; want %q", tt.d, got, tt.want)
+		}
+	}
+}
+
+// TestCreateTokenPage creates tokens through the form and checks the
+// show-once page and what the database holds.
+func TestCreateTokenPage(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	cookie := ts.login("alice")
+	now := ts.clock.Now()
+	tests := []struct {
+		expiry, date string
+		want         *time.Time
+	}{
+		{"7", "", timePtr(now.Add(7 * 24 * time.Hour))},
+		{"30", "", timePtr(now.Add(30 * 24 * time.Hour))},
+		{"90", "", timePtr(now.Add(90 * 24 * time.Hour))},
+		{"custom", "2030-02-01", timePtr(time.Date(2030, 2, 2, 0, 0, 0, 0, time.UTC))},
+		{"never", "", nil},
+	}
+	for _, tt := range tests {
+		w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie,
+			form: tokenFormValues("ci "+tt.expiry, []string{"tokens:write", "tokens:read"}, tt.expiry, tt.date)})
+		what := "POST /tokens with expiry " + tt.expiry
+		checkPage(t, what, w, http.StatusOK, "Token created", "will not be shown again", "ci "+tt.expiry)
+		if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("%s: Cache-Control = %q; want no-store", what, cc)
+		}
+		if loc := w.Header().Get("Location"); loc != "" {
+			t.Errorf("%s redirects to %q; the secret page must be the answer itself", what, loc)
+		}
+		secret := secretOnPage(t, what, w)
+		tok, u, err := ts.store.TokenByHash(hashToken(secret))
+		if err != nil || u.ID != alice.ID {
+			t.Fatalf("%s: the secret on the page is not alice's token: %v", what, err)
+		}
+		if tok.Name != "ci "+tt.expiry || strings.Join(tok.Scopes, " ") != "tokens:read tokens:write" || !sameTime(tok.ExpiresAt, tt.want) {
+			t.Errorf("%s stored %q %v expiring %s; want scopes tokens:read tokens:write expiring %s", what, tok.Name, tok.Scopes, fmtTime(tok.ExpiresAt), fmtTime(tt.want))
+		}
+		checkWorks(t, ts, what, secret, tok.ID)
+		checkSecretKept(t, ts, secret)
+	}
+}
+
+// TestCreateTokenPageBadInput checks that a mistake in the form shows the
+// form again with a message saying what is wrong, keeps what was typed,
+// and changes nothing.
+func TestCreateTokenPageBadInput(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	cookie := ts.login("alice")
+	tests := []struct {
+		name   string
+		form   url.Values
+		status int
+		says   string
+	}{
+		{"no name", tokenFormValues("  ", nil, "30", ""), 400, "Name is required"},
+		{"long name", tokenFormValues(strings.Repeat("n", 101), nil, "30", ""), 400, "at most 100 characters"},
+		{"control character", tokenFormValues("a\x01b", nil, "30", ""), 400, "control characters"},
+		{"unknown scope", tokenFormValues("ci", []string{"root"}, "30", ""), 400, `Unknown scope "root"`},
+		{"repeated scope", tokenFormValues("ci", []string{"tokens:read", "tokens:read"}, "30", ""), 400, "listed twice"},
+		{"admin scope", tokenFormValues("ci", []string{"admin"}, "30", ""), 403, "Only admins"},
+		{"no expiry choice", tokenFormValues("ci", nil, "", ""), 400, "Choose when the token expires"},
+		{"odd expiry choice", tokenFormValues("ci", nil, "365", ""), 400, "Choose when the token expires"},
+		{"custom without date", tokenFormValues("ci", nil, "custom", ""), 400, "Choose the date"},
+		{"custom not a date", tokenFormValues("ci", nil, "custom", "31/01/2030"), 400, "not a date"},
+		{"custom in the past", tokenFormValues("ci", nil, "custom", "2029-12-31"), 400, "in the past"},
+		{"custom too far", tokenFormValues("ci", nil, "custom", "2045-01-01"), 400, "at most 10 years"},
+		{"date but 30 days", tokenFormValues("ci", nil, "30", "2030-03-01"), 400, "choose Custom date"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := ts.snapshot()
+			w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: tt.form})
+			body := checkPage(t, "POST /tokens with "+tt.name, w, tt.status, tt.says, "New token")
+			if name := tt.form.Get("name"); name != "" && !strings.Contains(body, `value="`+name+`"`) && !strings.ContainsAny(name, "\x01") && len(name) < 100 {
+				t.Errorf("the form lost the name %q", name)
+			}
+			if pageSecret.MatchString(w.Body.String()) {
+				t.Errorf("a failed POST /tokens shows a secret")
+			}
+			assertUnchanged(t, "POST /tokens with "+tt.name, before, ts.snapshot())
+		})
+	}
+	t.Run("too many tokens", func(t *testing.T) {
+		ts.cfg.MaxTokensPerUser = 1
+		defer func() { ts.cfg.MaxTokensPerUser = 100 }()
+		checkPage(t, "first token", ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: tokenFormValues("one", nil, "7", "")}), 200)
+		before := ts.snapshot()
+		w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: tokenFormValues("two", nil, "7", "")})
+		checkPage(t, "POST /tokens past the limit", w, http.StatusConflict, "the most allowed")
+		assertUnchanged(t, "POST /tokens past the limit", before, ts.snapshot())
+	})
+}
+
+// TestFormBodyLimit checks that an oversized or unreadable form is a 400
+// that changes nothing, not a 500.
+func TestFormBodyLimit(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	cookie := ts.login("alice")
+	before := ts.snapshot()
+	w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie,
+		form: url.Values{"name": {strings.Repeat("n", maxFormBytes)}, "expiry": {"7"}}})
+	checkPage(t, "POST /tokens with an oversized form", w, http.StatusBadRequest, "could not be read")
+	w = ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: url.Values{},
+		header: map[string]string{"Content-Type": "application/x-www-form-urlencoded; charset=%%%"}})
+	if w.Code >= 500 {
+		t.Errorf("POST /tokens with a broken Content-Type = %d; want a client error", w.Code)
+	}
+	assertUnchanged(t, "bad form bodies", before, ts.snapshot())
+}
+
+// TestRevokeAndRotatePages checks the confirmation pages, the actions
+// behind them, and that another user's token is not there (404).
+func TestRevokeAndRotatePages(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	bob := ts.addUser("bob", false)
+	bobTok, bobSecret := ts.addToken(bob, "bobs", scopesRead, 0)
+	tok, secret := ts.addToken(alice, "deploy", scopesReadWrite, 30*24*time.Hour)
+	cookie := ts.login("alice")
+
+	for _, action := range []string{"revoke", "rotate"} {
+		for _, path := range []string{"/tokens/" + itoa(bobTok.ID) + "/" + action, "/tokens/999/" + action, "/tokens/x/" + action, "/tokens/0/" + action} {
+			checkPage(t, "GET "+path+" as alice", ts.page(pageReq{method: "GET", path: path, cookie: cookie}), http.StatusNotFound, "Not found")
+			before := ts.snapshot()
+			w := ts.page(pageReq{method: "POST", path: path, cookie: cookie, form: url.Values{}})
+			checkPage(t, "POST "+path+" as alice", w, http.StatusNotFound, "Not found")
+			assertUnchanged(t, "POST "+path+" as alice", before, ts.snapshot())
+		}
+	}
+	checkWorks(t, ts, "bob's token after alice's tries", bobSecret, bobTok.ID)
+
+	path := "/tokens/" + itoa(tok.ID)
+	checkPage(t, "GET "+path+"/rotate", ts.page(pageReq{method: "GET", path: path + "/rotate", cookie: cookie}), 200,
+		"Rotate this token?", "deploy", "stops working at once")
+	w := ts.page(pageReq{method: "POST", path: path + "/rotate", cookie: cookie, form: url.Values{}})
+	checkPage(t, "POST "+path+"/rotate", w, 200, "Token rotated", "The old secret has stopped working")
+	newSecret := secretOnPage(t, "POST "+path+"/rotate", w)
+	checkDead(t, ts, "the rotated-away secret", secret)
+	rotated, _, err := ts.store.TokenByHash(hashToken(newSecret))
+	if err != nil || rotated.Name != "deploy" || !sameTime(rotated.ExpiresAt, tok.ExpiresAt) {
+		t.Fatalf("the rotated token = %+v, %v; want deploy with the old expiry", rotated, err)
+	}
+
+	path = "/tokens/" + itoa(rotated.ID)
+	checkPage(t, "GET "+path+"/revoke", ts.page(pageReq{method: "GET", path: path + "/revoke", cookie: cookie}), 200,
+		"Revoke this token?", "deploy", "cannot be undone")
+	w = ts.page(pageReq{method: "POST", path: path + "/revoke", cookie: cookie, form: url.Values{}})
+	checkRedirect(t, "POST "+path+"/revoke", w, "/")
+	if got := flashOf(t, ts, w); !strings.Contains(got, "Revoked “deploy”") {
+		t.Errorf("after revoking, the notice says %q", got)
+	}
+	checkDead(t, ts, "the revoked token", newSecret)
+	// Revoking it again finds nothing.
+	checkPage(t, "POST "+path+"/revoke again", ts.page(pageReq{method: "POST", path: path + "/revoke", cookie: cookie, form: url.Values{}}), 404)
+}
+
+func itoa(id uint64) string { return strconv.FormatUint(id, 10) }
+
+// TestCrossSitePosts checks that every form refuses a request from another
+// site (403) and changes nothing, and that GET changes nothing anywhere.
+func TestCrossSitePosts(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", true)
+	bob := ts.addUser("bob", false)
+	tok, _ := ts.addToken(alice, "ci", scopesRead, 0)
+	cookie := ts.login("alice")
+	other := ts.login("bob")
+	otherHash, _ := parseSessionSecret(other)
+	forms := map[string]url.Values{
+		"/login":                              {"name": {"alice"}, "password": {"password-of-alice"}},
+		"/logout":                             {},
+		"/tokens":                             tokenFormValues("evil", []string{"tokens:write"}, "never", ""),
+		"/tokens/1/revoke":                    {},
+		"/tokens/1/rotate":                    {},
+		"/account/password":                   {"current": {"password-of-alice"}, "password": {"evil-password-1"}, "confirm": {"evil-password-1"}},
+		"/account/sessions/end":               {"session": {otherHash.String()}},
+		"/account/sessions/end-others":        {},
+		"/admin/users":                        {"name": {"mallory"}, "password": {"evil-password-1"}, "confirm": {"evil-password-1"}, "admin": {"1"}},
+		"/admin/users/2/password":             {"password": {"evil-password-1"}, "confirm": {"evil-password-1"}},
+		"/admin/users/2/admin":                {"admin": {"true"}},
+		"/admin/users/2/remove":               {"confirm": {"bob"}},
+		"/setup":                              {"code": {"x"}, "name": {"mallory"}, "password": {"evil-password-1"}, "confirm": {"evil-password-1"}},
+		"/tokens/" + itoa(tok.ID) + "/revoke": {},
+	}
+	attacks := []map[string]string{
+		{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+		{"Sec-Fetch-Site": "same-site", "Origin": "https://evil.example.com"},
+		{"Sec-Fetch-Site": "", "Origin": "https://evil.example"},
+	}
+	for path, form := range forms {
+		for _, attack := range attacks {
+			before := ts.snapshot()
+			w := ts.page(pageReq{method: "POST", path: path, cookie: cookie, form: form, header: attack})
+			what := "cross-site POST " + path + " with " + attack["Sec-Fetch-Site"] + " " + attack["Origin"]
+			checkPage(t, what, w, http.StatusForbidden, "sent from another site")
+			assertUnchanged(t, what, before, ts.snapshot())
+		}
+	}
+	// The session path of the API is guarded the same way.
+	before := ts.snapshot()
+	w := ts.do(request{method: "POST", path: "/api/v1/tokens", body: tokenRequest("evil", nil, nil),
+		header: map[string]string{"Cookie": sessionCookieName + "=" + cookie, "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}})
+	checkProblem(t, "cross-site POST /api/v1/tokens with a session", w, http.StatusForbidden)
+	assertUnchanged(t, "cross-site POST /api/v1/tokens with a session", before, ts.snapshot())
+	// The same requests from tokend's own pages go through.
+	if w := ts.page(pageReq{method: "POST", path: "/admin/users/" + itoa(bob.ID) + "/admin", cookie: cookie, form: url.Values{"admin": {"true"}}}); w.Code != http.StatusSeeOther {
+		t.Errorf("same-origin POST /admin/users/%d/admin = %d; want 303", bob.ID, w.Code)
+	}
+}
+
+// TestGetChangesNothing checks that no GET of a page writes to the
+// database beyond the session's last-seen time.
+func TestGetChangesNothing(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", true)
+	tok, _ := ts.addToken(alice, "ci", scopesRead, 0)
+	cookie := ts.login("alice")
+	before := ts.snapshot()
+	for _, path := range []string{"/", "/account", "/admin/users", "/admin/users/1", "/tokens/" + itoa(tok.ID) + "/revoke",
+		"/tokens/" + itoa(tok.ID) + "/rotate", "/login", "/setup?code=x", "/logout", "/admin/users/1/remove"} {
+		ts.page(pageReq{method: "GET", path: path, cookie: cookie})
+	}
+	assertUnchanged(t, "GET of every page", before, ts.snapshot())
+}
+
+// TestAPIIgnoresCookies checks that a session cookie alone authenticates
+// no JSON endpoint but POST /api/v1/tokens.
+func TestAPIIgnoresCookies(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	tok, _ := ts.addToken(alice, "ci", scopesReadWrite, 0)
+	cookie := ts.login("alice")
+	hdr := map[string]string{"Cookie": sessionCookieName + "=" + cookie}
+	for _, req := range []request{
+		{method: "GET", path: "/api/v1/user", header: hdr},
+		{method: "GET", path: "/api/v1/token", header: hdr},
+		{method: "GET", path: "/api/v1/tokens", header: hdr},
+		{method: "GET", path: "/api/v1/tokens/" + itoa(tok.ID), header: hdr},
+		{method: "DELETE", path: "/api/v1/tokens/" + itoa(tok.ID), header: hdr},
+		{method: "POST", path: "/api/v1/tokens/" + itoa(tok.ID) + "/rotate", header: hdr},
+	} {
+		before := ts.snapshot()
+		checkProblem(t, label(req)+" with only a session cookie", ts.do(req), http.StatusUnauthorized)
+		assertUnchanged(t, label(req)+" with only a session cookie", before, ts.snapshot())
+	}
+
+	// POST /api/v1/tokens takes the session of tokend's own page.
+	req := request{method: "POST", path: "/api/v1/tokens", body: tokenRequest("from the page", scopesRead, nil),
+		header: map[string]string{"Cookie": sessionCookieName + "=" + cookie, "Sec-Fetch-Site": "same-origin"}}
+	b := checkSecretAnswer(t, label(req)+" with a session", ts.do(req))
+	if b.Name != "from the page" {
+		t.Errorf("%s made %q", label(req), b.Name)
+	}
+	// A cookie of a signed-out session is a 401 that says so.
+	ts.page(pageReq{method: "POST", path: "/logout", cookie: cookie, form: url.Values{}})
+	before := ts.snapshot()
+	p := checkProblem(t, label(req)+" with an ended session", ts.do(req), http.StatusUnauthorized)
+	checkDetail(t, label(req)+" with an ended session", p, "sign in again")
+	assertUnchanged(t, label(req)+" with an ended session", before, ts.snapshot())
+}
+
+// checkNotStored fails if any key or value of the database holds s.
+func checkNotStored(t *testing.T, ts *testServer, what, s string) {
+	t.Helper()
+	for k, v := range ts.snapshot() {
+		if strings.Contains(k, s) || strings.Contains(v, s) {
+			t.Errorf("the database holds %s under %s", what, k)
+		}
+	}
+}

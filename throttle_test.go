@@ -1,0 +1,251 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// loginAttempt posts the sign-in form for name from addr.
+func (ts *testServer) loginAttempt(name, password, addr string) *httptest.ResponseRecorder {
+	ts.t.Helper()
+	return ts.page(pageReq{method: "POST", path: "/login", addr: addr, form: url.Values{"name": {name}, "password": {password}}})
+}
+
+// checkThrottled asserts a 429 with a Retry-After of at most max seconds.
+func checkThrottled(t *testing.T, what string, w *httptest.ResponseRecorder, max int) int {
+	t.Helper()
+	if w.Code != http.StatusTooManyRequests {
+		t.Fatalf("%s = %d; want 429; body: %s", what, w.Code, w.Body)
+	}
+	secs, err := strconv.Atoi(w.Header().Get("Retry-After"))
+	if err != nil || secs < 1 || secs > max {
+		t.Fatalf("%s: Retry-After = %q; want 1 to %d seconds", what, w.Header().Get("Retry-After"), max)
+	}
+	return secs
+}
+
+// TestSignInFailuresLookAlike checks that a wrong name and a wrong
+// password get the same answer.
+func TestSignInFailuresLookAlike(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	wrongPassword := ts.loginAttempt("alice", "not-her-password", "")
+	unknownUser := ts.loginAttempt("mallory", "not-her-password", "")
+	checkPage(t, "POST /login with a wrong password", wrongPassword, http.StatusUnauthorized, "Wrong user name or password.")
+	checkPage(t, "POST /login as nobody", unknownUser, http.StatusUnauthorized, "Wrong user name or password.")
+	// The pages differ only in the name typed, which the form keeps.
+	a := strings.Replace(wrongPassword.Body.String(), `value="alice"`, `value=""`, 1)
+	b := strings.Replace(unknownUser.Body.String(), `value="mallory"`, `value=""`, 1)
+	if a != b {
+		t.Errorf("a wrong password and an unknown user get different pages:\n%s\n----\n%s", a, b)
+	}
+	if responseCookie(wrongPassword, sessionCookieName) != nil || responseCookie(unknownUser, sessionCookieName) != nil {
+		t.Errorf("a failed sign-in set a session cookie")
+	}
+	if strings.Contains(ts.logs.String(), "not-her-password") {
+		t.Errorf("the log holds a password tried")
+	}
+}
+
+// TestSignInThrottle checks the limits per account and per address, that
+// they lift with time, and that an attacker cannot lock a user out of an
+// address they signed in from before.
+func TestSignInThrottle(t *testing.T) {
+	t.Run("per account", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.addUser("alice", false)
+		ts.addUser("bob", false)
+		for i := 0; i < int(accountLimit.burst); i++ {
+			checkPage(t, fmt.Sprintf("guess %d", i), ts.loginAttempt("alice", "guess", fmt.Sprintf("198.51.100.%d", i)), http.StatusUnauthorized)
+		}
+		// The account is now throttled from anywhere new, even with the
+		// right password, and the answer does not say whether it was right.
+		before := ts.snapshot()
+		w := ts.loginAttempt("alice", "password-of-alice", "203.0.113.1")
+		secs := checkThrottled(t, "POST /login past the account limit", w, int(accountLimit.every/time.Second))
+		checkPage(t, "POST /login past the account limit", w, http.StatusTooManyRequests, "Too many failed password attempts")
+		assertUnchanged(t, "a throttled sign-in", before, ts.snapshot())
+		// The same goes for HTTP Basic on the API and for names of any case.
+		api := ts.do(request{method: "POST", path: "/api/v1/tokens", body: tokenRequest("ci", nil, nil),
+			header: map[string]string{"Authorization": basicAuth("ALICE", "password-of-alice")}})
+		checkProblem(t, "POST /api/v1/tokens with Basic past the account limit", api, http.StatusTooManyRequests)
+		checkThrottled(t, "POST /api/v1/tokens with Basic past the account limit", api, 60)
+		// Other accounts are not affected.
+		checkRedirect(t, "bob signs in", ts.loginAttempt("bob", "password-of-bob", "203.0.113.1"), "/")
+		// After Retry-After, one more try goes through.
+		ts.clock.Add(time.Duration(secs) * time.Second)
+		checkRedirect(t, "alice after Retry-After", ts.loginAttempt("alice", "password-of-alice", "203.0.113.1"), "/")
+	})
+
+	t.Run("per address", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.addUser("alice", false)
+		for i := 0; i < int(addrLimit.burst); i++ {
+			checkPage(t, fmt.Sprintf("guess %d", i), ts.loginAttempt(fmt.Sprintf("user%d", i), "guess", "198.51.100.9"), http.StatusUnauthorized)
+		}
+		checkThrottled(t, "POST /login past the address limit", ts.loginAttempt("alice", "password-of-alice", "198.51.100.9"), int(addrLimit.every/time.Second))
+		// An IPv6 client is one /64.
+		for i := 0; i < int(addrLimit.burst); i++ {
+			ts.loginAttempt(fmt.Sprintf("v6user%d", i), "guess", fmt.Sprintf("2001:db8:1:2::%x", i+1))
+		}
+		checkThrottled(t, "POST /login from the same /64", ts.loginAttempt("alice", "password-of-alice", "2001:db8:1:2:ffff::1"), 10)
+		checkRedirect(t, "POST /login from another /64", ts.loginAttempt("alice", "password-of-alice", "2001:db8:1:3::1"), "/")
+	})
+
+	t.Run("no lock-out from a known address", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.addUser("alice", false)
+		checkRedirect(t, "alice signs in at home", ts.loginAttempt("alice", "password-of-alice", "192.0.2.10"), "/")
+		for i := 0; i < 3*int(accountLimit.burst); i++ {
+			ts.loginAttempt("alice", "guess", fmt.Sprintf("198.51.100.%d", i))
+		}
+		checkThrottled(t, "alice from a new address during the attack", ts.loginAttempt("alice", "password-of-alice", "203.0.113.5"), 60)
+		checkRedirect(t, "alice at home during the attack", ts.loginAttempt("alice", "password-of-alice", "192.0.2.10"), "/")
+		// Nothing is permanent: once the guessing stops, the limit drains.
+		ts.clock.Add(time.Duration(accountLimit.burst) * accountLimit.every)
+		checkRedirect(t, "alice from a new address after the attack", ts.loginAttempt("alice", "password-of-alice", "203.0.113.5"), "/")
+	})
+
+	t.Run("success gives the attempt back", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.addUser("alice", false)
+		for i := 0; i < 3*int(accountLimit.burst); i++ {
+			checkRedirect(t, "sign in", ts.loginAttempt("alice", "password-of-alice", fmt.Sprintf("198.51.100.%d", i%5)), "/")
+		}
+	})
+
+	t.Run("sudo and the current password count too", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.addUser("alice", false)
+		cookie := ts.login("alice")
+		for i := 0; i < int(accountLimit.burst); i++ {
+			w := ts.page(pageReq{method: "POST", path: "/account/password", cookie: cookie, addr: fmt.Sprintf("198.51.100.%d", i),
+				form: url.Values{"current": {"guess"}, "password": {"new password 1"}, "confirm": {"new password 1"}}})
+			checkPage(t, "a wrong current password", w, http.StatusForbidden)
+		}
+		w := ts.page(pageReq{method: "POST", path: "/account/password", cookie: cookie, addr: "203.0.113.9",
+			form: url.Values{"current": {"password-of-alice"}, "password": {"new password 1"}, "confirm": {"new password 1"}}})
+		checkThrottled(t, "POST /account/password past the limit", w, 60)
+		checkPage(t, "POST /account/password past the limit", w, http.StatusTooManyRequests, "Too many failed password attempts")
+	})
+}
+
+// TestThrottleMemoryIsBounded checks that made-up names and addresses
+// cannot grow the throttle without bound.
+func TestThrottleMemoryIsBounded(t *testing.T) {
+	th := newSignInThrottle()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < maxThrottleKeys+500; i++ {
+		th.begin(fmt.Sprintf("name%d", i), fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), now)
+	}
+	if len(th.accounts) > maxThrottleKeys || len(th.addrs) > maxThrottleKeys {
+		t.Errorf("the throttle holds %d accounts and %d addresses; want at most %d each", len(th.accounts), len(th.addrs), maxThrottleKeys)
+	}
+	th.begin("late", "192.0.2.1", now.Add(time.Hour))
+	if len(th.accounts) > 1 || len(th.addrs) > 1 {
+		t.Errorf("an hour later the throttle still holds %d accounts and %d addresses; want the drained ones gone", len(th.accounts), len(th.addrs))
+	}
+}
+
+// TestTrustProxyAddress checks which address the throttle and the session
+// list see behind a proxy.
+func TestTrustProxyAddress(t *testing.T) {
+	ts := newTestServer(t)
+	r := httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = "127.0.0.1:5000"
+	r.Header.Set("X-Forwarded-For", "10.9.9.9, 198.51.100.4")
+	if got := ts.clientAddr(r); got != "127.0.0.1" {
+		t.Errorf("without -trust-proxy clientAddr = %q; want the peer 127.0.0.1", got)
+	}
+	ts.cfg.TrustProxy = true
+	if got := ts.clientAddr(r); got != "198.51.100.4" {
+		t.Errorf("with -trust-proxy clientAddr = %q; want the last hop 198.51.100.4", got)
+	}
+	r.Header.Set("X-Forwarded-For", "garbage")
+	if got := ts.clientAddr(r); got != "127.0.0.1" {
+		t.Errorf("with a garbage X-Forwarded-For clientAddr = %q; want the peer", got)
+	}
+}
+
+// TestSudoMode checks that an hour after sign-in sensitive actions ask for
+// the password again, and that giving it opens another hour.
+func TestSudoMode(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", true)
+	bob := ts.addUser("bob", false)
+	tok, _ := ts.addToken(alice, "ci", scopesRead, 0)
+	cookie := ts.login("alice")
+
+	ts.clock.Add(sudoWindow - time.Second)
+	page := checkPage(t, "GET / within the hour", ts.page(pageReq{method: "GET", path: "/", cookie: cookie}), 200)
+	if strings.Contains(page, "sudo_password") {
+		t.Errorf("the token page asks for the password within the hour")
+	}
+	ts.clock.Add(time.Second)
+	page = checkPage(t, "GET / after an hour", ts.page(pageReq{method: "GET", path: "/", cookie: cookie}), 200, "confirm it is you")
+	if !strings.Contains(page, `name="sudo_password"`) {
+		t.Errorf("the token page does not ask for the password after an hour")
+	}
+
+	sensitive := []struct {
+		path string
+		form url.Values
+	}{
+		{"/tokens", tokenFormValues("ci2", nil, "7", "")},
+		{"/tokens/" + itoa(tok.ID) + "/rotate", url.Values{}},
+		{"/admin/users", url.Values{"name": {"carol"}, "password": {"carol password"}, "confirm": {"carol password"}}},
+		{"/admin/users/" + itoa(bob.ID) + "/password", url.Values{"password": {"bob password 2"}, "confirm": {"bob password 2"}}},
+		{"/admin/users/" + itoa(bob.ID) + "/admin", url.Values{"admin": {"true"}}},
+		{"/admin/users/" + itoa(bob.ID) + "/remove", url.Values{"confirm": {"bob"}}},
+	}
+	for _, s := range sensitive {
+		for _, pw := range []string{"", "password-of-bob"} {
+			form := url.Values{}
+			for k, v := range s.form {
+				form[k] = v
+			}
+			if pw != "" {
+				form.Set("sudo_password", pw)
+			}
+			before := ts.snapshot()
+			w := ts.page(pageReq{method: "POST", path: s.path, cookie: cookie, form: form})
+			what := "POST " + s.path + " after an hour with password " + strconv.Quote(pw)
+			want := "confirm it is you"
+			if pw != "" {
+				want = "That is not your password"
+			}
+			checkPage(t, what, w, http.StatusForbidden, want)
+			assertUnchanged(t, what, before, ts.snapshot())
+		}
+	}
+	// The API's session path has no form to ask in: it refuses.
+	api := request{method: "POST", path: "/api/v1/tokens", body: tokenRequest("api", nil, nil),
+		header: map[string]string{"Cookie": sessionCookieName + "=" + cookie}}
+	before := ts.snapshot()
+	p := checkProblem(t, label(api)+" with a session after an hour", ts.do(api), http.StatusForbidden)
+	checkDetail(t, label(api)+" with a session after an hour", p, "more than an hour ago")
+	assertUnchanged(t, label(api)+" with a session after an hour", before, ts.snapshot())
+
+	// The right password lets the action through and opens another hour.
+	w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie,
+		form: url.Values{"name": {"after sudo"}, "expiry": {"7"}, "sudo_password": {"password-of-alice"}}})
+	checkPage(t, "POST /tokens with the password", w, 200, "Token created", "after sudo")
+	h, _ := parseSessionSecret(cookie)
+	rec, _, err := ts.store.SessionByHash(h)
+	if err != nil || !rec.SignedInAt.Equal(ts.clock.Now()) {
+		t.Errorf("after confirming, the session was signed in at %v (err %v); want now", rec.SignedInAt, err)
+	}
+	ts.clock.Add(sudoWindow - time.Minute)
+	checkPage(t, "POST /tokens within the new hour", ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie,
+		form: tokenFormValues("no password needed", nil, "7", "")}), 200, "Token created")
+	checkSecretAnswer(t, label(api)+" within the new hour", ts.do(api))
+	if strings.Contains(ts.logs.String(), "password-of-") {
+		t.Errorf("the log holds a password")
+	}
+}
