@@ -167,17 +167,11 @@ func userPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	st, err := openStore(db, lockTimeout)
+	st, u, err := openStoreForUser(db, "user passwd", pos[0])
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	u, err := st.UserByName(pos[0])
-	if errors.Is(err, errNotFound) {
-		return fmt.Errorf("user passwd: no user called %q", pos[0])
-	} else if err != nil {
-		return err
-	}
 	password, err := readNewPassword(stdin, stderr, *fromStdin)
 	if err != nil {
 		return err
@@ -201,17 +195,11 @@ func userRemove(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(db, lockTimeout)
+	st, u, err := openStoreForUser(db, "user remove", pos[0])
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	u, err := st.UserByName(pos[0])
-	if errors.Is(err, errNotFound) {
-		return fmt.Errorf("user remove: no user called %q", pos[0])
-	} else if err != nil {
-		return err
-	}
 	if err := st.DeleteUser(u.ID); err != nil {
 		if errors.Is(err, errLastAdmin) {
 			return fmt.Errorf("user remove: %q is the last admin; make another user an admin first", u.Name)
@@ -220,6 +208,24 @@ func userRemove(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "removed user %q with their tokens and sessions\n", u.Name)
 	return nil
+}
+
+// openStoreForUser opens the database and finds the user called name. On
+// success the caller closes the store.
+func openStoreForUser(db, cmd, name string) (*store, userRecord, error) {
+	st, err := openStore(db, lockTimeout)
+	if err != nil {
+		return nil, userRecord{}, err
+	}
+	u, err := st.UserByName(name)
+	if err != nil {
+		st.Close()
+		if errors.Is(err, errNotFound) {
+			return nil, userRecord{}, fmt.Errorf("%s: no user called %q", cmd, name)
+		}
+		return nil, userRecord{}, err
+	}
+	return st, u, nil
 }
 
 // readNewPassword reads a password from the first line of stdin, or asks
@@ -304,17 +310,11 @@ func tokenCreate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("-expires: %w", err)
 	}
-	st, err := openStore(db, lockTimeout)
+	st, owner, err := openStoreForUser(db, "token create", *user)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	owner, err := st.UserByName(*user)
-	if errors.Is(err, errNotFound) {
-		return fmt.Errorf("token create: no user called %q", *user)
-	} else if err != nil {
-		return err
-	}
 	reg, err := newScopeRegistry(declared.list())
 	if err != nil {
 		return err

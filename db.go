@@ -242,28 +242,32 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 // CreateUser stores u, setting u.ID. It returns errNameTaken when a user of
 // the same name (ignoring case) exists.
 func (s *store) CreateUser(u *userRecord) error {
-	return s.update(func(tx *bolt.Tx) error {
-		byName := tx.Bucket(bucketUsersByName)
-		nameKey := []byte(strings.ToLower(u.Name))
-		if byName.Get(nameKey) != nil {
-			return errNameTaken
-		}
-		users := tx.Bucket(bucketUsers)
-		id, err := users.NextSequence()
-		if err != nil {
-			return err
-		}
-		rec := *u
-		rec.ID = id
-		if err := putJSON(users, itob(id), &rec); err != nil {
-			return err
-		}
-		if err := byName.Put(nameKey, itob(id)); err != nil {
-			return err
-		}
-		u.ID = id
-		return nil
-	})
+	return s.update(func(tx *bolt.Tx) error { return putNewUser(tx, u) })
+}
+
+// putNewUser assigns u an id and writes it with its name index entry. It
+// returns errNameTaken when a user of the same name (ignoring case) exists.
+func putNewUser(tx *bolt.Tx, u *userRecord) error {
+	byName := tx.Bucket(bucketUsersByName)
+	nameKey := []byte(strings.ToLower(u.Name))
+	if byName.Get(nameKey) != nil {
+		return errNameTaken
+	}
+	users := tx.Bucket(bucketUsers)
+	id, err := users.NextSequence()
+	if err != nil {
+		return err
+	}
+	rec := *u
+	rec.ID = id
+	if err := putJSON(users, itob(id), &rec); err != nil {
+		return err
+	}
+	if err := byName.Put(nameKey, itob(id)); err != nil {
+		return err
+	}
+	u.ID = id
+	return nil
 }
 
 // UserByID returns the user with id, or errNotFound.

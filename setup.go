@@ -126,26 +126,7 @@ func (s *store) CreateFirstAdmin(u *userRecord) error {
 		if admins > 0 {
 			return errSetupDone
 		}
-		byName := tx.Bucket(bucketUsersByName)
-		nameKey := []byte(strings.ToLower(u.Name))
-		if byName.Get(nameKey) != nil {
-			return errNameTaken
-		}
-		users := tx.Bucket(bucketUsers)
-		id, err := users.NextSequence()
-		if err != nil {
-			return err
-		}
-		rec := *u
-		rec.ID = id
-		if err := putJSON(users, itob(id), &rec); err != nil {
-			return err
-		}
-		if err := byName.Put(nameKey, itob(id)); err != nil {
-			return err
-		}
-		u.ID = id
-		return nil
+		return putNewUser(tx, u)
 	})
 }
 
