@@ -315,6 +315,17 @@ func (s *store) CountUsers() (int, error) {
 	return n, err
 }
 
+// Ping runs a read transaction that reads the schema version, so that it
+// fails when the database cannot answer (closed, or its file unreadable).
+func (s *store) Ping() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta).Get(keySchema) == nil {
+			return errNotTokendDB
+		}
+		return nil
+	})
+}
+
 // SetPassword replaces the password hash of user id and records the change
 // time. With revokeTokens it also deletes every token the user holds. It
 // returns errNotFound for an unknown user.

@@ -77,6 +77,7 @@ func (s *server) routes() http.Handler {
 	r := httprouter.New()
 	r.GET("/", s.handleIndex)
 	r.GET("/healthz", s.handleHealthz)
+	r.GET("/readyz", s.handleReadyz)
 	r.ServeFiles("/static/*filepath", http.FS(staticFS))
 
 	r.GET("/api/v1/user", s.withToken("", s.handleGetUser))
