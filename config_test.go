@@ -37,6 +37,7 @@ func TestConfigPrecedence(t *testing.T) {
 	t.Setenv("TOKEND_DB", db)
 	t.Setenv("TOKEND_LOG_LEVEL", "debug")
 	t.Setenv("TOKEND_PURGE_INTERVAL", "5m")
+	t.Setenv("TOKEND_METRICS_LOOPBACK", "false")
 	out, _, err := runCLI(t, "", "serve", "-print-config", "-log-level", "warn", "-max-tokens-per-user", "7")
 	if err != nil {
 		t.Fatalf("serve -print-config = %v", err)
@@ -45,11 +46,12 @@ func TestConfigPrecedence(t *testing.T) {
 	tests := []struct {
 		flag, value, source string
 	}{
-		{"-addr", "127.0.0.1:8080", "default"},                     // neither
-		{"-db", db, "env TOKEND_DB"},                               // environment only
-		{"-purge-interval", "5m0s", "env TOKEND_PURGE_INTERVAL"},   // environment only
-		{"-log-level", "warn", "flag -log-level"},                  // flag beats environment
-		{"-max-tokens-per-user", "7", "flag -max-tokens-per-user"}, // flag only
+		{"-addr", "127.0.0.1:8080", "default"},                        // neither
+		{"-db", db, "env TOKEND_DB"},                                  // environment only
+		{"-purge-interval", "5m0s", "env TOKEND_PURGE_INTERVAL"},      // environment only
+		{"-metrics-loopback", "false", "env TOKEND_METRICS_LOOPBACK"}, // a boolean from the environment
+		{"-log-level", "warn", "flag -log-level"},                     // flag beats environment
+		{"-max-tokens-per-user", "7", "flag -max-tokens-per-user"},    // flag only
 		{"-expired-retention", "168h0m0s", "default"},
 	}
 	for _, tt := range tests {
@@ -82,7 +84,8 @@ func TestConfigPrecedence(t *testing.T) {
 	if _, err := parseFlagSources(fs, []string{"-log-level", "warn"}); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.DB != db || cfg.LogLevel != "warn" || cfg.PurgeInterval != 5*time.Minute || cfg.Addr != "127.0.0.1:8080" {
+	if cfg.DB != db || cfg.LogLevel != "warn" || cfg.PurgeInterval != 5*time.Minute || cfg.MetricsLoopback || cfg.Addr != "127.0.0.1:8080" {
+		t.Errorf("config = %+v; want db and purge interval from the environment, log level from the flag, addr by default, metrics-loopback off", cfg)
 	}
 }
 
@@ -102,9 +105,11 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{name: "negative retention", args: []string{"-expired-retention", "-1h"}, want: "-expired-retention"},
 		{name: "zero shutdown timeout", args: []string{"-shutdown-timeout", "0s"}, want: "-shutdown-timeout"},
 		{name: "not a duration", args: []string{"-purge-interval", "often"}, want: "-purge-interval"},
+		{name: "not a boolean", args: []string{"-metrics-loopback=maybe"}, want: "-metrics-loopback"},
 		{name: "bad log level from env", env: map[string]string{"TOKEND_LOG_LEVEL": "loud"}, want: "-log-level"},
 		{name: "bad addr from env", env: map[string]string{"TOKEND_ADDR": "nonsense"}, want: "-addr"},
 		{name: "bad duration from env", env: map[string]string{"TOKEND_LAST_USED_INTERVAL": "soon"}, want: "TOKEND_LAST_USED_INTERVAL"},
+		{name: "bad boolean from env", env: map[string]string{"TOKEND_METRICS_LOOPBACK": "perhaps"}, want: "TOKEND_METRICS_LOOPBACK"},
 	}
 	clearTokendEnv(t)
 	for _, tt := range tests {

@@ -37,6 +37,7 @@ type server struct {
 	// dummyHash is verified against when a sign-in names no user, so that
 	// a failure takes as long whether the user exists or not.
 	dummyHash string
+	metrics   *metrics
 }
 
 // newServer returns a server over st configured by cfg.
@@ -69,15 +70,17 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 	if s.dummyHash, err = s.hasher.Hash(context.Background(), "tokend dummy password"); err != nil {
 		return nil, err
 	}
+	s.metrics = newMetrics(st, log)
 	return s, nil
 }
 
 // routes returns the whole HTTP surface.
 func (s *server) routes() http.Handler {
-	r := httprouter.New()
+	r := newRouter() // an httprouter.Router that records the matched pattern
 	r.GET("/", s.handleIndex)
 	r.GET("/healthz", s.handleHealthz)
 	r.GET("/readyz", s.handleReadyz)
+	r.GET("/metrics", s.handleMetrics)
 	r.ServeFiles("/static/*filepath", http.FS(staticFS))
 
 	r.GET("/api/v1/user", s.withToken("", s.handleGetUser))
@@ -100,7 +103,7 @@ func (s *server) routes() http.Handler {
 	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
 		s.internalError(w, r, fmt.Errorf("panic: %v", v))
 	}
-	return s.logRequests(r)
+	return s.instrument(r)
 }
 
 // ---- authentication ----
@@ -193,12 +196,13 @@ func bearerToken(r *http.Request) (string, error) {
 // authenticate checks r's Bearer token. It returns an *authError for any
 // client-side failure and another error when storage fails (the request
 // must then fail closed).
-func (s *server) authenticate(r *http.Request) (*caller, error) {
+func (s *server) authenticate(r *http.Request) (c *caller, err error) {
+	defer func() { noteAuthentication(r, c, err) }()
 	token, err := bearerToken(r)
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.verifyToken(token)
+	c, err = s.verifyToken(token)
 	if err != nil {
 		return nil, err
 	}
@@ -562,6 +566,7 @@ func (s *server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 			return
 		}
 		owner = u
+		noteUser(r, u.ID)
 	} else {
 		c, err := s.authenticate(r)
 		if err != nil {
@@ -786,16 +791,4 @@ func (w *statusRecorder) Write(b []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	return w.ResponseWriter.Write(b)
-}
-
-// logRequests logs one line per request: method, path, status, duration and
-// client address. Never headers, query strings or bodies: they carry secrets.
-func (s *server) logRequests(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-			"duration", time.Since(start), "remote", clientIP(r))
-	})
 }

@@ -143,6 +143,7 @@ type request struct {
 	token        string            // sent as Authorization: Bearer
 	header       map[string]string // more headers
 	body         string            // sent as application/json unless header says otherwise
+	remote       string            // the client's host:port; 192.0.2.7:4711 when empty
 }
 
 // do sends req through the whole router and returns the recorded response.
@@ -154,6 +155,9 @@ func (ts *testServer) do(req request) *httptest.ResponseRecorder {
 	}
 	r := httptest.NewRequest(req.method, req.path, body)
 	r.RemoteAddr = "192.0.2.7:4711"
+	if req.remote != "" {
+		r.RemoteAddr = req.remote
+	}
 	if req.body != "" {
 		r.Header.Set("Content-Type", "application/json")
 	}

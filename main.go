@@ -100,6 +100,7 @@ type config struct {
 	PurgeInterval    time.Duration
 	ExpiredRetention time.Duration
 	LastUsedInterval time.Duration
+	MetricsLoopback  bool
 }
 
 func defaultConfig() config {
@@ -116,6 +117,7 @@ func defaultConfig() config {
 		PurgeInterval:    time.Minute,
 		ExpiredRetention: 7 * 24 * time.Hour,
 		LastUsedInterval: 30 * time.Second,
+		MetricsLoopback:  true,
 	}
 }
 
@@ -132,6 +134,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PurgeInterval, "purge-interval", c.PurgeInterval, "how often to delete expired tokens")
 	fs.DurationVar(&c.ExpiredRetention, "expired-retention", c.ExpiredRetention, "how long expired tokens stay visible before they are deleted (0s: at expiry)")
 	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
+	fs.BoolVar(&c.MetricsLoopback, "metrics-loopback", c.MetricsLoopback, "serve /metrics to loopback clients without a token (turn off behind a reverse proxy on the same host)")
 }
 
 // check rejects values that cannot work, naming the flag.
