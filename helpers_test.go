@@ -147,6 +147,8 @@ type request struct {
 }
 
 // do sends req through the whole router and returns the recorded response.
+// Requests and answers of the API are checked against openapi.yaml (see
+// serve).
 func (ts *testServer) do(req request) *httptest.ResponseRecorder {
 	ts.t.Helper()
 	var body io.Reader
@@ -167,9 +169,7 @@ func (ts *testServer) do(req request) *httptest.ResponseRecorder {
 	for k, v := range req.header {
 		r.Header.Set(k, v)
 	}
-	w := httptest.NewRecorder()
-	ts.handler.ServeHTTP(w, r)
-	return w
+	return ts.serve(r)
 }
 
 // decode parses a JSON response body into v, failing the test if it is not JSON.
