@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"time"
 
@@ -79,6 +80,10 @@ func checkHealth(ctx context.Context, addr string, timeout time.Duration) error 
 	resp, err := client.Do(req)
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("GET %s: no answer within %v", url, timeout)
+	}
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // without the method and URL, said below
 	}
 	if err != nil {
 		return fmt.Errorf("GET %s: %v", url, err)
