@@ -160,7 +160,7 @@ func TestStaticBuild(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("checks a Linux ELF binary")
 	}
-	goTool, err := exec.LookPath(filepath.Join(runtime.GOROOT(), "bin", "go"))
+	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("find the go command: %v", err)
 	}
