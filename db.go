@@ -325,6 +325,37 @@ func (s *store) CountUsers() (int, error) {
 	return n, err
 }
 
+// Totals returns the number of users and of tokens, read in one
+// transaction. It walks both buckets' pages: for scrapes, not requests.
+func (s *store) Totals() (users, tokens int, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		users = tx.Bucket(bucketUsers).Stats().KeyN
+		tokens = tx.Bucket(bucketTokens).Stats().KeyN
+		return nil
+	})
+	return users, tokens, err
+}
+
+// FileSize returns the size in bytes of the database file.
+func (s *store) FileSize() (int64, error) {
+	fi, err := os.Stat(s.db.Path())
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// Ping runs a read transaction that reads the schema version, so that it
+// fails when the database cannot answer (closed, or its file unreadable).
+func (s *store) Ping() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta).Get(keySchema) == nil {
+			return errNotTokendDB
+		}
+		return nil
+	})
+}
+
 // SetPassword replaces the password hash of user id and records the change
 // time. With revokeTokens it also deletes every token the user holds. It
 // returns errNotFound for an unknown user.

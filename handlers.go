@@ -40,6 +40,7 @@ type server struct {
 	throttle  *signInThrottle
 	setup     *setupCode
 	cop       *http.CrossOriginProtection // guards every form and session POST
+	metrics   *metrics
 }
 
 // newServer returns a server over st configured by cfg.
@@ -75,13 +76,16 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 	if s.dummyHash, err = s.hasher.Hash(context.Background(), "tokend dummy password"); err != nil {
 		return nil, err
 	}
+	s.metrics = newMetrics(st, log)
 	return s, nil
 }
 
 // routes returns the whole HTTP surface.
 func (s *server) routes() http.Handler {
-	r := httprouter.New()
+	r := newRouter() // an httprouter.Router that records the matched pattern
 	r.GET("/healthz", s.handleHealthz)
+	r.GET("/readyz", s.handleReadyz)
+	r.GET("/metrics", s.handleMetrics)
 	r.ServeFiles("/static/*filepath", http.FS(staticFS))
 
 	// Pages (pages.go, admin.go, setup.go). Every POST goes through form:
@@ -121,6 +125,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/api/v1/introspect", s.withToken(scopeIntrospect, s.handleIntrospect))
 	r.GET("/auth", s.handleForwardAuth)
 	r.GET("/auth/:scopes", s.handleForwardAuth)
+	r.GET("/api/v1/openapi.yaml", s.handleOpenAPI)
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(r.URL.Path, 200))
@@ -131,7 +136,7 @@ func (s *server) routes() http.Handler {
 	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
 		s.internalError(w, r, fmt.Errorf("panic: %v", v))
 	}
-	return s.logRequests(r)
+	return s.instrument(r)
 }
 
 // ---- authentication ----
@@ -224,12 +229,13 @@ func bearerToken(r *http.Request) (string, error) {
 // authenticate checks r's Bearer token. It returns an *authError for any
 // client-side failure and another error when storage fails (the request
 // must then fail closed).
-func (s *server) authenticate(r *http.Request) (*caller, error) {
+func (s *server) authenticate(r *http.Request) (c *caller, err error) {
+	defer func() { noteAuthentication(r, c, err) }()
 	token, err := bearerToken(r)
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.verifyToken(token)
+	c, err = s.verifyToken(token)
 	if err != nil {
 		return nil, err
 	}
@@ -592,12 +598,14 @@ func (s *server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 			return
 		}
 		owner = u
+		noteUser(r, u.ID)
 	} else if u, ok, err := s.apiSessionUser(r); ok || err != nil {
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
 		owner = u
+		noteUser(r, u.ID)
 	} else {
 		c, err := s.authenticate(r)
 		if err != nil {
@@ -806,16 +814,4 @@ func (w *statusRecorder) Write(b []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	return w.ResponseWriter.Write(b)
-}
-
-// logRequests logs one line per request: method, path, status, duration and
-// client address. Never headers, query strings or bodies: they carry secrets.
-func (s *server) logRequests(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-			"duration", time.Since(start), "remote", clientIP(r))
-	})
 }

@@ -55,9 +55,7 @@ func basicHeader(u userRecord) map[string]string {
 func serveRaw(ts *testServer, r *http.Request) *httptest.ResponseRecorder {
 	ts.t.Helper()
 	r.RemoteAddr = "192.0.2.7:4711"
-	w := httptest.NewRecorder()
-	ts.handler.ServeHTTP(w, r)
-	return w
+	return ts.serve(r)
 }
 
 // label names a request in failure messages: "GET /api/v1/user".

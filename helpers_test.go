@@ -143,9 +143,12 @@ type request struct {
 	token        string            // sent as Authorization: Bearer
 	header       map[string]string // more headers
 	body         string            // sent as application/json unless header says otherwise
+	remote       string            // the client's host:port; 192.0.2.7:4711 when empty
 }
 
 // do sends req through the whole router and returns the recorded response.
+// Requests and answers of the API are checked against openapi.yaml (see
+// serve).
 func (ts *testServer) do(req request) *httptest.ResponseRecorder {
 	ts.t.Helper()
 	var body io.Reader
@@ -154,6 +157,9 @@ func (ts *testServer) do(req request) *httptest.ResponseRecorder {
 	}
 	r := httptest.NewRequest(req.method, req.path, body)
 	r.RemoteAddr = "192.0.2.7:4711"
+	if req.remote != "" {
+		r.RemoteAddr = req.remote
+	}
 	if req.body != "" {
 		r.Header.Set("Content-Type", "application/json")
 	}
@@ -163,9 +169,7 @@ func (ts *testServer) do(req request) *httptest.ResponseRecorder {
 	for k, v := range req.header {
 		r.Header.Set(k, v)
 	}
-	w := httptest.NewRecorder()
-	ts.handler.ServeHTTP(w, r)
-	return w
+	return ts.serve(r)
 }
 
 // decode parses a JSON response body into v, failing the test if it is not JSON.

@@ -90,9 +90,13 @@ func (t *lastUsedTracker) shouldWarn(id uint64, expires, now time.Time) bool {
 // go back to be tried at the next flush.
 func (s *server) flushLastUsed() (int, error) {
 	uses := s.lastUsed.take()
+	start := time.Now()
 	if err := s.store.FlushLastUsed(uses); err != nil {
 		s.lastUsed.putBack(uses)
 		return 0, err
+	}
+	if len(uses) > 0 {
+		s.metrics.flushDuration.Observe(time.Since(start).Seconds())
 	}
 	return len(uses), nil
 }

@@ -34,6 +34,8 @@ const usage = `tokend: personal API access tokens in one binary.
 
 Usage:
   tokend [serve] [flags]                 run the service (the default)
+  tokend serve -print-config             show the configuration and where each value came from
+  tokend healthcheck [-addr ADDR]        exit 0 when the server at ADDR is ready
   tokend user add [-admin] [-password-stdin] NAME
   tokend user list
   tokend user passwd [-password-stdin] NAME
@@ -61,7 +63,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var err error
 	switch cmd {
 	case "serve":
-		err = runServe(ctx, args, stderr)
+		err = runServe(ctx, args, stdout, stderr)
+	case "healthcheck":
+		err = runHealthcheck(ctx, args, stdout, stderr)
 	case "user":
 		err = runUser(ctx, args, stdin, stdout, stderr)
 	case "token":
@@ -69,7 +73,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "purge":
 		err = runPurge(ctx, args, stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, versionString())
+		fmt.Fprint(stdout, versionString())
 	case "help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -101,6 +105,7 @@ type config struct {
 	SessionIdle      time.Duration
 	SessionLifetime  time.Duration
 	TrustProxy       bool
+	MetricsLoopback  bool
 }
 
 func defaultConfig() config {
@@ -120,6 +125,7 @@ func defaultConfig() config {
 		AuthCacheSize:    defaultAuthCacheSize,
 		SessionIdle:      7 * 24 * time.Hour,
 		SessionLifetime:  30 * 24 * time.Hour,
+		MetricsLoopback:  true,
 	}
 }
 
@@ -141,6 +147,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionIdle, "session-idle", c.SessionIdle, "sign a browser out after this long without a request")
 	fs.DurationVar(&c.SessionLifetime, "session-lifetime", c.SessionLifetime, "sign a browser out this long after it signed in, however active")
 	fs.BoolVar(&c.TrustProxy, "trust-proxy", c.TrustProxy, "believe X-Forwarded-Proto and X-Forwarded-For from the reverse proxy in front")
+	fs.BoolVar(&c.MetricsLoopback, "metrics-loopback", c.MetricsLoopback, "serve /metrics to loopback clients without a token (turn off behind a reverse proxy on the same host)")
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -178,6 +185,12 @@ func (c *config) check() error {
 	if c.SessionLifetime < c.SessionIdle {
 		return fmt.Errorf("-session-lifetime: %v is shorter than -session-idle %v", c.SessionLifetime, c.SessionIdle)
 	}
+	if err := checkAddr(c.Addr); err != nil {
+		return fmt.Errorf("-addr: %w", err)
+	}
+	if c.DB == "" {
+		return errors.New("-db: the database file name is empty")
+	}
 	return nil
 }
 
@@ -186,14 +199,23 @@ func (c *config) check() error {
 // TOKEND_MAX_TOKENS_PER_USER. A flag beats the environment, which beats
 // the default.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	_, err := parseFlagSources(fs, args)
+	return err
+}
+
+// parseFlagSources is parseFlags that also says where the value of each
+// flag it set came from: "flag -NAME" or "env TOKEND_NAME". Flags that ask
+// for an action rather than set a value (see actionFlags) have no
+// environment fallback.
+func parseFlagSources(fs *flag.FlagSet, args []string) (map[string]string, error) {
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, err
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	given := map[string]string{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = "flag -" + f.Name })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
+		if given[f.Name] != "" || actionFlags[f.Name] || err != nil {
 			return
 		}
 		name := envName(f.Name)
@@ -201,9 +223,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("%s=%q: %v", name, v, e)
 			}
+			given[f.Name] = "env " + name
 		}
 	})
-	return err
+	return given, err
 }
 
 // envNames holds the environment variables not named after their flag:
@@ -238,7 +261,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 // says that another process holds it.
 const lockTimeout = time.Second
 
-func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := defaultConfig()
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -247,11 +270,22 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	cfg.register(fs)
-	if err := parseFlags(fs, args); err != nil {
+	printConfig := fs.Bool("print-config", false, "print the effective configuration, where each value came from, and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	sources, err := parseFlagSources(fs, args)
+	if err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if *showVersion {
+		fmt.Fprint(stdout, versionString())
+		return nil
+	}
+	if *printConfig {
+		writeConfig(stdout, fs, sources)
+		return cfg.check()
 	}
 	if err := cfg.check(); err != nil {
 		return err
@@ -341,29 +375,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	return serveErr
 }
 
-// versionString describes this build from the information Go embeds in it.
+// versionString describes this build from the information Go embeds in
+// it; see formatVersion.
 func versionString() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "tokend (no build information)"
-	}
-	version := info.Main.Version
-	if version == "" {
-		version = "(devel)"
-	}
-	settings := map[string]string{}
-	for _, s := range info.Settings {
-		settings[s.Key] = s.Value
-	}
-	out := "tokend " + version
-	if rev := settings["vcs.revision"]; rev != "" {
-		out += " commit " + rev
-		if settings["vcs.modified"] == "true" {
-			out += " (dirty)"
-		}
-	}
-	if t := settings["vcs.time"]; t != "" {
-		out += " built from a tree of " + t
-	}
-	return out + " " + info.GoVersion
+	return formatVersion(debug.ReadBuildInfo())
 }

@@ -44,9 +44,14 @@ func (s *server) expiredPurger(ctx context.Context, interval time.Duration) {
 func (s *server) purge(ctx context.Context) {
 	start := time.Now()
 	res, err := purgeOnce(ctx, s.store, s.now(), s.cfg.ExpiredRetention)
+	s.metrics.purgeDeleted.Add(float64(res.Tokens))
 	if err != nil {
+		s.metrics.purgeRuns.WithLabelValues("error").Inc()
 		s.log.Error("purge expired tokens; will retry at the next tick", "err", err, "tokens_deleted", res.Tokens)
-	} else if res.Tokens > 0 {
+	} else {
+		s.metrics.purgeRuns.WithLabelValues("ok").Inc()
+	}
+	if err == nil && res.Tokens > 0 {
 		s.log.Info("purged expired tokens", "tokens", res.Tokens, "transactions", res.Transactions, "duration", time.Since(start))
 	}
 	n, err := s.store.PurgeSessions(s.now(), s.cfg.SessionIdle)

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+)
+
+// requestInfo is what the request log and metrics learn about a request
+// while it is handled. instrument puts one in every request's context; the
+// router fills in the route, the authentication path the caller. It is
+// only touched by the goroutine that handles the request.
+type requestInfo struct {
+	route   string // the pattern that matched, "" when none did
+	tokenID uint64 // the token that authenticated the request, 0 if none
+	userID  uint64 // the user it acts as, 0 if unknown
+	auth    string // the authentication decision, "" when none was made
+}
+
+type requestInfoKey struct{}
+
+// requestInfoOf returns the requestInfo of r, or nil outside instrument.
+func requestInfoOf(r *http.Request) *requestInfo {
+	info, _ := r.Context().Value(requestInfoKey{}).(*requestInfo)
+	return info
+}
+
+// router is an httprouter.Router that records in each request which route
+// pattern matched it, which httprouter v1.3.0 does not tell. Every way of
+// registering a route goes through Handle or Handler here.
+type router struct{ *httprouter.Router }
+
+func newRouter() router { return router{httprouter.New()} }
+
+func (rt router) Handle(method, path string, h httprouter.Handle) {
+	rt.Router.Handle(method, path, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		if info := requestInfoOf(r); info != nil {
+			info.route = path
+		}
+		h(w, r, ps)
+	})
+}
+
+func (rt router) GET(path string, h httprouter.Handle)     { rt.Handle(http.MethodGet, path, h) }
+func (rt router) HEAD(path string, h httprouter.Handle)    { rt.Handle(http.MethodHead, path, h) }
+func (rt router) OPTIONS(path string, h httprouter.Handle) { rt.Handle(http.MethodOptions, path, h) }
+func (rt router) POST(path string, h httprouter.Handle)    { rt.Handle(http.MethodPost, path, h) }
+func (rt router) PUT(path string, h httprouter.Handle)     { rt.Handle(http.MethodPut, path, h) }
+func (rt router) PATCH(path string, h httprouter.Handle)   { rt.Handle(http.MethodPatch, path, h) }
+func (rt router) DELETE(path string, h httprouter.Handle)  { rt.Handle(http.MethodDelete, path, h) }
+
+func (rt router) Handler(method, path string, h http.Handler) {
+	rt.Router.Handler(method, path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if info := requestInfoOf(r); info != nil {
+			info.route = path
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
+
+func (rt router) HandlerFunc(method, path string, h http.HandlerFunc) { rt.Handler(method, path, h) }
+
+// ServeFiles serves files from root as httprouter's own does, through GET
+// so that the pattern is recorded. path must end in /*filepath.
+func (rt router) ServeFiles(path string, root http.FileSystem) {
+	if !strings.HasSuffix(path, "/*filepath") {
+		panic("path must end with /*filepath in path '" + path + "'")
+	}
+	files := http.FileServer(root)
+	rt.GET(path, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		r.URL.Path = ps.ByName("filepath")
+		files.ServeHTTP(w, r)
+	})
+}
+
+// instrument wraps the whole router: for each request it logs one line at
+// info level and records the request metrics. The line holds the method,
+// the route pattern (never the path, which may hold anything a client
+// typed), the status, the duration, the token and user ids when the
+// request authenticated, and the client address. Never headers, cookies,
+// query strings or bodies: they carry secrets.
+func (s *server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		s.metrics.inFlight.Inc()
+		defer s.metrics.inFlight.Dec()
+		info := &requestInfo{}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+
+		d := time.Since(start)
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK // nothing written: net/http sends 200
+		}
+		route := info.route
+		if route == "" {
+			route = "none"
+		}
+		method := metricMethod(r.Method)
+		s.metrics.observeRequest(method, route, status, d)
+		if result := authDecision(info, status, rec.Header()); result != "" {
+			s.metrics.authDecisions.WithLabelValues(result).Inc()
+		}
+		attrs := []slog.Attr{
+			slog.String("method", method),
+			slog.String("route", route),
+			slog.Int("status", status),
+			slog.Duration("duration", d),
+			slog.String("remote", clientIP(r)),
+		}
+		if info.tokenID != 0 {
+			attrs = append(attrs, slog.Uint64("token_id", info.tokenID))
+		}
+		if info.userID != 0 {
+			attrs = append(attrs, slog.Uint64("user_id", info.userID))
+		}
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	})
+}
+
+// metricMethod returns method if it is a standard one and OTHER if not, so
+// that clients cannot mint label values.
+func metricMethod(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return method
+	}
+	return "OTHER"
+}
+
+// authDecision is the authentication decision of a request that answered
+// status with header h. A token that authenticated but lacked the scope
+// the route needs is insufficient_scope: every such refusal goes through
+// writeAuthError, which names the error in its challenge.
+func authDecision(info *requestInfo, status int, h http.Header) string {
+	if info.auth == decisionOK && status == http.StatusForbidden &&
+		strings.Contains(h.Get("WWW-Authenticate"), `error="insufficient_scope"`) {
+		return decisionInsufficientScope
+	}
+	return info.auth
+}
+
+// noteAuthentication records the outcome of authenticate in r's
+// requestInfo: the decision, and on success who the request acts as.
+func noteAuthentication(r *http.Request, c *caller, err error) {
+	info := requestInfoOf(r)
+	if info == nil {
+		return
+	}
+	var ae *authError
+	switch {
+	case err == nil:
+		info.auth = decisionOK
+		info.tokenID, info.userID = c.token.ID, c.user.ID
+	case !errors.As(err, &ae):
+		info.auth = decisionError
+	case ae.code == "":
+		info.auth = decisionNoCredentials
+	case ae.code == "invalid_token" && strings.HasPrefix(ae.detail, "the token expired"):
+		// verifyToken's refusal of an expired token; the tests of the
+		// expired metric keep this in step with its wording.
+		info.auth = decisionExpired
+	case ae.code == "invalid_request" || ae.code == "invalid_token":
+		info.auth = ae.code
+	default:
+		info.auth = decisionError
+	}
+}
+
+// noteUser records in r's requestInfo the user a request acts as, for
+// sign-ins that use no token.
+func noteUser(r *http.Request, userID uint64) {
+	if info := requestInfoOf(r); info != nil {
+		info.userID = userID
+	}
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Authentication decisions, the values of tokend_auth_decisions_total's
+// result label. Every request that presents (or lacks) a Bearer token
+// where one is needed makes exactly one.
+const (
+	decisionOK                = "ok"
+	decisionInvalidRequest    = "invalid_request"
+	decisionInvalidToken      = "invalid_token"
+	decisionExpired           = "expired"
+	decisionInsufficientScope = "insufficient_scope"
+	decisionNoCredentials     = "no_credentials"
+	decisionError             = "error"
+)
+
+var decisionResults = []string{decisionOK, decisionInvalidRequest, decisionInvalidToken, decisionExpired, decisionInsufficientScope, decisionNoCredentials, decisionError}
+
+// metrics are the Prometheus metrics of one server, on a registry of its
+// own: two servers in one process (as in tests) never share a counter.
+type metrics struct {
+	registry      *prometheus.Registry
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	inFlight      prometheus.Gauge
+	authDecisions *prometheus.CounterVec
+	purgeRuns     *prometheus.CounterVec
+	purgeDeleted  prometheus.Counter
+	flushDuration prometheus.Histogram
+	handler       http.Handler
+}
+
+// newMetrics registers tokend's metrics, the Go runtime's and the process's
+// on a new registry. The totals of users and tokens and the database size
+// are read from st at each scrape.
+func newMetrics(st *store, log *slog.Logger) *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		registry: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_http_requests_total",
+			Help: "HTTP requests answered, by method, route pattern (none: no route matched) and status.",
+		}, []string{"method", "route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokend_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by method, route pattern and status.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"method", "route", "status"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokend_http_requests_in_flight",
+			Help: "HTTP requests being answered.",
+		}),
+		authDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_auth_decisions_total",
+			Help: "Bearer token checks, by result: ok, invalid_request, invalid_token, expired, insufficient_scope, no_credentials or error.",
+		}, []string{"result"}),
+		purgeRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_purge_runs_total",
+			Help: "Passes of the expired-token purge, by result: ok or error.",
+		}, []string{"result"}),
+		purgeDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokend_purge_deleted_tokens_total",
+			Help: "Expired tokens deleted by the purge.",
+		}),
+		flushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tokend_last_used_flush_duration_seconds",
+			Help:    "Time to write gathered last-used times to the database, per flush that had any.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+	}
+	for _, r := range decisionResults {
+		m.authDecisions.WithLabelValues(r) // present at 0 from the start, so rates work
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.purgeRuns.WithLabelValues(r)
+	}
+	reg.MustRegister(
+		m.requests, m.duration, m.inFlight, m.authDecisions, m.purgeRuns, m.purgeDeleted, m.flushDuration,
+		storeCollector{st},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
+		// A database that cannot answer costs its own metrics, not the
+		// process and request metrics that may tell why.
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+	return m
+}
+
+// observeRequest records one answered request.
+func (m *metrics) observeRequest(method, route string, status int, d time.Duration) {
+	code := strconv.Itoa(status)
+	m.requests.WithLabelValues(method, route, code).Inc()
+	m.duration.WithLabelValues(method, route, code).Observe(d.Seconds())
+}
+
+var (
+	usersDesc  = prometheus.NewDesc("tokend_users", "Users in the database.", nil, nil)
+	tokensDesc = prometheus.NewDesc("tokend_tokens", "Tokens in the database, expired ones not yet purged included.", nil, nil)
+	dbSizeDesc = prometheus.NewDesc("tokend_database_size_bytes", "Size of the database file.", nil, nil)
+)
+
+// storeCollector reads the totals of users and tokens in one read
+// transaction, and the size of the database file, when Prometheus scrapes.
+type storeCollector struct{ st *store }
+
+func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- usersDesc
+	ch <- tokensDesc
+	ch <- dbSizeDesc
+}
+
+func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
+	if users, tokens, err := c.st.Totals(); err != nil {
+		ch <- prometheus.NewInvalidMetric(usersDesc, err)
+		ch <- prometheus.NewInvalidMetric(tokensDesc, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(users))
+		ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.GaugeValue, float64(tokens))
+	}
+	if size, err := c.st.FileSize(); err != nil {
+		ch <- prometheus.NewInvalidMetric(dbSizeDesc, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(dbSizeDesc, prometheus.GaugeValue, float64(size))
+	}
+}
+
+// handleMetrics serves the metrics in Prometheus's text format to loopback
+// clients (unless -metrics-loopback is off) and to tokens with the admin
+// scope. Behind a reverse proxy on the same machine every client looks like
+// loopback: turn -metrics-loopback off there and scrape with an admin token.
+func (s *server) handleMetrics(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	if s.cfg.MetricsLoopback && isLoopback(r) {
+		s.metrics.handler.ServeHTTP(w, r)
+		return
+	}
+	s.withToken(scopeAdmin, func(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ *caller) {
+		s.metrics.handler.ServeHTTP(w, r)
+	})(w, r, ps)
+}
+
+// isLoopback reports whether r comes from this machine: 127.0.0.0/8 or ::1.
+func isLoopback(r *http.Request) bool {
+	ip := net.ParseIP(clientIP(r))
+	return ip != nil && ip.IsLoopback()
+}
