@@ -107,7 +107,14 @@ func (s *store) update(fn func(*bolt.Tx) error) error {
 // errDatabaseInUse. A file that is not a tokend database is refused with
 // errNotTokendDB and left untouched.
 func openStore(path string, lockTimeout time.Duration) (*store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	return openStoreMaxSize(path, lockTimeout, 0)
+}
+
+// openStoreMaxSize is openStore for a file that may grow to at most maxSize
+// bytes (0: no limit). A write that would grow it further fails with an
+// error that isStorageFull recognises, and reads keep working.
+func openStoreMaxSize(path string, lockTimeout time.Duration, maxSize int) (*store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, MaxSize: maxSize})
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("open database %q: %w", path, errDatabaseInUse)

@@ -64,6 +64,7 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 		templates: tmpl,
 		lastUsed:  newLastUsedTracker(),
 	}
+	s.hasher.maxWaiting = int64(cfg.HashQueue)
 	// The dummy is hashed with the live parameters so that verifying against
 	// it costs what verifying a real password does.
 	if s.dummyHash, err = s.hasher.Hash(context.Background(), "tokend dummy password"); err != nil {

@@ -96,6 +96,14 @@ type config struct {
 	PurgeInterval    time.Duration
 	ExpiredRetention time.Duration
 	LastUsedInterval time.Duration
+	// Limits of the HTTP server (see newHTTPServer) and of the database file.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	HashQueue         int
+	MaxDBSize         int
 }
 
 func defaultConfig() config {
@@ -112,6 +120,13 @@ func defaultConfig() config {
 		PurgeInterval:    time.Minute,
 		ExpiredRetention: 7 * 24 * time.Hour,
 		LastUsedInterval: 30 * time.Second,
+
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		HashQueue:         64,
 	}
 }
 
@@ -128,6 +143,13 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PurgeInterval, "purge-interval", c.PurgeInterval, "how often to delete expired tokens")
 	fs.DurationVar(&c.ExpiredRetention, "expired-retention", c.ExpiredRetention, "how long expired tokens stay visible before they are deleted (0s: at expiry)")
 	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "how long a client may take to send a request's headers")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "how long a client may take to send a whole request")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "how long an answer may take, from the end of the request's headers")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "how long an idle keep-alive connection stays open")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "most `bytes` of request line and headers; more is answered 431")
+	fs.IntVar(&c.HashQueue, "hash-queue", c.HashQueue, "most sign-ins waiting for a password hash; more are answered 503 (0: no limit)")
+	fs.IntVar(&c.MaxDBSize, "max-db-size", c.MaxDBSize, "most `bytes` the database file may grow to; writes past it are answered 507 (0: no limit)")
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -156,7 +178,7 @@ func (c *config) check() error {
 	if _, err := newLogger(io.Discard, c.LogLevel, c.LogFormat); err != nil {
 		return err
 	}
-	return nil
+	return c.checkLimits()
 }
 
 // parseFlags parses args into fs, then fills each flag not given on the
@@ -234,7 +256,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 // serve runs the service until ctx ends. When ready is not nil it receives
 // the listening address once the server accepts connections.
 func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.Addr) error {
-	st, err := openStore(cfg.DB, lockTimeout)
+	st, err := openStoreMaxSize(cfg.DB, lockTimeout, cfg.MaxDBSize)
 	if err != nil {
 		return err
 	}
@@ -256,15 +278,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{
-		Handler:           srv.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	httpSrv := newHTTPServer(cfg, srv.routes(), log)
 	background, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	var loops sync.WaitGroup

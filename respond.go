@@ -96,6 +96,12 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeProblem(w, http.StatusConflict, errLastAdmin.Error())
 	case errors.Is(err, errNameTaken):
 		writeProblem(w, http.StatusConflict, "a user of that name already exists")
+	case errors.Is(err, errHashBusy):
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusServiceUnavailable, "too many sign-ins at once; try again in a second, or use a token")
+	case isStorageFull(err):
+		s.log.Error("storage full", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeProblem(w, http.StatusInsufficientStorage, "storage is full: nothing was written; reads still work; tell the operator")
 	default:
 		s.internalError(w, r, err)
 	}
