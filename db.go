@@ -107,14 +107,16 @@ func (s *store) update(fn func(*bolt.Tx) error) error {
 // errDatabaseInUse. A file that is not a tokend database is refused with
 // errNotTokendDB and left untouched.
 func openStore(path string, lockTimeout time.Duration) (*store, error) {
-	return openStoreMaxSize(path, lockTimeout, 0)
+	return openStoreWith(path, bolt.Options{Timeout: lockTimeout})
 }
 
-// openStoreMaxSize is openStore for a file that may grow to at most maxSize
-// bytes (0: no limit). A write that would grow it further fails with an
-// error that isStorageFull recognises, and reads keep working.
-func openStoreMaxSize(path string, lockTimeout time.Duration, maxSize int) (*store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, MaxSize: maxSize})
+// openStoreWith is openStore with bbolt's options. With MaxSize the file
+// grows to at most that many bytes: a write that would grow it further
+// fails with an error that isStorageFull recognises, and reads keep
+// working. With ReadOnly the file is neither created nor written, and other
+// readers may hold it too, but never a server.
+func openStoreWith(path string, opts bolt.Options) (*store, error) {
+	db, err := bolt.Open(path, 0o600, &opts)
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("open database %q: %w", path, errDatabaseInUse)
@@ -124,7 +126,11 @@ func openStoreMaxSize(path string, lockTimeout time.Duration, maxSize int) (*sto
 	case err != nil:
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}
-	if err := db.Update(initSchema); err != nil {
+	initTx := db.Update
+	if opts.ReadOnly {
+		initTx = db.View // checks an existing database, creates nothing
+	}
+	if err := initTx(initSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}

@@ -90,6 +90,7 @@ func (s *server) routes() http.Handler {
 	r.DELETE("/api/v1/tokens/:id", s.withToken(scopeTokensWrite, s.handleRevokeToken))
 	r.POST("/api/v1/tokens/:id/rotate", s.withToken(scopeTokensWrite, s.handleRotateToken))
 	r.POST("/api/v1/revoke", s.handleLeakReport)
+	r.GET("/api/v1/admin/backup", s.withToken(scopeAdmin, s.handleBackup))
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(r.URL.Path, 200))

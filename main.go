@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func main() {
@@ -42,6 +44,8 @@ Usage:
   tokend token list [-user NAME]
   tokend token revoke ID
   tokend purge [-expired-retention 168h]
+  tokend backup [-force] FILE
+  tokend compact [-force] SRC DST
   tokend version
 
 Every command takes -h. Flags fall back to TOKEND_* environment variables
@@ -68,6 +72,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runToken(ctx, args, stdout, stderr)
 	case "purge":
 		err = runPurge(ctx, args, stdout, stderr)
+	case "backup":
+		err = runBackup(args, stdout, stderr)
+	case "compact":
+		err = runCompact(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 	case "help":
@@ -256,7 +264,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 // serve runs the service until ctx ends. When ready is not nil it receives
 // the listening address once the server accepts connections.
 func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.Addr) error {
-	st, err := openStoreMaxSize(cfg.DB, lockTimeout, cfg.MaxDBSize)
+	st, err := openStoreWith(cfg.DB, bolt.Options{Timeout: lockTimeout, MaxSize: cfg.MaxDBSize})
 	if err != nil {
 		return err
 	}
