@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -492,4 +494,123 @@ func TestCompactCommand(t *testing.T) {
 	if _, _, err := runCLI(t, "", "compact", src); err == nil {
 		t.Error("tokend compact with one argument = nil error")
 	}
+}
+
+// slowBackup asks addr for a backup on a connection with a small receive
+// buffer, so that the server cannot push the file into socket buffers and
+// be done, waits first, then reads it chunk bytes every pause. It returns the announced length, the bytes read and the time taken.
+func slowBackup(t *testing.T, addr, token string, first time.Duration, chunk int, pause time.Duration) (int64, []byte, time.Duration) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(256 << 10)
+	start := time.Now()
+	conn.SetDeadline(start.Add(60 * time.Second))
+	fmt.Fprintf(conn, "GET /api/v1/admin/backup HTTP/1.1\r\nHost: tokend\r\nAuthorization: Bearer %s\r\n\r\n", token)
+	br := bufio.NewReaderSize(conn, chunk)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /api/v1/admin/backup = %v, %v", resp, err)
+	}
+	time.Sleep(first)
+	var got bytes.Buffer
+	buf := make([]byte, chunk)
+	for {
+		n, err := resp.Body.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
+		}
+		time.Sleep(pause)
+	}
+	return resp.ContentLength, got.Bytes(), time.Since(start)
+}
+
+// deadlineRecorder is a ResponseRecorder that, like the server's own
+// writer, takes write deadlines, and records each with the moment it was set.
+type deadlineRecorder struct {
+	*httptest.ResponseRecorder
+	writes    int
+	deadlines []time.Duration // each deadline minus the moment it was set
+}
+
+func (d *deadlineRecorder) SetWriteDeadline(t time.Time) error {
+	d.deadlines = append(d.deadlines, time.Until(t))
+	return nil
+}
+
+func (d *deadlineRecorder) Write(b []byte) (int, error) {
+	d.writes++
+	return d.ResponseRecorder.Write(b)
+}
+
+// TestBackupMovesWriteDeadline: a backup pushes the connection's write
+// deadline -write-timeout ahead before every write, so that a large copy
+// read steadily may take longer than -write-timeout in all.
+func TestBackupMovesWriteDeadline(t *testing.T) {
+	ts := newTestServer(t)
+	ts.cfg.WriteTimeout = 7 * time.Second
+	admin := ts.addUser("alice", true)
+	_, secret := ts.addToken(admin, "backups", scopesAdmin, 0)
+	bulkTokens(t, ts.store, admin.ID, 2000, ts.clock.Now(), func(int) *time.Time { return nil })
+
+	rec := &deadlineRecorder{ResponseRecorder: httptest.NewRecorder()}
+	r := httptest.NewRequest("GET", "/api/v1/admin/backup", nil)
+	r.Header.Set("Authorization", "Bearer "+secret)
+	ts.handler.ServeHTTP(rec, r)
+	if rec.Code != 200 || rec.Body.Len() < 1<<20 {
+		t.Fatalf("GET /api/v1/admin/backup = %d with %d bytes; want 200 with at least 1 MiB", rec.Code, rec.Body.Len())
+	}
+	if len(rec.deadlines) < rec.writes || rec.writes < 10 {
+		t.Fatalf("%d writes moved the write deadline %d times; want before every write", rec.writes, len(rec.deadlines))
+	}
+	for i, d := range rec.deadlines {
+		if d < ts.cfg.WriteTimeout-time.Second || d > ts.cfg.WriteTimeout {
+			t.Fatalf("deadline %d was set %v ahead; want -write-timeout (%v)", i, d, ts.cfg.WriteTimeout)
+		}
+	}
+}
+
+// TestBackupStalledClientCutOff: a client that stops reading a backup is
+// cut off after -write-timeout, and the server logs it.
+func TestBackupStalledClientCutOff(t *testing.T) {
+	cfg := testServeConfig(t)
+	cfg.WriteTimeout = time.Second
+	st, err := openStore(cfg.DB, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := storeUser(t, st, "alice", true)
+	tok, secret := storeToken(t, st, admin.ID, "backups", nil)
+	err = st.db.Update(func(tx *bolt.Tx) error {
+		tok.Scopes = scopesAdmin
+		if err := putJSON(tx.Bucket(bucketTokens), itob(tok.ID), &tok); err != nil {
+			return err
+		}
+		// Ballast, so that the copy outgrows the socket buffers.
+		b, err := tx.CreateBucket([]byte("ballast"))
+		if err != nil {
+			return err
+		}
+		for i := range 16 {
+			if err := b.Put(itob(uint64(i)), bytes.Repeat([]byte{byte(i)}, 1<<20)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	addr, logs, _ := startServe(t, cfg)
+
+	size, data, _ := slowBackup(t, addr, secret, 3*time.Second, 64<<10, 0)
+	if int64(len(data)) >= size {
+		t.Errorf("a client that stopped reading for 3s still got the whole backup (%d bytes); want it cut off after -write-timeout", len(data))
+	}
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "backup interrupted") })
 }

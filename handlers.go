@@ -693,7 +693,7 @@ func (s *server) handleLeakReport(w http.ResponseWriter, r *http.Request, _ http
 // object, both called token.
 func leakReportToken(w http.ResponseWriter, r *http.Request) (string, error) {
 	if requireContentType(r, "application/x-www-form-urlencoded") == nil {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		r.Body = http.MaxBytesReader(innermost(w), r.Body, maxBodyBytes)
 		if err := r.ParseForm(); err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
@@ -782,6 +782,9 @@ func (w *statusRecorder) Write(b []byte) (int, error) {
 	}
 	return w.ResponseWriter.Write(b)
 }
+
+// Unwrap lets http.ResponseController and innermost reach the server's writer.
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // logRequests logs one line per request: method, path, status, duration and
 // client address. Never headers, query strings or bodies: they carry secrets.

@@ -68,3 +68,19 @@ func (c *config) checkLimits() error {
 func isStorageFull(err error) bool {
 	return errors.Is(err, bolterrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
+
+// innermost returns the server's own ResponseWriter under any wrappers.
+// http.MaxBytesReader must be given that one: only through it can it tell
+// the server that a body was too large, so that the server answers and
+// hangs up instead of first reading up to 256 KiB more of the body (and
+// waiting for it until -read-timeout from a client that waits for the
+// answer before sending the rest).
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}

@@ -121,7 +121,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if err := requireContentType(r, "application/json"); err != nil {
 		return err
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	r.Body = http.MaxBytesReader(innermost(w), r.Body, maxBodyBytes)
 	dec := json.NewDecoder(r.Body)
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
