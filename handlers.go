@@ -93,7 +93,7 @@ func (s *server) routes() http.Handler {
 	r.GET("/api/v1/admin/backup", s.withToken(scopeAdmin, s.handleBackup))
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(r.URL.Path, 200))
+		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(redactTokens(r.URL.Path), 200))
 	})
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed here; allowed: %s", truncate(r.Method, 20), w.Header().Get("Allow")))
@@ -366,7 +366,7 @@ func (s *server) handleListTokens(w http.ResponseWriter, r *http.Request, _ http
 func tokenID(ps httprouter.Params) (uint64, error) {
 	id, err := strconv.ParseUint(ps.ByName("id"), 10, 64)
 	if err != nil || id == 0 {
-		return 0, clientError(http.StatusNotFound, "no token with id %q", truncate(ps.ByName("id"), 40))
+		return 0, clientError(http.StatusNotFound, "no token with id %q", truncate(redactTokens(ps.ByName("id")), 40))
 	}
 	return id, nil
 }
@@ -653,7 +653,7 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 		return userRecord{}, fmt.Errorf("verify password of user %d: %w", u.ID, err)
 	}
 	if !ok || u.ID == 0 {
-		s.log.Info("sign-in failed", "user", truncate(name, 40), "remote", clientIP(r))
+		s.log.Info("sign-in failed", "user", signInName(u), "remote", clientIP(r))
 		return userRecord{}, errBadCredentials
 	}
 	if rehash {
@@ -793,7 +793,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+		s.log.Debug("request", "method", r.Method, "path", redactTokens(r.URL.Path), "status", rec.status,
 			"duration", time.Since(start), "remote", clientIP(r))
 	})
 }
