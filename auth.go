@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -48,24 +49,59 @@ var (
 type passwordHasher struct {
 	params argonParams
 	slots  chan struct{}
+	// maxWaiting bounds the callers waiting for a slot (0: no bound). Past
+	// it a caller fails at once with errHashBusy instead of queueing: a
+	// burst then costs neither memory nor minutes of latency.
+	maxWaiting int64
+	waiting    atomic.Int64
+	running    atomic.Int64
+	peak       atomic.Int64 // most hashes that ever ran at once
 }
+
+// errHashBusy is returned when too many callers already wait to hash.
+var errHashBusy = errors.New("too many password hashes waiting")
 
 // newPasswordHasher returns a hasher that runs at most concurrency hashes at once.
 func newPasswordHasher(p argonParams, concurrency int) *passwordHasher {
 	return &passwordHasher{params: p, slots: make(chan struct{}, max(concurrency, 1))}
 }
 
-// acquire waits for a hashing slot until ctx ends.
+// acquire waits for a hashing slot until ctx ends. It fails at once with
+// errHashBusy when maxWaiting callers are already waiting.
 func (h *passwordHasher) acquire(ctx context.Context) error {
 	select {
 	case h.slots <- struct{}{}:
+		h.started()
+		return nil
+	default:
+	}
+	if h.maxWaiting > 0 {
+		if h.waiting.Add(1) > h.maxWaiting {
+			h.waiting.Add(-1)
+			return errHashBusy
+		}
+		defer h.waiting.Add(-1)
+	}
+	select {
+	case h.slots <- struct{}{}:
+		h.started()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (h *passwordHasher) release() { <-h.slots }
+// started counts a hash that got its slot and keeps the peak.
+func (h *passwordHasher) started() {
+	n := h.running.Add(1)
+	for p := h.peak.Load(); n > p && !h.peak.CompareAndSwap(p, n); p = h.peak.Load() {
+	}
+}
+
+func (h *passwordHasher) release() {
+	h.running.Add(-1)
+	<-h.slots
+}
 
 // Hash returns a PHC string of password with a fresh salt.
 func (h *passwordHasher) Hash(ctx context.Context, password string) (string, error) {

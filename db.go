@@ -103,7 +103,8 @@ type store struct {
 	users sync.Map // user id → *cachedUser
 	// auth caches the auth records of tokens verified lately, so that a
 	// busy token costs no transaction at all.
-	auth *authCache
+	auth   *authCache
+	closed atomic.Bool
 	// evict lists the tokens the running write transaction deletes. bbolt
 	// runs one write transaction at a time, so it needs no lock.
 	evict []tokenHash
@@ -138,13 +139,16 @@ func (s *store) update(fn func(*bolt.Tx) error) error {
 // errDatabaseInUse. A file that is not a tokend database is refused with
 // errNotTokendDB and left untouched.
 func openStore(path string, lockTimeout time.Duration) (*store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if err == nil {
-		// Token creation batches its transactions: with many concurrent
-		// creators, one commit (two fsyncs) serves them all.
-		db.MaxBatchSize = 256
-		db.MaxBatchDelay = 2 * time.Millisecond
-	}
+	return openStoreWith(path, bolt.Options{Timeout: lockTimeout})
+}
+
+// openStoreWith is openStore with bbolt's options. With MaxSize the file
+// grows to at most that many bytes: a write that would grow it further
+// fails with an error that isStorageFull recognises, and reads keep
+// working. With ReadOnly the file is neither created nor written, and other
+// readers may hold it too, but never a server.
+func openStoreWith(path string, opts bolt.Options) (*store, error) {
+	db, err := bolt.Open(path, 0o600, &opts)
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("open database %q: %w", path, errDatabaseInUse)
@@ -154,7 +158,15 @@ func openStore(path string, lockTimeout time.Duration) (*store, error) {
 	case err != nil:
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}
-	if err := db.Update(initSchema); err != nil {
+	// Token creation batches its transactions: with many concurrent
+	// creators, one commit (two fsyncs) serves them all.
+	db.MaxBatchSize = 256
+	db.MaxBatchDelay = 2 * time.Millisecond
+	initTx := db.Update
+	if opts.ReadOnly {
+		initTx = db.View // checks an existing database, creates nothing
+	}
+	if err := initTx(initSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}
@@ -193,8 +205,12 @@ func initSchema(tx *bolt.Tx) error {
 	return nil
 }
 
-// Close closes the database.
-func (s *store) Close() error { return s.db.Close() }
+// Close closes the database. From then on nothing is answered from the
+// caches either: a closed store authenticates nobody.
+func (s *store) Close() error {
+	s.closed.Store(true)
+	return s.db.Close()
+}
 
 // itob encodes an id or a time as an 8-byte big-endian key.
 func itob(v uint64) []byte {
@@ -579,6 +595,9 @@ func (s *store) deleteTokensOf(tx *bolt.Tx, owner uint64) error {
 // one read transaction with one binary lookup and no JSON for the token.
 // It returns errNotFound for an unknown token. It does not check expiry.
 func (s *store) Authenticate(h tokenHash) (authRecord, userRecord, error) {
+	if s.closed.Load() {
+		return authRecord{}, userRecord{}, bolterrors.ErrDatabaseNotOpen
+	}
 	gen := s.gen.Load() // before anything is read: see store.gen
 	if a, ok := s.auth.get(h); ok {
 		if c, ok := s.users.Load(a.Owner); ok && c.(*cachedUser).gen == gen {
@@ -640,6 +659,16 @@ func (s *store) TokenByID(id, owner uint64) (tokenRecord, error) {
 	return t, err
 }
 
+// asCorruption turns errNotFound, for a record that an index or another
+// record names, into an error that says the database is damaged: it must
+// not reach a client as a 404.
+func asCorruption(err error) error {
+	if errors.Is(err, errNotFound) {
+		return errors.New("record missing: the database is damaged")
+	}
+	return err
+}
+
 func ownedToken(tx *bolt.Tx, id, owner uint64) (tokenRecord, error) {
 	var t tokenRecord
 	if err := getJSON(tx.Bucket(bucketTokens), itob(id), &t); err != nil {
@@ -660,7 +689,7 @@ func (s *store) TokensByOwner(owner uint64) ([]tokenRecord, error) {
 		for _, id := range slices.Backward(ids) {
 			var t tokenRecord
 			if err := getJSON(tokens, itob(id), &t); err != nil {
-				return fmt.Errorf("token %d: %w", id, err)
+				return fmt.Errorf("token %d of tokens_by_owner: %w", id, asCorruption(err))
 			}
 			out = append(out, t)
 		}

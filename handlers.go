@@ -71,6 +71,7 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 		setup:     &setupCode{},
 		cop:       http.NewCrossOriginProtection(),
 	}
+	s.hasher.maxWaiting = int64(cfg.HashQueue)
 	// The dummy is hashed with the live parameters so that verifying against
 	// it costs what verifying a real password does.
 	if s.dummyHash, err = s.hasher.Hash(context.Background(), "tokend dummy password"); err != nil {
@@ -126,9 +127,10 @@ func (s *server) routes() http.Handler {
 	r.GET("/auth", s.handleForwardAuth)
 	r.GET("/auth/:scopes", s.handleForwardAuth)
 	r.GET("/api/v1/openapi.yaml", s.handleOpenAPI)
+	r.GET("/api/v1/admin/backup", s.withToken(scopeAdmin, s.handleBackup))
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(r.URL.Path, 200))
+		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(redactTokens(r.URL.Path), 200))
 	})
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed here; allowed: %s", truncate(r.Method, 20), w.Header().Get("Allow")))
@@ -406,7 +408,7 @@ func (s *server) handleListTokens(w http.ResponseWriter, r *http.Request, _ http
 func tokenID(ps httprouter.Params) (uint64, error) {
 	id, err := strconv.ParseUint(ps.ByName("id"), 10, 64)
 	if err != nil || id == 0 {
-		return 0, clientError(http.StatusNotFound, "no token with id %q", truncate(ps.ByName("id"), 40))
+		return 0, clientError(http.StatusNotFound, "no token with id %q", truncate(redactTokens(ps.ByName("id")), 40))
 	}
 	return id, nil
 }
@@ -691,7 +693,7 @@ const basicChallenge = `Basic realm="tokend", charset="UTF-8"`
 func (s *server) signIn(r *http.Request, name, password string) (userRecord, error) {
 	addr := s.clientAddr(r)
 	if wait := s.throttle.begin(name, addr, s.now()); wait > 0 {
-		s.log.Info("sign-in throttled", "user", truncate(name, 40), "remote", addr)
+		s.log.Info("sign-in throttled", "remote", addr) // never the name: it may be a token or a password
 		return userRecord{}, &throttledError{wait: wait}
 	}
 	u, err := s.store.UserByName(name)
@@ -704,10 +706,11 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 	}
 	ok, rehash, err := s.hasher.Verify(r.Context(), password, encoded)
 	if err != nil {
+		s.throttle.abandoned(name, addr, s.now())
 		return userRecord{}, fmt.Errorf("verify password of user %d: %w", u.ID, err)
 	}
 	if !ok || u.ID == 0 {
-		s.log.Info("sign-in failed", "user", truncate(name, 40), "remote", clientIP(r))
+		s.log.Info("sign-in failed", "user", signInName(u), "remote", clientIP(r))
 		return userRecord{}, errBadCredentials
 	}
 	if rehash {
@@ -808,6 +811,9 @@ func (w *statusRecorder) WriteHeader(code int) {
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController and innermost reach the server's writer.
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusRecorder) Write(b []byte) (int, error) {
 	if w.status == 0 {

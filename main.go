@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func main() {
@@ -44,6 +46,8 @@ Usage:
   tokend token list [-user NAME]
   tokend token revoke ID
   tokend purge [-expired-retention 168h]
+  tokend backup [-force] FILE
+  tokend compact [-force] SRC DST
   tokend version
 
 Every command takes -h. Flags fall back to TOKEND_* environment variables
@@ -72,6 +76,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runToken(ctx, args, stdout, stderr)
 	case "purge":
 		err = runPurge(ctx, args, stdout, stderr)
+	case "backup":
+		err = runBackup(args, stdout, stderr)
+	case "compact":
+		err = runCompact(args, stdout, stderr)
 	case "version":
 		fmt.Fprint(stdout, versionString())
 	case "help":
@@ -106,6 +114,14 @@ type config struct {
 	SessionLifetime  time.Duration
 	TrustProxy       bool
 	MetricsLoopback  bool
+	// Limits of the HTTP server (see newHTTPServer) and of the database file.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	HashQueue         int
+	MaxDBSize         int
 }
 
 func defaultConfig() config {
@@ -126,6 +142,13 @@ func defaultConfig() config {
 		SessionIdle:      7 * 24 * time.Hour,
 		SessionLifetime:  30 * 24 * time.Hour,
 		MetricsLoopback:  true,
+
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		HashQueue:         64,
 	}
 }
 
@@ -148,6 +171,13 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionLifetime, "session-lifetime", c.SessionLifetime, "sign a browser out this long after it signed in, however active")
 	fs.BoolVar(&c.TrustProxy, "trust-proxy", c.TrustProxy, "believe X-Forwarded-Proto and X-Forwarded-For from the reverse proxy in front")
 	fs.BoolVar(&c.MetricsLoopback, "metrics-loopback", c.MetricsLoopback, "serve /metrics to loopback clients without a token (turn off behind a reverse proxy on the same host)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "how long a client may take to send a request's headers")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "how long a client may take to send a whole request")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "how long an answer may take, from the end of the request's headers")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "how long an idle keep-alive connection stays open")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "most `bytes` of request line and headers; more is answered 431")
+	fs.IntVar(&c.HashQueue, "hash-queue", c.HashQueue, "most sign-ins waiting for a password hash; more are answered 503 (0: no limit)")
+	fs.IntVar(&c.MaxDBSize, "max-db-size", c.MaxDBSize, "most `bytes` the database file may grow to; writes past it are answered 507 (0: no limit)")
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -191,7 +221,7 @@ func (c *config) check() error {
 	if c.DB == "" {
 		return errors.New("-db: the database file name is empty")
 	}
-	return nil
+	return c.checkLimits()
 }
 
 // parseFlags parses args into fs, then fills each flag not given on the
@@ -297,7 +327,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // serve runs the service until ctx ends. When ready is not nil it receives
 // the listening address once the server accepts connections.
 func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.Addr) error {
-	st, err := openStore(cfg.DB, lockTimeout)
+	st, err := openStoreWith(cfg.DB, bolt.Options{Timeout: lockTimeout, MaxSize: cfg.MaxDBSize})
 	if err != nil {
 		return err
 	}
@@ -320,15 +350,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{
-		Handler:           srv.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	httpSrv := newHTTPServer(cfg, srv.routes(), log)
 	background, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	var loops sync.WaitGroup

@@ -324,7 +324,6 @@ func TestRequestLog(t *testing.T) {
 	}
 }
 
-
 // logFields parses one slog line of format text or json into strings.
 func logFields(t *testing.T, format, line string) map[string]string {
 	t.Helper()

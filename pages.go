@@ -199,7 +199,7 @@ func (s *server) form(h httprouter.Handle) httprouter.Handle {
 				"This form was sent from another site, so tokend ignored it. Open tokend's own page and try again there.")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		r.Body = http.MaxBytesReader(innermost(w), r.Body, maxFormBytes)
 		if err := r.ParseForm(); err != nil {
 			s.renderMessage(w, r, nil, http.StatusBadRequest, "Bad request", "The form could not be read. Reload the page and try again.")
 			return

@@ -99,6 +99,12 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeProblem(w, http.StatusConflict, errLastAdmin.Error())
 	case errors.Is(err, errNameTaken):
 		writeProblem(w, http.StatusConflict, "a user of that name already exists")
+	case errors.Is(err, errHashBusy):
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusServiceUnavailable, "too many sign-ins at once; try again in a second, or use a token")
+	case isStorageFull(err):
+		s.log.Error("storage full", "method", r.Method, "path", redactTokens(r.URL.Path), "err", err)
+		writeProblem(w, http.StatusInsufficientStorage, "storage is full: nothing was written; reads still work; tell the operator")
 	default:
 		s.internalError(w, r, err)
 	}
@@ -107,7 +113,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // internalError logs err with the request's method and path and sends a 500
 // that says nothing of the cause.
 func (s *server) internalError(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+	s.log.Error("internal error", "method", r.Method, "path", redactTokens(r.URL.Path), "err", err)
 	writeProblem(w, http.StatusInternalServerError, "the server failed to handle the request; see its log")
 }
 
@@ -118,7 +124,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if err := requireContentType(r, "application/json"); err != nil {
 		return err
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	r.Body = http.MaxBytesReader(innermost(w), r.Body, maxBodyBytes)
 	dec := json.NewDecoder(r.Body)
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
@@ -151,7 +157,7 @@ func formValue(w http.ResponseWriter, r *http.Request, name string) (string, err
 	if err := requireContentType(r, "application/x-www-form-urlencoded"); err != nil {
 		return "", err
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	r.Body = http.MaxBytesReader(innermost(w), r.Body, maxBodyBytes)
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

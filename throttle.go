@@ -117,6 +117,19 @@ func (t *signInThrottle) begin(name, addr string, now time.Time) time.Duration {
 	return 0
 }
 
+// abandoned takes back the attempt begin counted when the password could
+// not be checked at all (the server was busy, the client went away): it
+// says nothing about the guess.
+func (t *signInThrottle) abandoned(name, addr string, now time.Time) {
+	account, address := throttleKeys(name, addr)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	add(t.addrs, address, addrLimit, now, -1)
+	if now.Sub(t.known[account+"\x00"+address]) >= knownAddrFor {
+		add(t.accounts, account, accountLimit, now, -1)
+	}
+}
+
 // succeeded takes back the attempt begin counted, and remembers addr as a
 // place from which name signs in.
 func (t *signInThrottle) succeeded(name, addr string, now time.Time) {

@@ -241,11 +241,16 @@ func checkIndexes(t testing.TB, st *store, after string) {
 	}
 }
 
-func storeToken(t testing.TB, st *store, owner uint64, name string, expires *time.Time) (tokenRecord, string) {
+// storeToken stores a token holding tokens:read, or the given scopes, and
+// returns its record and secret.
+func storeToken(t testing.TB, st *store, owner uint64, name string, expires *time.Time, scopes ...string) (tokenRecord, string) {
 	t.Helper()
+	if scopes == nil {
+		scopes = []string{scopeTokensRead}
+	}
 	f := mustFormat(t, defaultTokenPrefix)
 	secret, _ := f.generate()
-	tok := tokenRecord{Owner: owner, Name: name, Scopes: []string{scopeTokensRead}, CreatedAt: time.Now(), ExpiresAt: expires, Hint: tokenHint(secret)}
+	tok := tokenRecord{Owner: owner, Name: name, Scopes: scopes, CreatedAt: time.Now(), ExpiresAt: expires, Hint: tokenHint(secret)}
 	if err := st.CreateToken(&tok, hashToken(secret), 0); err != nil {
 		t.Fatalf("CreateToken(%q): %v", name, err)
 	}

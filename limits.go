@@ -1,0 +1,86 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"syscall"
+	"time"
+
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// newHTTPServer returns the HTTP server of serve with every limit of cfg, so
+// that no client can hold a connection, a goroutine or memory for long:
+// headers must arrive within ReadHeaderTimeout and hold at most
+// MaxHeaderBytes (more is answered 431 by net/http), the whole request
+// within ReadTimeout, the answer within WriteTimeout, and an idle
+// keep-alive connection is closed after IdleTimeout.
+func newHTTPServer(cfg config, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// checkLimits rejects limits that would switch a protection off or cannot
+// work, naming the flag.
+func (c *config) checkLimits() error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"-read-header-timeout", c.ReadHeaderTimeout},
+		{"-read-timeout", c.ReadTimeout},
+		{"-write-timeout", c.WriteTimeout},
+		{"-idle-timeout", c.IdleTimeout},
+	} {
+		// net/http reads zero as "no limit": refuse it rather than serve
+		// without a timeout.
+		if d.v <= 0 {
+			return fmt.Errorf("%s: %v is not positive", d.flag, d.v)
+		}
+	}
+	if c.MaxHeaderBytes < 4<<10 {
+		return fmt.Errorf("-max-header-bytes: %d is below 4096; a browser's headers would not fit", c.MaxHeaderBytes)
+	}
+	if c.HashQueue < 0 {
+		return fmt.Errorf("-hash-queue: %d is negative", c.HashQueue)
+	}
+	if c.MaxDBSize < 0 {
+		return fmt.Errorf("-max-db-size: %d is negative", c.MaxDBSize)
+	}
+	if c.MaxDBSize > 0 && c.MaxDBSize < 1<<20 {
+		return fmt.Errorf("-max-db-size: %d is below 1 MiB", c.MaxDBSize)
+	}
+	return nil
+}
+
+// isStorageFull reports whether err is a write that failed for want of
+// space: the database reached -max-db-size, or the disk is full. Nothing
+// of such a write was committed.
+func isStorageFull(err error) bool {
+	return errors.Is(err, bolterrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// innermost returns the server's own ResponseWriter under any wrappers.
+// http.MaxBytesReader must be given that one: only through it can it tell
+// the server that a body was too large, so that the server answers and
+// hangs up instead of first reading up to 256 KiB more of the body (and
+// waiting for it until -read-timeout from a client that waits for the
+// answer before sending the rest).
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}
