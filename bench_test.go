@@ -29,25 +29,33 @@ func benchTokens(b *testing.B) int {
 	return n
 }
 
-// BenchmarkVerify measures the verification path with and without
-// last-used tracking, and counts the write transactions it makes.
+// BenchmarkVerify measures the verification path (header value → checksum
+// → SHA-256 → auth cache or one bbolt lookup → expiry and owner) over
+// TOKEND_BENCH_TOKENS tokens: a random token each op, one token repeated,
+// tokens that fail the checksum or are unknown, in parallel, and with
+// last-used tracking. It counts the write transactions each op makes.
 func BenchmarkVerify(b *testing.B) {
 	ts := newTestServer(b)
 	u := ts.addUser("alice", false)
 	secrets := bulkTokens(b, ts.store, u.ID, benchTokens(b), ts.clock.Now(), func(int) *time.Time { return nil })
+	unknown, _ := ts.format.generate()
+	garbled := secrets[0][:20] + "x" + secrets[0][21:]
+	if garbled == secrets[0] {
+		garbled = secrets[0][:20] + "y" + secrets[0][21:]
+	}
 
-	for _, tracking := range []bool{false, true} {
-		b.Run("tracking="+strconv.FormatBool(tracking), func(b *testing.B) {
+	run := func(name string, pick func(rng *rand.Rand) string, wantOK, track bool) {
+		b.Run(name, func(b *testing.B) {
 			writes := ts.store.writeTxs.Load()
 			rng := rand.New(rand.NewPCG(1, 2))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				c, err := ts.verifyToken(secrets[rng.IntN(len(secrets))])
-				if err != nil {
-					b.Fatal(err)
+				c, err := ts.verifyToken(pick(rng))
+				if (err == nil) != wantOK {
+					b.Fatalf("verify = %v; want ok %v", err, wantOK)
 				}
-				if tracking {
+				if track {
 					ts.noteUse(c, "192.0.2.7")
 				}
 			}
@@ -55,6 +63,26 @@ func BenchmarkVerify(b *testing.B) {
 			b.ReportMetric(float64(ts.store.writeTxs.Load()-writes)/float64(b.N), "writes/op")
 		})
 	}
+	random := func(rng *rand.Rand) string { return secrets[rng.IntN(len(secrets))] }
+	run("random", random, true, false)
+	run("random+tracking", random, true, true)
+	run("repeated", func(*rand.Rand) string { return secrets[0] }, true, false)
+	run("bad-checksum", func(*rand.Rand) string { return garbled }, false, false)
+	run("unknown", func(*rand.Rand) string { return unknown }, false, false)
+	b.Run("parallel-random+tracking", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			rng := rand.New(rand.NewPCG(rand.Uint64(), 7))
+			for pb.Next() {
+				c, err := ts.verifyToken(random(rng))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				ts.noteUse(c, "192.0.2.7")
+			}
+		})
+	})
 }
 
 // BenchmarkPurge deletes N expired tokens that sit among N live ones while
