@@ -69,6 +69,28 @@ func BenchmarkVerify(b *testing.B) {
 	run("repeated", func(*rand.Rand) string { return secrets[0] }, true, false)
 	run("bad-checksum", func(*rand.Rand) string { return garbled }, false, false)
 	run("unknown", func(*rand.Rand) string { return unknown }, false, false)
+	// With the auth cache sized to hold every token and warmed, as a
+	// deployment sets -auth-cache-size above its number of tokens.
+	b.Run("random-cached", func(b *testing.B) {
+		ts.store.auth = newAuthCache(len(secrets) + 1)
+		for _, s := range secrets {
+			if _, err := ts.verifyToken(s); err != nil {
+				b.Fatal(err)
+			}
+		}
+		writes := ts.store.writeTxs.Load()
+		rng := rand.New(rand.NewPCG(1, 2))
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			if _, err := ts.verifyToken(random(rng)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(ts.store.writeTxs.Load()-writes)/float64(b.N), "writes/op")
+		ts.store.auth = newAuthCache(defaultAuthCacheSize)
+	})
 	b.Run("parallel-random+tracking", func(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
