@@ -104,20 +104,13 @@ func (s *server) flushLastUsed() (int, error) {
 // lastUsedFlusher flushes at every interval until ctx ends. The final flush
 // at shutdown is the caller's, after the last request has finished.
 func (s *server) lastUsedFlusher(ctx context.Context, interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if n, err := s.flushLastUsed(); err != nil {
-				s.log.Error("flush last-used times; will retry", "err", err)
-			} else if n > 0 {
-				s.log.Debug("flushed last-used times", "tokens", n)
-			}
+	everyTick(ctx, interval, func() {
+		if n, err := s.flushLastUsed(); err != nil {
+			s.log.Error("flush last-used times; will retry", "err", err)
+		} else if n > 0 {
+			s.log.Debug("flushed last-used times", "tokens", n)
 		}
-	}
+	})
 }
 
 // withPendingUse sets t's last use to one not yet flushed, if it is later

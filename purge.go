@@ -27,6 +27,12 @@ func purgeOnce(ctx context.Context, st *store, now time.Time, retention time.Dur
 // expiredPurger runs a purge pass at every interval until ctx ends. A failed
 // pass is logged and tried again at the next tick.
 func (s *server) expiredPurger(ctx context.Context, interval time.Duration) {
+	everyTick(ctx, interval, func() { s.purge(ctx) })
+}
+
+// everyTick calls fn at every interval until ctx ends; a call in progress
+// when ctx ends finishes first.
+func everyTick(ctx context.Context, interval time.Duration, fn func()) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -34,7 +40,7 @@ func (s *server) expiredPurger(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			s.purge(ctx)
+			fn()
 		}
 	}
 }

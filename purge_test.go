@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"net/http"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -246,5 +247,45 @@ func TestPurgeRemovesExpiredSessions(t *testing.T) {
 	}
 	if !strings.Contains(ts.logs.String(), "purged expired sessions") {
 		t.Errorf("the purge did not log the sessions it deleted:\n%s", ts.logs.String())
+	}
+}
+
+// TestServeRunsThePurgeAndFlushLoops starts the real server with short
+// intervals and waits for both loops to do their work.
+func TestServeRunsThePurgeAndFlushLoops(t *testing.T) {
+	cfg := testServeConfig(t)
+	cfg.PurgeInterval = 20 * time.Millisecond
+	cfg.LastUsedInterval = 20 * time.Millisecond
+	cfg.ExpiredRetention = 0
+	st, err := openStore(cfg.DB, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := storeUser(t, st, "alice", false)
+	expired, _ := storeToken(t, st, u.ID, "old", at(time.Now().Add(-time.Minute)))
+	live, secret := storeToken(t, st, u.ID, "live", nil)
+	st.Close()
+
+	addr, _, stop := startServe(t, cfg)
+	req, _ := http.NewRequest("GET", "http://"+addr+"/api/v1/user", nil)
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /api/v1/user = %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	time.Sleep(200 * time.Millisecond) // ten ticks of each loop
+	stop()
+
+	st, err = openStore(cfg.DB, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.TokenByID(expired.ID, anyOwner); err == nil {
+		t.Error("the purge loop left the expired token in place")
+	}
+	if got, err := st.TokenByID(live.ID, anyOwner); err != nil || got.LastUsedAt == nil {
+		t.Errorf("the live token after serving = %+v, %v; want it kept, with its use flushed", got, err)
 	}
 }
