@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"net/http"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
