@@ -434,7 +434,7 @@ func (s *store) DeleteUser(id uint64) error {
 		if err := s.deleteTokensOf(tx, id); err != nil {
 			return err
 		}
-		if err := deleteSessionsOf(tx, id); err != nil {
+		if _, err := deleteSessionsExcept(tx, id, sessionHash{}); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketUsersByName).Delete([]byte(strings.ToLower(u.Name))); err != nil {
@@ -600,8 +600,8 @@ func (s *store) Authenticate(h tokenHash) (authRecord, userRecord, error) {
 	}
 	gen := s.gen.Load() // before anything is read: see store.gen
 	if a, ok := s.auth.get(h); ok {
-		if c, ok := s.users.Load(a.Owner); ok && c.(*cachedUser).gen == gen {
-			return a, c.(*cachedUser).user, nil
+		if u, ok := s.cachedUser(a.Owner, gen); ok {
+			return a, u, nil
 		}
 	}
 	var a authRecord
@@ -611,8 +611,8 @@ func (s *store) Authenticate(h tokenHash) (authRecord, userRecord, error) {
 		if a, err = authByHash(tx, h); err != nil {
 			return err
 		}
-		if c, ok := s.users.Load(a.Owner); ok && c.(*cachedUser).gen == gen {
-			u = c.(*cachedUser).user
+		var ok bool
+		if u, ok = s.cachedUser(a.Owner, gen); ok {
 			return nil
 		}
 		if err := getJSON(tx.Bucket(bucketUsers), itob(a.Owner), &u); err != nil {
@@ -627,6 +627,16 @@ func (s *store) Authenticate(h tokenHash) (authRecord, userRecord, error) {
 	}
 	s.auth.put(h, a, &s.gen, gen)
 	return a, u, nil
+}
+
+// cachedUser returns user id from the owner cache if it was read under
+// generation gen, the one current when the caller began.
+func (s *store) cachedUser(id, gen uint64) (userRecord, bool) {
+	c, ok := s.users.Load(id)
+	if !ok || c.(*cachedUser).gen != gen {
+		return userRecord{}, false
+	}
+	return c.(*cachedUser).user, true
 }
 
 // TokenByHash returns the token whose hash is h and its owner, or
@@ -876,29 +886,6 @@ type sessionRecord struct {
 	LastSeenAt time.Time `json:"last_seen_at"` // for the idle lifetime; updated at most once a minute
 	SignedInAt time.Time `json:"signed_in_at"` // when the password was last given, for sudo mode
 	Addr       string    `json:"addr"`         // client address last seen
-}
-
-// deleteSessionsOf deletes every session of user.
-func deleteSessionsOf(tx *bolt.Tx, user uint64) error {
-	sessions := tx.Bucket(bucketSessions)
-	var doomed [][]byte
-	err := sessions.ForEach(func(k, v []byte) error {
-		var sess sessionRecord
-		if err := json.Unmarshal(v, &sess); err != nil || sess.User == user {
-			// An undecodable session authenticates nobody: drop it too.
-			doomed = append(doomed, slices.Clone(k))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, k := range doomed {
-		if err := sessions.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // ---- consistency ----
