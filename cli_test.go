@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -239,26 +238,10 @@ func TestServeBadConfig(t *testing.T) {
 }
 
 func TestServeStartsAndStops(t *testing.T) {
-	cfg := defaultConfig()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.DB = filepath.Join(t.TempDir(), "tokend.db")
-	cfg.Argon = testArgon
-	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, log, ready) }()
-	var addr net.Addr
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("serve returned early: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not become ready")
-	}
-	resp, err := http.Get("http://" + addr.String() + "/healthz")
+	cfg := testServeConfig(t)
+	addr, logs, stop := startServe(t, cfg)
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,27 +255,18 @@ func TestServeStartsAndStops(t *testing.T) {
 	}
 
 	// A second server on the same file fails at once, saying why.
-	cfg2 := cfg
-	if err := serve(context.Background(), cfg2, log, nil); !errors.Is(err, errDatabaseInUse) {
+	if err := serve(context.Background(), cfg, log, nil); !errors.Is(err, errDatabaseInUse) {
 		t.Errorf("a second serve on the same file = %v; want errDatabaseInUse", err)
 	}
 	// A taken port is an error, not a hang.
-	cfg3 := cfg
-	cfg3.DB = filepath.Join(t.TempDir(), "other.db")
-	cfg3.Addr = addr.String()
-	if err := serve(context.Background(), cfg3, log, nil); err == nil || !strings.Contains(err.Error(), "address already in use") {
+	other := cfg
+	other.DB = filepath.Join(t.TempDir(), "other.db")
+	other.Addr = addr
+	if err := serve(context.Background(), other, log, nil); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Errorf("serve on a taken port = %v; want address already in use", err)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve after cancel = %v; want nil", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not stop after its context ended")
-	}
+	stop() // fails the test unless serve returns nil in time
 	if !strings.Contains(logs.String(), "database closed") {
 		t.Errorf("shutdown did not close the database:\n%s", logs.String())
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,25 +45,8 @@ func startServer(t *testing.T, cfg config) string {
 		cfg.DB = filepath.Join(t.TempDir(), "tokend.db")
 	}
 	cfg.Argon = testArgon
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve = %v", err)
-		}
-	})
-	select {
-	case addr := <-ready:
-		return addr.String()
-	case err := <-done:
-		t.Fatalf("serve returned early: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not become ready")
-	}
-	return ""
+	addr, _, _ := startServe(t, cfg)
+	return addr
 }
 
 func TestHealthcheckCommand(t *testing.T) {
