@@ -118,7 +118,7 @@ func (s *server) handleAddUser(w http.ResponseWriter, r *http.Request, _ httprou
 		return
 	}
 	if checkUserName(data.Name) != nil {
-		show(http.StatusBadRequest, "User name: use 1 to 40 letters, digits, '.', '_' or '-', starting and ending with a letter or digit.")
+		show(http.StatusBadRequest, "User name: "+userNameRule+".")
 		return
 	}
 	password := r.PostForm.Get("password")

@@ -184,13 +184,16 @@ func checkPassword(pw string) error {
 	return nil
 }
 
+// userNameRule says what userNamePattern accepts, for messages.
+const userNameRule = "use 1 to 40 letters, digits, '.', '_' or '-', starting and ending with a letter or digit"
+
 var userNamePattern = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,38}[A-Za-z0-9])?$`)
 
 // checkUserName reports whether name is a valid user name: 1 to 40 ASCII
 // letters, digits, '.', '_' or '-', starting and ending with a letter or digit.
 func checkUserName(name string) error {
 	if !userNamePattern.MatchString(name) {
-		return fmt.Errorf("user name %q: use 1 to 40 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", truncate(name, 60))
+		return fmt.Errorf("user name %q: %s", truncate(name, 60), userNameRule)
 	}
 	return nil
 }

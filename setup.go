@@ -175,7 +175,7 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request, _ httproute
 			Data: setupPage{Code: code, Name: name}})
 	}
 	if err := checkUserName(name); err != nil {
-		fail(http.StatusBadRequest, "User name: use 1 to 40 letters, digits, '.', '_' or '-', starting and ending with a letter or digit.")
+		fail(http.StatusBadRequest, "User name: "+userNameRule+".")
 		return
 	}
 	if err := checkNewPassword(password, r.PostForm.Get("confirm")); err != nil {
