@@ -241,7 +241,7 @@ func (s *server) authenticate(r *http.Request) (c *caller, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.noteUse(c, clientIP(r))
+	s.noteUse(c, s.clientAddr(r))
 	return c, nil
 }
 
@@ -710,7 +710,7 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 		return userRecord{}, fmt.Errorf("verify password of user %d: %w", u.ID, err)
 	}
 	if !ok || u.ID == 0 {
-		s.log.Info("sign-in failed", "user", signInName(u), "remote", clientIP(r))
+		s.log.Info("sign-in failed", "user", signInName(u), "remote", addr)
 		return userRecord{}, errBadCredentials
 	}
 	if rehash {
@@ -737,7 +737,7 @@ func (s *server) handleLeakReport(w http.ResponseWriter, r *http.Request, _ http
 		t, err := s.store.DeleteTokenByHash(h)
 		switch {
 		case err == nil:
-			s.log.Warn("token revoked by leak report", "token_id", t.ID, "user_id", t.Owner, "remote", clientIP(r))
+			s.log.Warn("token revoked by leak report", "token_id", t.ID, "user_id", t.Owner, "remote", s.clientAddr(r))
 		case !errors.Is(err, errNotFound):
 			s.writeError(w, r, err)
 			return

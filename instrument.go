@@ -113,7 +113,7 @@ func (s *server) instrument(next http.Handler) http.Handler {
 			slog.String("route", route),
 			slog.Int("status", status),
 			slog.Duration("duration", d),
-			slog.String("remote", clientIP(r)),
+			slog.String("remote", s.clientAddr(r)),
 		}
 		if info.tokenID != 0 {
 			attrs = append(attrs, slog.Uint64("token_id", info.tokenID))

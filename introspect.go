@@ -50,7 +50,7 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request, _ http
 		s.writeError(w, r, err)
 		return
 	}
-	s.noteUse(c, clientIP(r)) // from the address of the service that asks
+	s.noteUse(c, s.clientAddr(r)) // from the address of the service that asks
 	answer := introspection{
 		Active:    true,
 		Scope:     strings.Join(c.scopes, " "),

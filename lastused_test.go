@@ -281,3 +281,16 @@ func TestIntrospectionCountsAsUse(t *testing.T) {
 		t.Errorf("after introspection the token's last use is %v, %v; want now", use, ok)
 	}
 }
+
+// TestLastUsedAddressBehindTrustedProxy: with -trust-proxy the last-used
+// address is the client the proxy names, as for sign-in throttling.
+func TestLastUsedAddressBehindTrustedProxy(t *testing.T) {
+	ts := newTestServer(t)
+	ts.cfg.TrustProxy = true
+	u := ts.addUser("alice", false)
+	tok, secret := ts.addToken(u, "ci", nil, 0)
+	ts.do(request{method: "GET", path: "/api/v1/user", token: secret, header: map[string]string{"X-Forwarded-For": "198.51.100.9"}})
+	if use, ok := ts.lastUsed.peek(tok.ID); !ok || use.IP != "198.51.100.9" {
+		t.Errorf("last use behind a trusted proxy = %+v, %v; want from 198.51.100.9", use, ok)
+	}
+}
