@@ -206,7 +206,7 @@ func challengeText(s string) string {
 // bearerToken returns the token of r's Authorization header. It never reads
 // the query string: a token there would end up in logs and histories.
 func bearerToken(r *http.Request) (string, error) {
-	if r.URL.Query().Has("access_token") {
+	if r.URL.RawQuery != "" && r.URL.Query().Has("access_token") {
 		return "", invalidRequest("tokens are not accepted in the query string; send Authorization: Bearer <token>")
 	}
 	values := r.Header.Values("Authorization")

@@ -22,7 +22,30 @@ type requestInfo struct {
 	auth    string // the authentication decision, "" when none was made
 }
 
+// requestState is everything instrument adds to a request, allocated
+// together: the recorder of the answer's status, the requestInfo, and the
+// context that carries it.
+type requestState struct {
+	rec  statusRecorder
+	info requestInfo
+	ctx  infoContext
+}
+
+// infoContext is a context that carries a requestInfo: context.WithValue's
+// work without its allocation.
+type infoContext struct {
+	context.Context
+	info *requestInfo
+}
+
 type requestInfoKey struct{}
+
+func (c *infoContext) Value(key any) any {
+	if key == (requestInfoKey{}) {
+		return c.info
+	}
+	return c.Context.Value(key)
+}
 
 // requestInfoOf returns the requestInfo of r, or nil outside instrument.
 func requestInfoOf(r *http.Request) *requestInfo {
@@ -89,13 +112,14 @@ func (s *server) instrument(next http.Handler) http.Handler {
 		start := time.Now()
 		s.metrics.inFlight.Inc()
 		defer s.metrics.inFlight.Dec()
-		info := &requestInfo{}
-		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
-		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
+		st := &requestState{rec: statusRecorder{ResponseWriter: w}}
+		st.ctx = infoContext{Context: r.Context(), info: &st.info}
+		r = r.WithContext(&st.ctx)
+		next.ServeHTTP(&st.rec, r)
 
 		d := time.Since(start)
-		status := rec.status
+		info := &st.info
+		status := st.rec.status
 		if status == 0 {
 			status = http.StatusOK // nothing written: net/http sends 200
 		}
@@ -105,8 +129,11 @@ func (s *server) instrument(next http.Handler) http.Handler {
 		}
 		method := metricMethod(r.Method)
 		s.metrics.observeRequest(method, route, status, d)
-		if result := authDecision(info, status, rec.Header()); result != "" {
-			s.metrics.authDecisions.WithLabelValues(result).Inc()
+		if result := authDecision(info, status, st.rec.Header()); result != "" {
+			s.metrics.observeDecision(result)
+		}
+		if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+			return
 		}
 		attrs := []slog.Attr{
 			slog.String("method", method),
@@ -152,26 +179,33 @@ func authDecision(info *requestInfo, status int, h http.Header) string {
 // requestInfo: the decision, and on success who the request acts as.
 func noteAuthentication(r *http.Request, c *caller, err error) {
 	info := requestInfoOf(r)
-	if info == nil {
-		return
-	}
-	var ae *authError
 	switch {
+	case info == nil:
 	case err == nil:
 		info.auth = decisionOK
 		info.tokenID, info.userID = c.token.ID, c.user.ID
+	default:
+		info.auth = decisionOf(err)
+	}
+}
+
+// decisionOf returns the authentication decision that err, a failure of
+// authenticate, stands for.
+func decisionOf(err error) string {
+	var ae *authError
+	switch {
 	case !errors.As(err, &ae):
-		info.auth = decisionError
+		return decisionError
 	case ae.code == "":
-		info.auth = decisionNoCredentials
+		return decisionNoCredentials
 	case ae.code == "invalid_token" && strings.HasPrefix(ae.detail, "the token expired"):
 		// verifyToken's refusal of an expired token; the tests of the
 		// expired metric keep this in step with its wording.
-		info.auth = decisionExpired
+		return decisionExpired
 	case ae.code == "invalid_request" || ae.code == "invalid_token":
-		info.auth = ae.code
+		return ae.code
 	default:
-		info.auth = decisionError
+		return decisionError
 	}
 }
 
