@@ -105,13 +105,13 @@ median() { # median NAME COLUMN
 }
 echo
 echo "medians of $ROUNDS rounds, $TOKENS tokens, $CONNECTIONS connections, $DURATION each:"
-printf '%-10s %12s %10s %10s %12s %10s %10s\n' target req/s p50-ms p99-ms CPU-µs/req "× bare" "p99 × bare"
+printf '%-10s %12s %10s %10s %12s %10s %12s\n' target req/s p50-ms p99-ms CPU-us/req "x bare" "p99 x bare"
 bare_rps="$(median bare 2)"
 bare_p99="$(median bare 4)"
 for name in bare auth user; do
 	rps="$(median "$name" 2)"
 	p99="$(median "$name" 4)"
-	printf '%-10s %12s %10s %10s %12s %10s %10s\n' "$name" "$rps" "$(median "$name" 3)" "$p99" "$(median "$name" 5)" \
+	printf '%-10s %12s %10s %10s %12s %10s %12s\n' "$name" "$rps" "$(median "$name" 3)" "$p99" "$(median "$name" 5)" \
 		"$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN {printf "%.2f", a / b}')" \
 		"$(awk -v a="$p99" -v b="$bare_p99" 'BEGIN {printf "%.2f", a / b}')"
 done
