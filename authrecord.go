@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"errors"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,36 +76,61 @@ func (a *authRecord) unmarshal(b []byte) error {
 		t := time.Unix(0, int64(exp)).UTC()
 		a.ExpiresAt = &t
 	}
-	count := int(b[33])
-	rest := b[34:]
-	a.Scopes = make([]string, 0, count)
-	for range count {
-		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
-			return errBadAuthRecord
-		}
-		a.Scopes = append(a.Scopes, internScope(rest[1:1+int(rest[0])]))
-		rest = rest[1+int(rest[0]):]
+	scopes, err := scopeLists.get(b[33:])
+	if err != nil {
+		return err
 	}
-	if len(rest) != 0 {
-		return errBadAuthRecord
-	}
+	a.Scopes = scopes
 	return nil
 }
 
-// internScope returns the built-in scope named by b without allocating, or
-// a copy of b.
-func internScope(b []byte) string {
-	switch string(b) { // no allocation: the compiler compares in place
-	case scopeTokensRead:
-		return scopeTokensRead
-	case scopeTokensWrite:
-		return scopeTokensWrite
-	case scopeIntrospect:
-		return scopeIntrospect
-	case scopeAdmin:
-		return scopeAdmin
+// scopeLists interns the scope lists of auth records, keyed by their
+// encoding, so that decoding a record allocates nothing for its scopes. The
+// lists are shared: nothing may change one in place.
+var scopeLists = &scopeListTable{lists: make(map[string][]string)}
+
+type scopeListTable struct {
+	mu    sync.RWMutex
+	lists map[string][]string
+}
+
+// get returns the scope list encoded in b: a count, then per scope its
+// length and bytes, and nothing after. Past maxScopeSets lists it decodes
+// without interning.
+func (t *scopeListTable) get(b []byte) ([]string, error) {
+	t.mu.RLock()
+	l, ok := t.lists[string(b)] // no allocation: the key is not kept
+	t.mu.RUnlock()
+	if ok {
+		return l, nil
 	}
-	return string(b)
+	l, err := decodeScopes(b)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.lists) < maxScopeSets {
+		t.lists[string(b)] = l
+	}
+	return l, nil
+}
+
+func decodeScopes(b []byte) ([]string, error) {
+	count := int(b[0])
+	rest := b[1:]
+	scopes := make([]string, 0, count)
+	for range count {
+		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
+			return nil, errBadAuthRecord
+		}
+		scopes = append(scopes, string(rest[1:1+int(rest[0])]))
+		rest = rest[1+int(rest[0]):]
+	}
+	if len(rest) != 0 {
+		return nil, errBadAuthRecord
+	}
+	return scopes, nil
 }
 
 // authByHash reads the auth record stored under h, or errNotFound.

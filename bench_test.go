@@ -81,8 +81,9 @@ func BenchmarkVerify(b *testing.B) {
 	run("unknown", func(int) string { return unknown }, false, false)
 	// With every token read from the database: the auth cache off.
 	b.Run("random-uncached", func(b *testing.B) {
+		warm := ts.store.auth
 		ts.store.auth = newAuthCache(0)
-		defer func() { ts.store.auth = newAuthCache(defaultAuthCacheSize) }()
+		defer func() { ts.store.auth = warm }()
 		writes := ts.store.writeTxs.Load()
 		b.ReportAllocs()
 		b.ResetTimer()

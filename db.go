@@ -615,10 +615,12 @@ func (s *store) Authenticate(h tokenHash) (authRecord, userRecord, error) {
 		if u, ok = s.cachedUser(a.Owner, gen); ok {
 			return nil
 		}
-		if err := getJSON(tx.Bucket(bucketUsers), itob(a.Owner), &u); err != nil {
+		var fresh userRecord // on the heap only when the owner is not cached
+		if err := getJSON(tx.Bucket(bucketUsers), itob(a.Owner), &fresh); err != nil {
 			return err
 		}
-		u.PasswordHash = ""
+		fresh.PasswordHash = ""
+		u = fresh
 		s.users.Store(a.Owner, &cachedUser{user: u, gen: gen})
 		return nil
 	})
