@@ -1,14 +1,15 @@
 package main
 
 import (
+	"encoding/binary"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// defaultAuthCacheSize bounds the auth cache: about 100 bytes an entry, so
-// at most about 100 MiB, reached only when a million different tokens are
-// in use.
+// defaultAuthCacheSize bounds the auth cache: 64 to 128 bytes a token, so
+// at most 128 MiB, reached only when a million different tokens are in use.
 const defaultAuthCacheSize = 1_000_000
 
 // maxScopeSets bounds the distinct scope lists the auth cache interns; a
@@ -26,42 +27,80 @@ const maxScopeSets = 4096
 //
 // It never holds unknown tokens, so guessing cannot fill it.
 //
-// Entries hold no pointers (scope lists are interned and referred to by
-// index), so that a cache of a million tokens is one flat table that the
-// garbage collector never scans and a lookup touches little memory.
+// The cache is one open-addressing table of 64-byte slots, a cache line
+// each, found by linear probing from the slot the hash's first bytes name.
+// A lookup among a million tokens then costs one random memory access where
+// a Go map costs two or three, and the table holds no pointers, so the
+// garbage collector never scans it. Scope lists are interned and referred to
+// by index.
 type authCache struct {
-	mu      sync.RWMutex
-	entries map[tokenHash]authEntry
-	max     int
-	sets    [][]string        // interned scope lists, by index; only grows
-	setIDs  map[string]uint32 // a scope list, joined by NUL, → its index
+	mu     sync.RWMutex
+	slots  []authSlot // a power of two long, at most 3/4 full; nil until the first put
+	n      int        // occupied slots
+	max    int
+	sets   [][]string        // interned scope lists, by index; only grows
+	setIDs map[string]uint32 // a scope list, joined by NUL, → its index
 }
 
-// authEntry is an authRecord as the cache keeps it.
-type authEntry struct {
-	id, owner        uint64
+// authSlot is an authRecord as the cache keeps it.
+type authSlot struct {
+	hash             tokenHash
+	id               uint64 // 0: the slot is empty (token ids start at 1)
+	owner            uint64 // the owner's id in the low 48 bits, the scope list's index above
 	created, expires int64  // Unix nanoseconds; expires 0: never
-	scopes           uint32 // index into authCache.sets
 }
+
+const (
+	ownerBits     = 48
+	ownerMask     = 1<<ownerBits - 1
+	minCacheSlots = 1024
+)
 
 func newAuthCache(max int) *authCache {
-	return &authCache{entries: make(map[tokenHash]authEntry), max: max, setIDs: make(map[string]uint32)}
+	return &authCache{max: max, setIDs: make(map[string]uint32)}
+}
+
+// home returns the slot where the search for h starts. Token hashes are
+// SHA-256 digests of random secrets, and only the server's own tokens are
+// ever inserted, so their first bytes spread evenly.
+func (c *authCache) home(h *tokenHash) int {
+	return int(binary.LittleEndian.Uint64(h[:8]) & uint64(len(c.slots)-1))
+}
+
+// find returns the slot holding h, or the empty slot where the search for
+// it ended and false.
+func (c *authCache) find(h *tokenHash) (int, bool) {
+	if len(c.slots) == 0 {
+		return 0, false
+	}
+	mask := len(c.slots) - 1
+	for i := c.home(h); ; i = (i + 1) & mask {
+		s := &c.slots[i]
+		if s.id == 0 {
+			return i, false
+		}
+		if s.hash == *h {
+			return i, true
+		}
+	}
 }
 
 func (c *authCache) get(h tokenHash) (authRecord, bool) {
 	c.mu.RLock()
-	e, ok := c.entries[h]
+	i, ok := c.find(&h)
+	var s authSlot
 	var scopes []string
 	if ok {
-		scopes = c.sets[e.scopes]
+		s = c.slots[i]
+		scopes = c.sets[s.owner>>ownerBits]
 	}
 	c.mu.RUnlock()
 	if !ok {
 		return authRecord{}, false
 	}
-	a := authRecord{ID: e.id, Owner: e.owner, CreatedAt: time.Unix(0, e.created).UTC(), Scopes: scopes}
-	if e.expires != 0 {
-		t := time.Unix(0, e.expires).UTC()
+	a := authRecord{ID: s.id, Owner: s.owner & ownerMask, CreatedAt: time.Unix(0, s.created).UTC(), Scopes: scopes}
+	if s.expires != 0 {
+		t := time.Unix(0, s.expires).UTC()
 		a.ExpiresAt = &t
 	}
 	return a, true
@@ -69,12 +108,12 @@ func (c *authCache) get(h tokenHash) (authRecord, bool) {
 
 // put caches a, read under generation readGen, unless gen has moved since.
 func (c *authCache) put(h tokenHash, a authRecord, gen *atomic.Uint64, readGen uint64) {
-	if c.max <= 0 {
+	if c.max <= 0 || a.ID == 0 || a.Owner > ownerMask {
 		return
 	}
-	e := authEntry{id: a.ID, owner: a.Owner, created: a.CreatedAt.UnixNano()}
+	s := authSlot{hash: h, id: a.ID, created: a.CreatedAt.UnixNano()}
 	if a.ExpiresAt != nil {
-		e.expires = a.ExpiresAt.UnixNano()
+		s.expires = a.ExpiresAt.UnixNano()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -85,14 +124,68 @@ func (c *authCache) put(h tokenHash, a authRecord, gen *atomic.Uint64, readGen u
 	if !ok {
 		return
 	}
-	e.scopes = set
-	if len(c.entries) >= c.max {
-		for k := range c.entries { // map order is arbitrary: a random victim
-			delete(c.entries, k)
-			break
+	s.owner = a.Owner | uint64(set)<<ownerBits
+	if i, ok := c.find(&h); ok {
+		c.slots[i] = s
+		return
+	}
+	if c.n >= c.max {
+		c.evictOne()
+	}
+	if (c.n+1)*4 > len(c.slots)*3 {
+		c.resize(max(minCacheSlots, 2*len(c.slots)))
+	}
+	i, _ := c.find(&h)
+	c.slots[i] = s
+	c.n++
+}
+
+// evictOne removes a token chosen at random. c.mu must be held for writing
+// and the table must not be empty.
+func (c *authCache) evictOne() {
+	mask := len(c.slots) - 1
+	i := rand.IntN(len(c.slots))
+	for c.slots[i].id == 0 {
+		i = (i + 1) & mask
+	}
+	c.removeAt(i)
+}
+
+// resize moves every entry into a new table of n slots.
+func (c *authCache) resize(n int) {
+	old := c.slots
+	c.slots = make([]authSlot, n)
+	for k := range old {
+		if old[k].id != 0 {
+			i, _ := c.find(&old[k].hash)
+			c.slots[i] = old[k]
 		}
 	}
-	c.entries[h] = e
+}
+
+// removeAt empties slot i and shifts back the entries after it that would
+// otherwise no longer be found: linear probing's deletion, which leaves no
+// tombstones behind.
+func (c *authCache) removeAt(i int) {
+	mask := len(c.slots) - 1
+	c.n--
+	for j := i; ; {
+		c.slots[i] = authSlot{}
+		for {
+			j = (j + 1) & mask
+			if c.slots[j].id == 0 {
+				return
+			}
+			// The entry at j moves back to i unless its home lies in
+			// (i, j], counting round the end of the table.
+			h := c.home(&c.slots[j].hash)
+			if (j > i && (h <= i || h > j)) || (j < i && h <= i && h > j) {
+				break
+			}
+		}
+		c.slots[i] = c.slots[j]
+		i = j
+	}
 }
 
 // scopeSet returns the index of the interned list equal to scopes,
@@ -125,8 +218,10 @@ func (c *authCache) committed(gen *atomic.Uint64, deleted []tokenHash) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	gen.Add(1)
-	for _, h := range deleted {
-		delete(c.entries, h)
+	for k := range deleted {
+		if i, ok := c.find(&deleted[k]); ok {
+			c.removeAt(i)
+		}
 	}
 }
 
@@ -134,5 +229,5 @@ func (c *authCache) committed(gen *atomic.Uint64, deleted []tokenHash) {
 func (c *authCache) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return len(c.entries)
+	return c.n
 }

@@ -165,7 +165,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PurgeInterval, "purge-interval", c.PurgeInterval, "how often to delete expired tokens")
 	fs.DurationVar(&c.ExpiredRetention, "expired-retention", c.ExpiredRetention, "how long expired tokens stay visible before they are deleted (0s: at expiry)")
 	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
-	fs.IntVar(&c.AuthCacheSize, "auth-cache-size", c.AuthCacheSize, "most recently verified tokens kept in memory, about 100 bytes each (0: none)")
+	fs.IntVar(&c.AuthCacheSize, "auth-cache-size", c.AuthCacheSize, "most recently verified tokens kept in memory, 64 to 128 bytes each (0: none)")
 	c.Scopes.register(fs)
 	fs.DurationVar(&c.SessionIdle, "session-idle", c.SessionIdle, "sign a browser out after this long without a request")
 	fs.DurationVar(&c.SessionLifetime, "session-lifetime", c.SessionLifetime, "sign a browser out this long after it signed in, however active")
