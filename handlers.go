@@ -148,7 +148,8 @@ func (s *server) routes() http.Handler {
 type caller struct {
 	user   userRecord // without its password hash
 	token  authRecord
-	scopes []string // the token's scopes that its owner may still hold
+	scopes []string  // the token's scopes that its owner may still hold
+	at     time.Time // when the token was verified: the time of its use
 }
 
 // authError is a failed Bearer authentication, answered as RFC 6750 says.
@@ -267,10 +268,11 @@ func (s *server) verifyToken(token string) (*caller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up token: %w", err)
 	}
-	if t.expired(s.now()) {
+	now := s.now()
+	if t.expired(now) {
 		return nil, invalidToken("the token expired at " + t.ExpiresAt.UTC().Format(time.RFC3339))
 	}
-	return &caller{user: u, token: t, scopes: effectiveScopes(t.Scopes, u)}, nil
+	return &caller{user: u, token: t, scopes: effectiveScopes(t.Scopes, u), at: now}, nil
 }
 
 // effectiveScopes returns the scopes of a token that its owner may still

@@ -126,9 +126,10 @@ func (s *server) withPendingUse(t *tokenRecord) bool {
 }
 
 // noteUse records a successful verification of c's token from ip, and
-// warns once a day about a token that will soon expire.
+// warns once a day about a token that will soon expire. The use happened
+// when the token was verified.
 func (s *server) noteUse(c *caller, ip string) {
-	now := s.now()
+	now := c.at
 	s.lastUsed.record(c.token.ID, now, ip)
 	if e := c.token.ExpiresAt; e != nil && s.lastUsed.shouldWarn(c.token.ID, *e, now) {
 		s.log.Warn("token in use expires soon", slog.Uint64("token_id", c.token.ID),
