@@ -12,10 +12,6 @@ import (
 // at most 128 MiB, reached only when a million different tokens are in use.
 const defaultAuthCacheSize = 1_000_000
 
-// maxScopeSets bounds the distinct scope lists the auth cache interns; a
-// token with yet another list is verified from the database instead.
-const maxScopeSets = 4096
-
 // authCache holds the auth records of tokens verified lately, keyed by
 // token hash. It is exactly coherent with the database because
 //
@@ -31,22 +27,20 @@ const maxScopeSets = 4096
 // each, found by linear probing from the slot the hash's first bytes name.
 // A lookup among a million tokens then costs one random memory access where
 // a Go map costs two or three, and the table holds no pointers, so the
-// garbage collector never scans it. Scope lists are interned and referred to
-// by index.
+// garbage collector never scans it. A slot names its scope list by its
+// number in scopeSets.
 type authCache struct {
-	mu     sync.RWMutex
-	slots  []authSlot // a power of two long, at most 3/4 full; nil until the first put
-	n      int        // occupied slots
-	max    int
-	sets   [][]string        // interned scope lists, by index; only grows
-	setIDs map[string]uint32 // a scope list, joined by NUL, → its index
+	mu    sync.RWMutex
+	slots []authSlot // a power of two long, at most 3/4 full; nil until the first put
+	n     int        // occupied slots
+	max   int
 }
 
 // authSlot is an authRecord as the cache keeps it.
 type authSlot struct {
 	hash             tokenHash
 	id               uint64 // 0: the slot is empty (token ids start at 1)
-	owner            uint64 // the owner's id in the low 48 bits, the scope list's index above
+	owner            uint64 // the owner's id in the low 48 bits, the scope list's number above
 	created, expires int64  // Unix nanoseconds; expires 0: never
 }
 
@@ -57,7 +51,7 @@ const (
 )
 
 func newAuthCache(max int) *authCache {
-	return &authCache{max: max, setIDs: make(map[string]uint32)}
+	return &authCache{max: max}
 }
 
 // home returns the slot where the search for h starts. Token hashes are
@@ -89,16 +83,15 @@ func (c *authCache) get(h tokenHash) (authRecord, bool) {
 	c.mu.RLock()
 	i, ok := c.find(&h)
 	var s authSlot
-	var scopes []string
 	if ok {
 		s = c.slots[i]
-		scopes = c.sets[s.owner>>ownerBits]
 	}
 	c.mu.RUnlock()
 	if !ok {
 		return authRecord{}, false
 	}
-	a := authRecord{ID: s.id, Owner: s.owner & ownerMask, CreatedAt: time.Unix(0, s.created).UTC(), Scopes: scopes}
+	a := authRecord{ID: s.id, Owner: s.owner & ownerMask, CreatedAt: time.Unix(0, s.created).UTC(),
+		Scopes: scopeSets.list(uint32(s.owner >> ownerBits))}
 	if s.expires != 0 {
 		t := time.Unix(0, s.expires).UTC()
 		a.ExpiresAt = &t
@@ -115,16 +108,16 @@ func (c *authCache) put(h tokenHash, a authRecord, gen *atomic.Uint64, readGen u
 	if a.ExpiresAt != nil {
 		s.expires = a.ExpiresAt.UnixNano()
 	}
+	set, ok := scopeSets.number(a.Scopes)
+	if !ok {
+		return
+	}
+	s.owner = a.Owner | uint64(set)<<ownerBits
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen.Load() != readGen {
 		return
 	}
-	set, ok := c.scopeSet(a.Scopes)
-	if !ok {
-		return
-	}
-	s.owner = a.Owner | uint64(set)<<ownerBits
 	if i, ok := c.find(&h); ok {
 		c.slots[i] = s
 		return
@@ -186,30 +179,6 @@ func (c *authCache) removeAt(i int) {
 		c.slots[i] = c.slots[j]
 		i = j
 	}
-}
-
-// scopeSet returns the index of the interned list equal to scopes,
-// interning it if need be, or false when the table is full. c.mu must be
-// held for writing.
-func (c *authCache) scopeSet(scopes []string) (uint32, bool) {
-	var buf [256]byte // most lists fit: then only a new one allocates
-	key := buf[:0]
-	for i, sc := range scopes {
-		if i > 0 {
-			key = append(key, 0)
-		}
-		key = append(key, sc...)
-	}
-	if i, ok := c.setIDs[string(key)]; ok {
-		return i, true
-	}
-	if len(c.sets) >= maxScopeSets {
-		return 0, false
-	}
-	i := uint32(len(c.sets))
-	c.sets = append(c.sets, append(make([]string, 0, len(scopes)), scopes...))
-	c.setIDs[string(key)] = i
-	return i, true
 }
 
 // committed is called once a write transaction has committed: it removes

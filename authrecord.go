@@ -54,8 +54,14 @@ func (a authRecord) marshal() []byte {
 		exp = uint64(a.ExpiresAt.UnixNano())
 	}
 	b = binary.BigEndian.AppendUint64(b, exp)
-	b = append(b, byte(len(a.Scopes)))
-	for _, s := range a.Scopes {
+	return appendScopes(b, a.Scopes)
+}
+
+// appendScopes appends the encoding of scopes in an auth record: a count,
+// then per scope its length and bytes.
+func appendScopes(b []byte, scopes []string) []byte {
+	b = append(b, byte(len(scopes)))
+	for _, s := range scopes {
 		b = append(b, byte(len(s)))
 		b = append(b, s...)
 	}
@@ -76,7 +82,7 @@ func (a *authRecord) unmarshal(b []byte) error {
 		t := time.Unix(0, int64(exp)).UTC()
 		a.ExpiresAt = &t
 	}
-	scopes, err := scopeLists.get(b[33:])
+	scopes, err := scopeSets.decode(b[33:])
 	if err != nil {
 		return err
 	}
@@ -84,37 +90,77 @@ func (a *authRecord) unmarshal(b []byte) error {
 	return nil
 }
 
-// scopeLists interns the scope lists of auth records, keyed by their
-// encoding, so that decoding a record allocates nothing for its scopes. The
-// lists are shared: nothing may change one in place.
-var scopeLists = &scopeListTable{lists: make(map[string][]string)}
+// maxScopeSets bounds the distinct scope lists scopeSets interns. A record
+// with yet another list is decoded into a list of its own, and the auth
+// cache does not keep it.
+const maxScopeSets = 4096
 
-type scopeListTable struct {
+// scopeSets interns the scope lists of auth records, keyed by their
+// encoding, and numbers them: decoding a record allocates nothing for its
+// scopes, and the auth cache keeps a list's number instead of the list.
+// The lists are shared: nothing may change one in place.
+var scopeSets = &scopeSetTable{ids: make(map[string]uint32)}
+
+type scopeSetTable struct {
 	mu    sync.RWMutex
-	lists map[string][]string
+	ids   map[string]uint32      // encoding → number
+	lists [maxScopeSets][]string // by number; set once, before its number is handed out
 }
 
-// get returns the scope list encoded in b: a count, then per scope its
-// length and bytes, and nothing after. Past maxScopeSets lists it decodes
-// without interning.
-func (t *scopeListTable) get(b []byte) ([]string, error) {
+// decode returns the scope list encoded in b, which must be exactly the
+// encoding appendScopes writes.
+func (t *scopeSetTable) decode(b []byte) ([]string, error) {
 	t.mu.RLock()
-	l, ok := t.lists[string(b)] // no allocation: the key is not kept
+	id, ok := t.ids[string(b)] // no allocation: the key is not kept
 	t.mu.RUnlock()
 	if ok {
-		return l, nil
+		return t.lists[id], nil
 	}
 	l, err := decodeScopes(b)
 	if err != nil {
 		return nil, err
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.lists) < maxScopeSets {
-		t.lists[string(b)] = l
+	if id, ok := t.intern(b, l); ok {
+		return t.lists[id], nil
 	}
 	return l, nil
 }
+
+// number returns the number of the list equal to scopes, interning it if
+// need be, or false when the table is full.
+func (t *scopeSetTable) number(scopes []string) (uint32, bool) {
+	var buf [256]byte // most lists fit: then only a new one allocates
+	key := appendScopes(buf[:0], scopes)
+	t.mu.RLock()
+	id, ok := t.ids[string(key)]
+	t.mu.RUnlock()
+	if ok {
+		return id, true
+	}
+	return t.intern(key, scopes)
+}
+
+// intern adds scopes under its encoding key, unless it is there already or
+// the table is full.
+func (t *scopeSetTable) intern(key []byte, scopes []string) (uint32, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if id, ok := t.ids[string(key)]; ok {
+		return id, true
+	}
+	if len(t.ids) >= maxScopeSets {
+		return 0, false
+	}
+	id := uint32(len(t.ids))
+	t.lists[id] = append(make([]string, 0, len(scopes)), scopes...)
+	t.ids[string(key)] = id
+	return id, true
+}
+
+// list returns list number id. Whoever learnt id from number or decode, or
+// read it from memory written after that under a lock it has since taken,
+// sees the list.
+func (t *scopeSetTable) list(id uint32) []string { return t.lists[id] }
 
 func decodeScopes(b []byte) ([]string, error) {
 	count := int(b[0])

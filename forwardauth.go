@@ -125,9 +125,8 @@ func lackingScopes(held []string, required string) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	names := strings.Split(required, ",")
-	e := insufficientScope(strings.Join(names, " "))
-	e.detail = "the token lacks " + strings.Join(missing, " and ") + "; this route needs " + strings.Join(names, ", ")
+	e := insufficientScope(strings.ReplaceAll(required, ",", " "))
+	e.detail = "the token lacks " + strings.Join(missing, " and ") + "; this route needs " + strings.ReplaceAll(required, ",", ", ")
 	return e
 }
 
