@@ -131,8 +131,7 @@ func (s *server) handleAddUser(w http.ResponseWriter, r *http.Request, _ httprou
 		s.pageError(w, r, sess, err)
 		return
 	}
-	now := s.now()
-	u := userRecord{Name: data.Name, PasswordHash: hash, Admin: data.Admin, CreatedAt: now, PasswordChangedAt: now}
+	u := newUser(data.Name, hash, data.Admin, s.now())
 	if err := s.store.CreateUser(&u); err != nil {
 		if errors.Is(err, errNameTaken) {
 			err = clientError(http.StatusConflict, "A user called %s already exists", data.Name)

@@ -113,8 +113,7 @@ func userAdd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return err
 	}
 	defer st.Close()
-	now := time.Now().UTC()
-	u := userRecord{Name: name, PasswordHash: hash, Admin: *admin, CreatedAt: now, PasswordChangedAt: now}
+	u := newUser(name, hash, *admin, time.Now().UTC())
 	if err := st.CreateUser(&u); err != nil {
 		if errors.Is(err, errNameTaken) {
 			return fmt.Errorf("user add: a user called %q already exists", name)

@@ -68,6 +68,11 @@ type userRecord struct {
 	PasswordChangedAt time.Time `json:"password_changed_at"`
 }
 
+// newUser returns a user to be created at now: its password was set then.
+func newUser(name, passwordHash string, admin bool, now time.Time) userRecord {
+	return userRecord{Name: name, PasswordHash: passwordHash, Admin: admin, CreatedAt: now, PasswordChangedAt: now}
+}
+
 // tokenRecord is a token as stored in the tokens bucket. It never holds the
 // token itself: only its hash and its last few characters.
 type tokenRecord struct {

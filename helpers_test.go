@@ -114,7 +114,7 @@ func (ts *testServer) addUser(name string, admin bool) userRecord {
 		ts.t.Fatalf("hash password: %v", err)
 	}
 	now := ts.clock.Now()
-	u := userRecord{Name: name, PasswordHash: hash, Admin: admin, CreatedAt: now, PasswordChangedAt: now}
+	u := newUser(name, hash, admin, now)
 	if err := ts.store.CreateUser(&u); err != nil {
 		ts.t.Fatalf("CreateUser(%q): %v", name, err)
 	}

@@ -43,7 +43,7 @@ func TestBulkLoad(t *testing.T) {
 	}
 	var owners []uint64
 	for i := range users {
-		u := userRecord{Name: fmt.Sprintf("load%d", i), PasswordHash: hash, CreatedAt: time.Now(), PasswordChangedAt: time.Now()}
+		u := newUser(fmt.Sprintf("load%d", i), hash, false, time.Now())
 		if err := st.CreateUser(&u); err != nil {
 			t.Fatal(err)
 		}

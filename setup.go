@@ -187,8 +187,7 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request, _ httproute
 		s.pageError(w, r, nil, err)
 		return
 	}
-	now := s.now()
-	u := userRecord{Name: name, PasswordHash: hash, Admin: true, CreatedAt: now, PasswordChangedAt: now}
+	u := newUser(name, hash, true, s.now())
 	switch err := s.store.CreateFirstAdmin(&u); {
 	case errors.Is(err, errSetupDone):
 		s.setup.spend()
