@@ -635,13 +635,17 @@ func (s *server) showConfirm(w http.ResponseWriter, r *http.Request, sess *sessi
 	s.renderPage(w, r, sess, status, "confirm.html", &page{Title: c.Heading, Nav: "tokens", Error: errMsg, Data: c})
 }
 
-func (s *server) handleRevokeTokenPage(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
-	t, err := s.pageToken(ps, sess)
-	if err != nil {
-		s.pageError(w, r, sess, err)
-		return
+// confirmTokenPage returns the handler of a GET that asks to confirm what
+// confirmation describes, done to the token of the URL.
+func (s *server) confirmTokenPage(confirmation func(tokenView) confirmPage) pageHandler {
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
+		t, err := s.pageToken(ps, sess)
+		if err != nil {
+			s.pageError(w, r, sess, err)
+			return
+		}
+		s.showConfirm(w, r, sess, http.StatusOK, confirmation(s.tokenView(t)), "")
 	}
-	s.showConfirm(w, r, sess, http.StatusOK, revokeConfirmation(s.tokenView(t)), "")
 }
 
 func (s *server) handleRevokeTokenForm(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
@@ -656,15 +660,6 @@ func (s *server) handleRevokeTokenForm(w http.ResponseWriter, r *http.Request, p
 	s.log.Info("token revoked", "token_id", t.ID, "user_id", sess.user.ID, "by", "page")
 	s.setFlash(w, r, fmt.Sprintf("Revoked “%s”. Anything that uses it now gets 401.", t.Name))
 	seeOther(w, r, "/")
-}
-
-func (s *server) handleRotateTokenPage(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
-	t, err := s.pageToken(ps, sess)
-	if err != nil {
-		s.pageError(w, r, sess, err)
-		return
-	}
-	s.showConfirm(w, r, sess, http.StatusOK, rotateConfirmation(s.tokenView(t)), "")
 }
 
 func (s *server) handleRotateTokenForm(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
