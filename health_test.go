@@ -41,7 +41,7 @@ func TestReadyz(t *testing.T) {
 func startServer(t *testing.T, cfg config) string {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
-	if cfg.DB == "" {
+	if cfg.DB == "" || cfg.DB == defaultConfig().DB {
 		cfg.DB = filepath.Join(t.TempDir(), "tokend.db")
 	}
 	cfg.Argon = testArgon
