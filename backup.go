@@ -95,10 +95,7 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 // that copies it: it neither creates a database where the user probably
 // mistyped the name, nor writes to the one it copies.
 func openSource(path string) (*store, error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("no database at %q: %w", path, err)
-	}
-	return openStoreWith(path, bolt.Options{Timeout: lockTimeout, ReadOnly: true})
+	return openCLIStore(path, readOnlyDB)
 }
 
 // runBackup is `tokend backup [-db FILE] [-force] DEST`.
@@ -160,7 +157,9 @@ func runCompact(args []string, stdout, stderr io.Writer) error {
 		return errors.New("compact: SRC and DST are the same file; write the copy elsewhere, then move it")
 	}
 	st, err := openSource(src)
-	if err != nil {
+	if errors.Is(err, errNoDatabase) {
+		return fmt.Errorf("compact: no database at %s", src)
+	} else if err != nil {
 		return fmt.Errorf("compact: %w", err)
 	}
 	defer st.Close()

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/term"
 )
 
@@ -108,7 +110,7 @@ func userAdd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	st, err := openStore(db, lockTimeout)
+	st, err := openCLIStore(db, createDB)
 	if err != nil {
 		return err
 	}
@@ -135,7 +137,7 @@ func userList(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
 	}
-	st, err := openStore(db, lockTimeout)
+	st, err := openCLIStore(db, existingDB)
 	if err != nil {
 		return err
 	}
@@ -209,10 +211,55 @@ func userRemove(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// openMode says what an offline command may do with the database file.
+type openMode int
+
+const (
+	existingDB openMode = iota // read and write a database that exists
+	createDB                   // create the database when it is missing
+	readOnlyDB                 // read a database that exists, beside other readers
+)
+
+// errNoDatabase is returned when a command that needs a database finds
+// no file where -db points.
+var errNoDatabase = errors.New("no database")
+
+// openCLIStore opens the database of an offline command. Only serve and
+// user add may create one (createDB): every other command refuses a
+// missing file, so that a mistyped -db never leaves an empty database
+// behind or lists an empty one. It waits lockTimeout for a server holding
+// the file.
+func openCLIStore(path string, mode openMode) (*store, error) {
+	if mode == createDB {
+		if err := checkDBDir(path); err != nil {
+			return nil, err
+		}
+		return openStore(path, lockTimeout)
+	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w at %s (set -db or TOKEND_DB)", errNoDatabase, path)
+	} else if err != nil {
+		return nil, err
+	}
+	return openStoreWith(path, bolt.Options{Timeout: lockTimeout, ReadOnly: mode == readOnlyDB})
+}
+
+// checkDBDir reports, for a database about to be created at path, a
+// folder that does not exist, and what to do about it.
+func checkDBDir(path string) error {
+	dir := filepath.Dir(path)
+	if info, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("directory %s does not exist: create it or choose another -db", dir)
+	} else if err == nil && !info.IsDir() {
+		return fmt.Errorf("%s is not a directory: choose another -db", dir)
+	}
+	return nil
+}
+
 // openStoreForUser opens the database and finds the user called name. On
 // success the caller closes the store.
 func openStoreForUser(db, cmd, name string) (*store, userRecord, error) {
-	st, err := openStore(db, lockTimeout)
+	st, err := openCLIStore(db, existingDB)
 	if err != nil {
 		return nil, userRecord{}, err
 	}
@@ -382,7 +429,7 @@ func tokenList(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
 	}
-	st, err := openStore(db, lockTimeout)
+	st, err := openCLIStore(db, existingDB)
 	if err != nil {
 		return err
 	}
@@ -447,7 +494,7 @@ func tokenRevoke(args []string, stdout, stderr io.Writer) error {
 	if err != nil || id == 0 {
 		return fmt.Errorf("token revoke: %q is not a token id (see tokend token list)", truncate(pos[0], 40))
 	}
-	st, err := openStore(db, lockTimeout)
+	st, err := openCLIStore(db, existingDB)
 	if err != nil {
 		return err
 	}
@@ -476,7 +523,7 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *retention < 0 {
 		return fmt.Errorf("-expired-retention: %v is negative", *retention)
 	}
-	st, err := openStore(db, lockTimeout)
+	st, err := openCLIStore(db, existingDB)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -190,9 +192,12 @@ func TestCLIEnvironmentFallback(t *testing.T) {
 	}
 	// A flag beats the environment.
 	other := filepath.Join(t.TempDir(), "flag.db")
+	if _, _, err := runCLI(t, "good password here\n", "user", "add", "-password-stdin", "-db", other, "bob"); err != nil {
+		t.Fatal(err)
+	}
 	out, _, err = runCLI(t, "", "user", "list", "-db", other)
-	if err != nil || strings.Contains(out, "alice") {
-		t.Errorf("user list -db other = %q, %v; want no alice", out, err)
+	if err != nil || strings.Contains(out, "alice") || !strings.Contains(out, "bob") {
+		t.Errorf("user list -db other = %q, %v; want bob and no alice", out, err)
 	}
 	t.Setenv("TOKEND_MAX_TOKENS_PER_USER", "many")
 	_, _, err = runCLI(t, "", "serve")
@@ -305,5 +310,98 @@ func TestParseExpiry(t *testing.T) {
 		case !tt.want.IsZero() && (got == nil || !got.Equal(tt.want)):
 			t.Errorf("parseExpiry(%q) = %v; want %v", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestCLIRefusesMissingDatabase checks that only serve and user add create
+// a database: every other command refuses a missing file, says where it
+// looked and how to point it elsewhere, and leaves nothing behind.
+func TestCLIRefusesMissingDatabase(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "typo.db")
+	tests := []struct {
+		stdin string
+		args  []string
+	}{
+		{"", []string{"user", "list"}},
+		{"new password here\n", []string{"user", "passwd", "-password-stdin", "alice"}},
+		{"", []string{"user", "remove", "alice"}},
+		{"", []string{"token", "create", "-user", "alice", "-name", "x"}},
+		{"", []string{"token", "list"}},
+		{"", []string{"token", "list", "-user", "alice"}},
+		{"", []string{"token", "revoke", "1"}},
+		{"", []string{"purge"}},
+		{"", []string{"backup", filepath.Join(dir, "copy.db")}},
+	}
+	want := "no database at " + missing + " (set -db or TOKEND_DB)"
+	for _, tt := range tests {
+		for _, viaEnv := range []bool{false, true} {
+			args := append(tt.args[:len(tt.args):len(tt.args)], "-db", missing)
+			if viaEnv {
+				t.Setenv("TOKEND_DB", missing)
+				args = tt.args
+			}
+			_, _, err := runCLI(t, tt.stdin, args...)
+			if err == nil || !strings.HasSuffix(err.Error(), want) {
+				t.Errorf("tokend %s (TOKEND_DB set: %v) = %v; want an error ending %q", strings.Join(args, " "), viaEnv, err, want)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Fatalf("tokend %s left %v behind", strings.Join(args, " "), entries)
+			}
+		}
+		os.Unsetenv("TOKEND_DB")
+	}
+	if _, _, err := runCLI(t, "", "compact", missing, filepath.Join(dir, "c.db")); err == nil || !strings.Contains(err.Error(), "no database at "+missing) {
+		t.Errorf("compact of a missing SRC = %v; want no database at %s", err, missing)
+	}
+
+	// user add creates it; then the others find it.
+	if _, _, err := runCLI(t, "good password here\n", "user", "add", "-db", missing, "-password-stdin", "alice"); err != nil {
+		t.Fatalf("user add on a new file = %v", err)
+	}
+	if out, _, err := runCLI(t, "", "user", "list", "-db", missing); err != nil || !strings.Contains(out, "alice") {
+		t.Errorf("user list after user add = %q, %v; want alice", out, err)
+	}
+}
+
+// TestCreateInMissingDirectory checks that serve and user add, which may
+// create a database, say which folder is missing and what to do.
+func TestCreateInMissingDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "no", "such")
+	db := filepath.Join(dir, "tokend.db")
+	want := "directory " + dir + " does not exist: create it or choose another -db"
+	for _, tt := range []struct {
+		stdin string
+		args  []string
+	}{
+		{"good password here\n", []string{"user", "add", "-db", db, "-password-stdin", "alice"}},
+		{"", []string{"serve", "-addr", "127.0.0.1:0", "-db", db}},
+	} {
+		_, _, err := runCLI(t, tt.stdin, tt.args...)
+		if err == nil || err.Error() != want {
+			t.Errorf("tokend %s = %v; want %q", strings.Join(tt.args, " "), err, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Dir(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused command created %s: %v", filepath.Dir(dir), err)
+	}
+}
+
+// TestServePortTaken checks that a taken port names -addr and
+// TOKEND_ADDR, and that serve creates nothing on disk before it has bound
+// its port.
+func TestServePortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	db := filepath.Join(t.TempDir(), "tokend.db")
+	_, _, err = runCLI(t, "", "serve", "-addr", ln.Addr().String(), "-db", db)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), "-addr (TOKEND_ADDR)") {
+		t.Errorf("serve on a taken port = %v; want address already in use, naming -addr and TOKEND_ADDR", err)
+	}
+	if _, err := os.Stat(db); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("serve on a taken port created the database: %v", err)
 	}
 }

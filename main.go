@@ -327,6 +327,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // serve runs the service until ctx ends. When ready is not nil it receives
 // the listening address once the server accepts connections.
 func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.Addr) error {
+	// Bind first: a taken port must leave nothing behind on disk.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("%w; stop what listens there or choose another -addr (TOKEND_ADDR)", err)
+	}
+	defer ln.Close() // for the early returns; Serve closes it otherwise
+	if err := checkDBDir(cfg.DB); err != nil {
+		return err
+	}
 	st, err := openStoreWith(cfg.DB, bolt.Options{Timeout: lockTimeout, MaxSize: cfg.MaxDBSize})
 	if err != nil {
 		return err
@@ -343,10 +352,6 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	}
 
 	srv, err := newServer(st, cfg, log, time.Now)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
