@@ -213,3 +213,45 @@ func TestPrintConfigHidesSecrets(t *testing.T) {
 		t.Errorf("-print-config lists itself:\n%s", out)
 	}
 }
+
+// TestBadValueMessages checks that a value a flag refuses, from the
+// command line or the environment, is reported in one line that names
+// where it came from and the form wanted, without the usage dump.
+func TestBadValueMessages(t *testing.T) {
+	const (
+		duration = "a duration such as 90s, 15m or 2h"
+		boolean  = "true or false (also accepted: 1, 0, t, f, T, F, TRUE, FALSE, True, False)"
+		number   = "a whole number such as 100"
+	)
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{args: []string{"serve", "-purge-interval", "5"}, want: `invalid value "5" for -purge-interval: ` + duration},
+		{args: []string{"serve", "-session-idle=7d"}, want: `invalid value "7d" for -session-idle: ` + duration},
+		{args: []string{"serve", "-trust-proxy=yes"}, want: `invalid value "yes" for -trust-proxy: ` + boolean},
+		{args: []string{"serve", "-max-tokens-per-user", "many"}, want: `invalid value "many" for -max-tokens-per-user: ` + number},
+		{args: []string{"serve"}, env: map[string]string{"TOKEND_PURGE_INTERVAL": "5"}, want: `invalid value "5" for TOKEND_PURGE_INTERVAL: ` + duration},
+		{args: []string{"serve"}, env: map[string]string{"TOKEND_TRUST_PROXY": "yes"}, want: `invalid value "yes" for TOKEND_TRUST_PROXY: ` + boolean},
+		{args: []string{"serve"}, env: map[string]string{"TOKEND_HASH_QUEUE": "lots"}, want: `invalid value "lots" for TOKEND_HASH_QUEUE: ` + number},
+		{args: []string{"purge", "-expired-retention", "1w"}, want: `invalid value "1w" for -expired-retention: ` + duration},
+		{args: []string{"user", "add", "-admin=perhaps", "bob"}, want: `invalid value "perhaps" for -admin: ` + boolean},
+		{args: []string{"serve", "-nope"}, want: "flag provided but not defined: -nope (tokend help serve lists the flags)"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			args := append(tt.args, "-db", filepath.Join(t.TempDir(), "tokend.db"))
+			_, stderr, err := runCLI(t, "", args...)
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("tokend %s with %v = %v; want %q", strings.Join(tt.args, " "), tt.env, err, tt.want)
+			}
+			if stderr != "" {
+				t.Errorf("tokend %s printed %q besides the error; want nothing", strings.Join(tt.args, " "), stderr)
+			}
+		})
+	}
+}

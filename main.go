@@ -238,7 +238,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 // for an action rather than set a value (see actionFlags) have no
 // environment fallback.
 func parseFlagSources(fs *flag.FlagSet, args []string) (map[string]string, error) {
-	if err := fs.Parse(args); err != nil {
+	if err := parseQuietly(fs, args); err != nil {
 		return nil, err
 	}
 	given := map[string]string{}
@@ -251,12 +251,81 @@ func parseFlagSources(fs *flag.FlagSet, args []string) (map[string]string, error
 		name := envName(f.Name)
 		if v, ok := os.LookupEnv(name); ok {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %v", name, v, e)
+				err = invalidValue(name, v, f.Value, e)
 			}
 			given[f.Name] = "env " + name
 		}
 	})
 	return given, err
+}
+
+// parseQuietly is fs.Parse without the usage dump that the flag package
+// prints after a mistake, which would scroll the one line that matters
+// away: a bad value is reported with the form the flag wants, anything
+// else with where to find the flags. -h still prints the usage.
+func parseQuietly(fs *flag.FlagSet, args []string) error {
+	usage, out := fs.Usage, fs.Output()
+	var bad error
+	fs.VisitAll(func(f *flag.Flag) { f.Value = &checkedValue{Value: f.Value, name: f.Name, bad: &bad} })
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.VisitAll(func(f *flag.Flag) { f.Value = f.Value.(*checkedValue).Value })
+	fs.Usage = usage
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return err
+	case bad != nil:
+		return bad
+	case err != nil:
+		return fmt.Errorf("%v (tokend help %s lists the flags)", err, fs.Name())
+	}
+	return nil
+}
+
+// checkedValue stands in for a flag's value while parseQuietly parses, to
+// catch the first value that the flag refuses.
+type checkedValue struct {
+	flag.Value
+	name string
+	bad  *error
+}
+
+func (v *checkedValue) Set(s string) error {
+	err := v.Value.Set(s)
+	if err != nil && *v.bad == nil {
+		*v.bad = invalidValue("-"+v.name, s, v.Value, err)
+	}
+	return err
+}
+
+func (v *checkedValue) IsBoolFlag() bool {
+	b, ok := v.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// invalidValue is the error for a value that the flag holding v refused
+// with err: it names where the value came from (-purge-interval or
+// TOKEND_PURGE_INTERVAL) and the form wanted.
+func invalidValue(where, value string, v flag.Value, err error) error {
+	want := err.Error()
+	if g, ok := v.(flag.Getter); ok {
+		switch g.Get().(type) {
+		case time.Duration:
+			want = "a duration such as 90s, 15m or 2h"
+		case bool:
+			want = "true or false (also accepted: 1, 0, t, f, T, F, TRUE, FALSE, True, False)"
+		case int, int64:
+			want = "a whole number such as 100"
+		case uint, uint64:
+			want = "a whole number from 0 up, such as 100"
+		case float64:
+			want = "a number such as 1.5"
+		}
+	}
+	return fmt.Errorf("invalid value %q for %s: %s", truncate(value, 40), where, want)
 }
 
 // envNames holds the environment variables not named after their flag:
