@@ -104,10 +104,7 @@ func (c *authCache) put(h tokenHash, a authRecord, gen *atomic.Uint64, readGen u
 	if c.max <= 0 || a.ID == 0 || a.Owner > ownerMask {
 		return
 	}
-	s := authSlot{hash: h, id: a.ID, created: a.CreatedAt.UnixNano()}
-	if a.ExpiresAt != nil {
-		s.expires = a.ExpiresAt.UnixNano()
-	}
+	s := authSlot{hash: h, id: a.ID, created: unixNano(a.CreatedAt), expires: expiryNano(a.ExpiresAt)}
 	set, ok := scopeSets.number(a.Scopes)
 	if !ok {
 		return

@@ -48,12 +48,8 @@ func (a authRecord) marshal() []byte {
 	b = append(b, authRecordVersion)
 	b = binary.BigEndian.AppendUint64(b, a.ID)
 	b = binary.BigEndian.AppendUint64(b, a.Owner)
-	b = binary.BigEndian.AppendUint64(b, uint64(a.CreatedAt.UnixNano()))
-	var exp uint64
-	if a.ExpiresAt != nil {
-		exp = uint64(a.ExpiresAt.UnixNano())
-	}
-	b = binary.BigEndian.AppendUint64(b, exp)
+	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(a.CreatedAt)))
+	b = binary.BigEndian.AppendUint64(b, uint64(expiryNano(a.ExpiresAt)))
 	return appendScopes(b, a.Scopes)
 }
 

@@ -523,6 +523,18 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *retention < 0 {
 		return fmt.Errorf("-expired-retention: %v is negative", *retention)
 	}
+	if *idle < time.Minute {
+		return fmt.Errorf("-session-idle: %v is shorter than a minute", *idle)
+	}
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err == nil {
+			err = checkMaxSetting(f)
+		}
+	})
+	if err != nil {
+		return err
+	}
 	st, err := openCLIStore(db, existingDB)
 	if err != nil {
 		return err
@@ -536,6 +548,6 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "purged %d expired tokens in %d transactions and %d expired sessions\n", res.Tokens, res.Transactions, sessions)
+	fmt.Fprintf(stdout, "purged %s in %s and %s\n", plural(res.Tokens, "expired token"), plural(res.Transactions, "transaction"), plural(sessions, "expired session"))
 	return nil
 }

@@ -255,3 +255,32 @@ func TestBadValueMessages(t *testing.T) {
 		})
 	}
 }
+
+// TestDurationBounds checks that every duration setting of serve refuses
+// a value over 100 years, naming the flag, and takes 100 years itself
+// where a long time can make sense.
+func TestDurationBounds(t *testing.T) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg.register(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if g, ok := f.Value.(flag.Getter); !ok {
+			return
+		} else if _, ok := g.Get().(time.Duration); !ok {
+			return
+		}
+		c := defaultConfig()
+		cfs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		c.register(cfs)
+		cfs.Set(f.Name, "876001h")
+		want := "-" + f.Name + ": 876001h0m0s is more than 100 years"
+		if err := c.check(); err == nil || err.Error() != want {
+			t.Errorf("check with -%s 876001h = %v; want %q", f.Name, err, want)
+		}
+	})
+	cfg = defaultConfig()
+	cfg.ExpiredRetention, cfg.SessionLifetime = maxSetting, maxSetting
+	if err := cfg.check(); err != nil {
+		t.Errorf("check with -expired-retention and -session-lifetime of 100 years = %v; want nil", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -227,6 +228,46 @@ func itob(v uint64) []byte {
 // btoi decodes an 8-byte big-endian key.
 func btoi(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 
+// Every time that tokend stores or compares as Unix nanoseconds goes
+// through unixNano: time.Time.UnixNano is undefined outside the years
+// 1678 to 2262, where it wraps and a time long past can pass for one to
+// come.
+var (
+	minUnixNano = time.Unix(0, math.MinInt64)
+	maxUnixNano = time.Unix(0, math.MaxInt64)
+)
+
+// unixNano is t as Unix nanoseconds, saturated to the int64 range: a time
+// before 1678 gives the least value, one after 2262 the greatest.
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.Before(minUnixNano):
+		return math.MinInt64
+	case t.After(maxUnixNano):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// expiryNano is an expiry as Unix nanoseconds (see unixNano), 0 for
+// never. An expiry at the very epoch becomes a nanosecond earlier, so that
+// it cannot read as never.
+func expiryNano(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	if n := unixNano(*t); n != 0 {
+		return n
+	}
+	return -1
+}
+
+// timeKey is t as an 8-byte key part that sorts in time order: Unix
+// nanoseconds, with every time before 1970 as 0.
+func timeKey(t time.Time) uint64 {
+	return uint64(max(0, unixNano(t)))
+}
+
 // pairKey is a 16-byte key of two ids, for the owner and expiry indexes.
 func pairKey(a, b uint64) []byte {
 	k := make([]byte, 16)
@@ -236,7 +277,7 @@ func pairKey(a, b uint64) []byte {
 }
 
 func expiryKey(t *tokenRecord) []byte {
-	return pairKey(uint64(t.ExpiresAt.UnixNano()), t.ID)
+	return pairKey(timeKey(*t.ExpiresAt), t.ID)
 }
 
 func getJSON(b *bolt.Bucket, key []byte, v any) error {
@@ -801,7 +842,7 @@ func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time
 // get their turn between batches, and stops early, without error, when ctx
 // ends. It returns how many tokens it deleted in how many transactions.
 func (s *store) PurgeExpired(ctx context.Context, cutoff time.Time, batch int) (deleted, txs int, err error) {
-	limit := uint64(cutoff.UnixNano())
+	limit := timeKey(cutoff)
 	for ctx.Err() == nil {
 		n := 0
 		err := s.update(func(tx *bolt.Tx) error {
@@ -971,7 +1012,7 @@ func (s *store) Check() error {
 		byExpiry.ForEach(func(k, _ []byte) error {
 			var t tokenRecord
 			if len(k) != 16 || getJSON(tokens, k[8:], &t) != nil || t.ExpiresAt == nil ||
-				uint64(t.ExpiresAt.UnixNano()) != btoi(k[:8]) {
+				timeKey(*t.ExpiresAt) != btoi(k[:8]) {
 				bad("tokens_by_expiry %x points at no token of that expiry", k)
 			}
 			return nil

@@ -182,6 +182,9 @@ func (c *config) register(fs *flag.FlagSet) {
 
 // check rejects values that cannot work, naming the flag.
 func (c *config) check() error {
+	if err := c.checkDurations(); err != nil {
+		return err
+	}
 	if _, err := newTokenFormat(c.TokenPrefix); err != nil {
 		return fmt.Errorf("-token-prefix: %w", err)
 	}
@@ -222,6 +225,36 @@ func (c *config) check() error {
 		return errors.New("-db: the database file name is empty")
 	}
 	return c.checkLimits()
+}
+
+// maxSetting is the longest any duration setting may be: longer is surely
+// a mistake, and times that far off near the end of what timestamps hold.
+const maxSetting = 100 * 365 * 24 * time.Hour
+
+// checkDurations refuses a duration flag above maxSetting, whichever flag
+// it is. (Each flag's lower bound is checked on its own: some may be 0.)
+func (c config) checkDurations() error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	c.register(fs) // binds the flags to c, a copy
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err == nil {
+			err = checkMaxSetting(f)
+		}
+	})
+	return err
+}
+
+// checkMaxSetting refuses f's value if it is a duration above maxSetting.
+func checkMaxSetting(f *flag.Flag) error {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return nil
+	}
+	if d, ok := g.Get().(time.Duration); ok && d > maxSetting {
+		return fmt.Errorf("-%s: %v is more than 100 years", f.Name, d)
+	}
+	return nil
 }
 
 // parseFlags parses args into fs, then fills each flag not given on the

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -287,5 +289,134 @@ func TestServeRunsThePurgeAndFlushLoops(t *testing.T) {
 	}
 	if got, err := st.TokenByID(live.ID, anyOwner); err != nil || got.LastUsedAt == nil {
 		t.Errorf("the live token after serving = %+v, %v; want it kept, with its use flushed", got, err)
+	}
+}
+
+// TestPurgeAtTheEdgesOfTime checks that the purge deletes exactly the
+// tokens that expired before now minus the retention, whatever the
+// retention (0, a nanosecond, a week, more than the 57 years back to 1970,
+// the longest duration) and however far off the expiries are (year 1,
+// just before 1970, year 2262, year 9999). A cut-off before 1970 once
+// wrapped around to the far future and deleted every expiring token.
+func TestPurgeAtTheEdgesOfTime(t *testing.T) {
+	now := newFakeClock().Now()
+	expiries := []*time.Time{
+		at(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)),
+		at(time.Unix(0, math.MinInt64).Add(-time.Hour)),
+		at(time.Unix(-1, 0)),
+		at(time.Unix(0, 0)),
+		at(now.Add(-8 * 24 * time.Hour)),
+		at(now.Add(-time.Hour)),
+		at(now),
+		at(now.Add(time.Hour)),
+		at(time.Unix(0, math.MaxInt64)),
+		at(time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)),
+		nil,
+	}
+	for _, retention := range []time.Duration{0, 1, 7 * 24 * time.Hour, 58 * 365 * 24 * time.Hour, maxSetting, math.MaxInt64} {
+		t.Run(retention.String(), func(t *testing.T) {
+			ts := newTestServer(t)
+			ts.clock.t = now
+			u := ts.addUser("alice", false)
+			secrets := bulkTokens(t, ts.store, u.ID, len(expiries), now.Add(-time.Hour), func(i int) *time.Time { return expiries[i] })
+			cutoff := now.Add(-retention)
+			res, err := purgeOnce(context.Background(), ts.store, now, retention)
+			if err != nil {
+				t.Fatalf("purgeOnce: %v", err)
+			}
+			deleted := 0
+			for i, exp := range expiries {
+				_, _, err := ts.store.TokenByHash(hashToken(secrets[i]))
+				gone := errors.Is(err, errNotFound)
+				// Expiries before 1970 all sort as 1970 in the index, so a
+				// cut-off before 1970 keeps them: the safe way to be wrong.
+				want := exp != nil && exp.Before(cutoff) && cutoff.After(time.Unix(0, 0))
+				if gone != want {
+					t.Errorf("token expiring %v: deleted %v (lookup %v); want %v with cut-off %v", exp, gone, err, want, cutoff)
+				}
+				if gone {
+					deleted++
+				}
+				if exp == nil || !exp.After(now) {
+					continue
+				}
+				// The ones to come still work, through the cache and without.
+				for range 2 {
+					if w := ts.do(request{method: "GET", path: "/api/v1/token", token: secrets[i]}); w.Code != 200 {
+						t.Errorf("GET /api/v1/token with a token expiring %v = %d; want 200", exp, w.Code)
+					}
+				}
+			}
+			if res.Tokens != deleted {
+				t.Errorf("purgeOnce says it deleted %d; %d are gone", res.Tokens, deleted)
+			}
+			if err := ts.store.Check(); err != nil {
+				t.Errorf("Check after the purge: %v", err)
+			}
+		})
+	}
+}
+
+// TestExpiredAtTheEdgesOfTime checks that a token that expired before
+// 1678, at the epoch or in 1969 is refused, and one that expires after
+// 2262 is accepted, on a first and a cached verification.
+func TestExpiredAtTheEdgesOfTime(t *testing.T) {
+	ts := newTestServer(t)
+	u := ts.addUser("alice", false)
+	now := ts.clock.Now()
+	expiries := []time.Time{time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(0, 0), time.Unix(-1, 0), time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}
+	secrets := bulkTokens(t, ts.store, u.ID, len(expiries), now, func(i int) *time.Time { return at(expiries[i]) })
+	for i, exp := range expiries {
+		want := 401
+		if exp.After(now) {
+			want = 200
+		}
+		for range 2 {
+			if w := ts.do(request{method: "GET", path: "/api/v1/token", token: secrets[i]}); w.Code != want {
+				t.Errorf("GET /api/v1/token with a token expiring %v = %d; want %d", exp, w.Code, want)
+			}
+		}
+	}
+}
+
+// TestPurgeCommandBounds checks that tokend purge refuses retentions and
+// idle times that cannot be meant, and keeps valid tokens at the longest
+// retention it takes.
+func TestPurgeCommandBounds(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "tokend.db")
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := storeUser(t, st, "alice", false)
+	now := time.Now()
+	bulkTokens(t, st, u.ID, 3, now, func(i int) *time.Time { return at(now.Add(time.Duration(2*i-1) * time.Hour)) })
+	st.Close()
+	for _, tt := range []struct{ args, want string }{
+		{"-expired-retention -1s", "-expired-retention: -1s is negative"},
+		{"-expired-retention 876001h", "-expired-retention: 876001h0m0s is more than 100 years"},
+		{"-session-idle 0s", "-session-idle: 0s is shorter than a minute"},
+		{"-session-idle 900000h", "-session-idle: 900000h0m0s is more than 100 years"},
+	} {
+		args := append([]string{"purge", "-db", db}, strings.Fields(tt.args)...)
+		if _, _, err := runCLI(t, "", args...); err == nil || err.Error() != tt.want {
+			t.Errorf("tokend %s = %v; want %q", strings.Join(args, " "), err, tt.want)
+		}
+	}
+	out, _, err := runCLI(t, "", "purge", "-db", db, "-expired-retention", "876000h")
+	if err != nil || out != "purged 0 expired tokens in 1 transaction and 0 expired sessions\n" {
+		t.Errorf("tokend purge -expired-retention 876000h = %q, %v; want nothing purged, in 1 transaction", out, err)
+	}
+	out, _, err = runCLI(t, "", "purge", "-db", db, "-expired-retention", "0s")
+	if err != nil || out != "purged 1 expired token in 1 transaction and 0 expired sessions\n" {
+		t.Errorf("tokend purge -expired-retention 0s = %q, %v; want the one expired token purged", out, err)
+	}
+	st, err = openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if all, _ := st.AllTokens(); len(all) != 2 {
+		t.Errorf("%d tokens left; want the 2 that have not expired", len(all))
 	}
 }
