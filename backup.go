@@ -200,6 +200,9 @@ func placeFile(dst string, force bool, fill func(tmp string) error) (err error) 
 		}
 	}
 	dir := filepath.Dir(dst)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("directory %s does not exist: create it or choose another file", dir)
+	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".tmp-*")
 	if err != nil {
 		return err

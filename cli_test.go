@@ -405,3 +405,35 @@ func TestServePortTaken(t *testing.T) {
 		t.Errorf("serve on a taken port created the database: %v", err)
 	}
 }
+
+// TestMessagesNameTheWayOut checks messages that once left a newcomer
+// guessing: an unknown scope lists the declared ones (CLI and API), and a
+// backup into a missing folder names that folder, not a temporary file.
+func TestMessagesNameTheWayOut(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "tokend.db")
+	runCLI(t, "good password here\n", "user", "add", "-db", db, "-password-stdin", "alice")
+
+	_, _, err := runCLI(t, "", "token", "create", "-db", db, "-user", "alice", "-name", "x", "-scopes", "treasure:dig", "-scope", "treasure:create=Bury")
+	want := `token create: unknown scope "treasure:dig"; the scopes are tokens:read, tokens:write, introspect, admin, treasure:create`
+	if err == nil || err.Error() != want {
+		t.Errorf("token create with an unknown scope = %v; want %q", err, want)
+	}
+
+	ts := newTestServer(t)
+	u := ts.addUser("bob", false)
+	_, secret := ts.addToken(u, "writer", []string{scopeTokensWrite}, 0)
+	w := ts.do(request{method: "POST", path: "/api/v1/tokens", token: secret, body: tokenRequest("x", []string{"root"}, nil)})
+	var p problemBody
+	decode(t, w, &p)
+	if w.Code != 400 || !strings.Contains(p.Detail, `unknown scope "root"; the scopes are tokens:read, tokens:write, introspect, admin`) {
+		t.Errorf("POST /api/v1/tokens with scope root = %d %q; want 400 listing the scopes", w.Code, p.Detail)
+	}
+
+	missing := filepath.Join(dir, "no", "such")
+	_, _, err = runCLI(t, "", "backup", "-db", db, filepath.Join(missing, "copy.db"))
+	want = "backup: directory " + missing + " does not exist: create it or choose another file"
+	if err == nil || err.Error() != want {
+		t.Errorf("backup into a missing folder = %v; want %q", err, want)
+	}
+}

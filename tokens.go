@@ -195,6 +195,15 @@ func (r *scopeRegistry) known(name string) bool {
 // modify the result.
 func (r *scopeRegistry) all() []scope { return r.list }
 
+// names lists the declared scopes for a message, in declaration order.
+func (r *scopeRegistry) names() string {
+	names := make([]string, len(r.list))
+	for i, s := range r.list {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ", ")
+}
+
 // normalize checks names against the registry and returns them in
 // declaration order. It fails on an unknown, repeated or excess scope.
 func (r *scopeRegistry) normalize(names []string) ([]string, error) {
@@ -204,7 +213,7 @@ func (r *scopeRegistry) normalize(names []string) ([]string, error) {
 	seen := make(map[string]bool, len(names))
 	for _, n := range names {
 		if !r.known(n) {
-			return nil, fmt.Errorf("unknown scope %q", truncate(n, 64))
+			return nil, fmt.Errorf("unknown scope %q; the scopes are %s", truncate(n, 64), r.names())
 		}
 		if seen[n] {
 			return nil, fmt.Errorf("scope %q is listed twice", n)
