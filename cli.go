@@ -57,9 +57,17 @@ func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 	return positional, nil
 }
 
+// subcommand splits the subcommand of group (user or token) off args. With
+// none, or -h, it prints the group's lines of the usage.
 func subcommand(group string, args []string, stderr io.Writer, names string) (string, []string, error) {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
-		fmt.Fprintf(stderr, "Usage: tokend %s %s\n", group, names)
+	if len(args) == 0 || isHelpFlag(args[0]) {
+		fmt.Fprintf(stderr, "Usage: tokend %s %s\n\n", group, names)
+		for _, line := range strings.Split(usage, "\n") {
+			if strings.HasPrefix(line, "  "+group+" ") {
+				fmt.Fprintln(stderr, line)
+			}
+		}
+		fmt.Fprintf(stderr, "\ntokend help %s COMMAND shows a command's flags.\n", group)
 		if len(args) == 0 {
 			return "", nil, fmt.Errorf("%s: missing subcommand (%s)", group, names)
 		}

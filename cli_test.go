@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -435,5 +437,65 @@ func TestMessagesNameTheWayOut(t *testing.T) {
 	want = "backup: directory " + missing + " does not exist: create it or choose another file"
 	if err == nil || err.Error() != want {
 		t.Errorf("backup into a missing folder = %v; want %q", err, want)
+	}
+}
+
+// TestHelpShowsEveryFlag checks that tokend -h lists the commands, one
+// line each, and that tokend help COMMAND prints, on stdout and without
+// an error, that command's usage with every flag its FlagSet declares
+// (as its own -h enumerates them through flag.PrintDefaults).
+func TestHelpShowsEveryFlag(t *testing.T) {
+	top, _, err := runCLI(t, "", "-h")
+	if err != nil || top != usage {
+		t.Fatalf("tokend -h = %q, %v; want the usage", top, err)
+	}
+	_, section, _ := strings.Cut(top, "Commands:\n")
+	section, _, _ = strings.Cut(section, "\n\n")
+	var commands [][]string
+	for _, line := range strings.Split(section, "\n") {
+		synopsis, summary, ok := strings.Cut(strings.TrimSpace(line), "  ")
+		if !ok || strings.TrimSpace(summary) == "" {
+			t.Errorf("tokend -h line %q has no summary", line)
+		}
+		var words []string
+		for _, w := range strings.Fields(synopsis) {
+			if w != strings.ToLower(w) || strings.HasPrefix(w, "[") {
+				break
+			}
+			words = append(words, w)
+		}
+		commands = append(commands, words)
+	}
+	if len(commands) < 14 {
+		t.Fatalf("tokend -h lists %d commands: %q", len(commands), commands)
+	}
+	flagLine := regexp.MustCompile(`(?m)^  (-[a-z][a-z-]*)`)
+	for _, cmd := range commands {
+		name := strings.Join(cmd, " ")
+		t.Run(name, func(t *testing.T) {
+			_, own, err := runCLI(t, "", append(slices.Clone(cmd), "-h")...)
+			if err != nil {
+				t.Fatalf("tokend %s -h = %v; want the usage and no error", name, err)
+			}
+			help, stderr, err := runCLI(t, "", append([]string{"help"}, cmd...)...)
+			if err != nil || stderr != "" || !strings.Contains(help, "Usage: tokend") {
+				t.Fatalf("tokend help %s = %q, stderr %q, %v; want the usage on stdout", name, help, stderr, err)
+			}
+			if name != "help" && help != own {
+				t.Errorf("tokend help %s printed\n%s\ntokend %s -h printed\n%s", name, help, name, own)
+			}
+			for _, m := range flagLine.FindAllStringSubmatch(own, -1) {
+				if !strings.Contains(help, m[1]) {
+					t.Errorf("tokend help %s does not show %s", name, m[1])
+				}
+			}
+			if name != "version" && name != "help" && len(flagLine.FindAllString(help, -1)) == 0 {
+				t.Errorf("tokend help %s shows no flags:\n%s", name, help)
+			}
+		})
+	}
+	// The flag the usage once left out.
+	if help, _, _ := runCLI(t, "", "help", "user", "passwd"); !strings.Contains(help, "-revoke-tokens") {
+		t.Errorf("tokend help user passwd = %q; want -revoke-tokens", help)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,28 +35,50 @@ func main() {
 
 const usage = `tokend: personal API access tokens in one binary.
 
-Usage:
-  tokend [serve] [flags]                 run the service (the default)
-  tokend serve -print-config             show the configuration and where each value came from
-  tokend healthcheck [-addr ADDR]        exit 0 when the server at ADDR is ready
-  tokend user add [-admin] [-password-stdin] NAME
-  tokend user list
-  tokend user passwd [-password-stdin] NAME
-  tokend user remove NAME
-  tokend token create -user NAME -name N [-scopes a,b] [-expires 30d|720h|RFC3339|never]
-  tokend token list [-user NAME]
-  tokend token revoke ID
-  tokend purge [-expired-retention 168h]
-  tokend backup [-force] FILE
-  tokend compact [-force] SRC DST
-  tokend version
+Usage: tokend [COMMAND] [flags]
 
-Every command takes -h. Flags fall back to TOKEND_* environment variables
-(-db to TOKEND_DB, -addr to TOKEND_ADDR, …).
+Commands:
+  serve                 run the service (the default command)
+  user add NAME         add a user; asks for the password
+  user list             list users with their token counts
+  user passwd NAME      set a user's password
+  user remove NAME      remove a user with their tokens and sessions
+  token create          print a new token: -user NAME -name N [-scopes a,b] [-expires 30d]
+  token list            list tokens: everyone's, or one user's
+  token revoke ID       revoke a token
+  purge                 delete long-expired tokens and expired sessions, offline
+  backup FILE           write a consistent copy of the database, offline
+  compact SRC DST       write a compacted copy of the database, offline
+  healthcheck           exit 0 when the server at -addr answers /readyz
+  version               print the version, commit and build time
+  help [COMMAND]        print this, or a command's flags: tokend help user passwd
+
+Flags fall back to TOKEND_* environment variables (-db to TOKEND_DB, -addr
+to TOKEND_ADDR, …). The offline commands open -db (default tokend.db) and
+refuse to run while a server holds it.
 `
 
 // errHelp is returned when the user asked for help: not a failure.
 var errHelp = flag.ErrHelp
+
+// isHelpFlag reports whether arg asks for help.
+func isHelpFlag(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
+}
+
+// runVersion is tokend version: it takes no flags but -h.
+func runVersion(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: tokend version\n\nPrint the module version, VCS revision and commit time of this build. Also: tokend -version.")
+	}
+	if _, err := parseArgs(fs, args, 0); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, versionString())
+	return nil
+}
 
 // run is the whole program: it parses args, runs the subcommand and returns
 // its error. It never exits the process.
@@ -63,6 +86,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
+	} else if len(args) > 0 && isHelpFlag(args[0]) {
+		cmd, args = "help", nil
 	}
 	var err error
 	switch cmd {
@@ -81,9 +106,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "compact":
 		err = runCompact(args, stdout, stderr)
 	case "version":
-		fmt.Fprint(stdout, versionString())
+		err = runVersion(args, stdout, stderr)
 	case "help":
-		fmt.Fprint(stdout, usage)
+		if len(args) == 0 || isHelpFlag(args[0]) {
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
+		// A command's help is what its -h prints, here on stdout.
+		return run(ctx, append(slices.Clone(args), "-h"), stdin, stdout, stdout)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
