@@ -377,28 +377,6 @@ func (s *store) Ping() error {
 	})
 }
 
-// SetPassword replaces the password hash of user id and records the change
-// time. With revokeTokens it also deletes every token the user holds. It
-// returns errNotFound for an unknown user.
-func (s *store) SetPassword(id uint64, hash string, changedAt time.Time, revokeTokens bool) error {
-	return s.update(func(tx *bolt.Tx) error {
-		users := tx.Bucket(bucketUsers)
-		var u userRecord
-		if err := getJSON(users, itob(id), &u); err != nil {
-			return err
-		}
-		u.PasswordHash = hash
-		u.PasswordChangedAt = changedAt
-		if err := putJSON(users, itob(id), &u); err != nil {
-			return err
-		}
-		if revokeTokens {
-			return s.deleteTokensOf(tx, id)
-		}
-		return nil
-	})
-}
-
 // UpgradePasswordHash replaces the hash of user id with newHash if it is
 // still oldHash, for re-hashing with stronger parameters at sign-in. A
 // password changed in the meantime is left alone.
@@ -460,6 +438,20 @@ func countAdmins(tx *bolt.Tx) (int, error) {
 			n++
 		}
 		return nil
+	})
+	return n, err
+}
+
+// RevokeTokensOf deletes every token of user id and returns how many. It
+// returns errNotFound for an unknown user.
+func (s *store) RevokeTokensOf(id uint64) (int, error) {
+	var n int
+	err := s.update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketUsers).Get(itob(id)) == nil {
+			return errNotFound
+		}
+		n = len(tokenIDsOf(tx, id))
+		return s.deleteTokensOf(tx, id)
 	})
 	return n, err
 }
