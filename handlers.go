@@ -247,7 +247,9 @@ func (s *server) authenticate(r *http.Request) (c *caller, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.noteUse(c, s.clientAddr(r))
+	if err := s.noteUse(c, s.clientAddr(r)); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

@@ -386,7 +386,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	stopBackground()
 	loops.Wait()
 	log.Info("background loops stopped")
-	if n, err := srv.flushLastUsed(); err != nil {
+	if n, err := srv.finalFlushLastUsed(); err != nil {
 		log.Error("flush last-used times", "err", err)
 	} else {
 		log.Info("last-used times flushed", "tokens", n)
