@@ -110,6 +110,9 @@ type store struct {
 	// busy token costs no transaction at all.
 	auth   *authCache
 	closed atomic.Bool
+	// creationLimit is the bytes of pages in use past which creations are
+	// refused (0: never), keeping the rest for deletions; see roomToCreate.
+	creationLimit int
 	// evict lists the tokens the running write transaction deletes. bbolt
 	// runs one write transaction at a time, so it needs no lock.
 	evict []tokenHash
@@ -175,7 +178,7 @@ func openStoreWith(path string, opts bolt.Options) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}
-	return &store{db: db, auth: newAuthCache(defaultAuthCacheSize)}, nil
+	return &store{db: db, auth: newAuthCache(defaultAuthCacheSize), creationLimit: creationLimit(opts.MaxSize, db.AllocSize)}, nil
 }
 
 // initSchema creates every bucket of a new database, or checks that an
@@ -261,9 +264,15 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 // ---- users ----
 
 // CreateUser stores u, setting u.ID. It returns errNameTaken when a user of
-// the same name (ignoring case) exists.
+// the same name (ignoring case) exists, and errSpaceReserved when the
+// database is too full for creations.
 func (s *store) CreateUser(u *userRecord) error {
-	return s.update(func(tx *bolt.Tx) error { return putNewUser(tx, u) })
+	return s.update(func(tx *bolt.Tx) error {
+		if err := s.roomToCreate(tx); err != nil {
+			return err
+		}
+		return putNewUser(tx, u)
+	})
 }
 
 // putNewUser assigns u an id and writes it with its name index entry. It
@@ -471,6 +480,9 @@ func (s *store) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
 	// Batch may run this function twice: it starts afresh from *t each time.
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		rec = *t
+		if err := s.roomToCreate(tx); err != nil {
+			return err
+		}
 		if tx.Bucket(bucketUsers).Get(itob(rec.Owner)) == nil {
 			return errNotFound
 		}
@@ -765,6 +777,9 @@ func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time
 	err := s.update(func(tx *bolt.Tx) error {
 		old, err := ownedToken(tx, id, owner)
 		if err != nil {
+			return err
+		}
+		if err := s.roomToCreate(tx); err != nil {
 			return err
 		}
 		if old.expired(now) {

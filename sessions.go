@@ -100,6 +100,9 @@ func (sess *session) sudo(now time.Time) bool {
 // returns errNotFound when rec.User does not exist.
 func (s *store) CreateSession(h sessionHash, rec sessionRecord, replaced *sessionHash) error {
 	return s.update(func(tx *bolt.Tx) error {
+		if err := s.roomToCreate(tx); err != nil {
+			return err
+		}
 		if tx.Bucket(bucketUsers).Get(itob(rec.User)) == nil {
 			return errNotFound
 		}
