@@ -485,7 +485,7 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	sessions, err := st.PurgeSessions(time.Now(), *idle)
+	sessions, err := st.PurgeSessions(ctx, time.Now(), *idle)
 	if err != nil {
 		return err
 	}

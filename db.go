@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -20,7 +21,9 @@ import (
 
 // schemaVersion is the layout of the buckets below. A database of another
 // version is refused rather than guessed at.
-const schemaVersion = 1
+// Version 2 added sessions_by_owner; a file of version 1 is upgraded when
+// it is opened for writing.
+const schemaVersion = 2
 
 // Bucket names. Integer keys are big-endian uint64 so that they sort in
 // numeric order; records are JSON.
@@ -33,10 +36,14 @@ var (
 	bucketTokensByOwner  = []byte("tokens_by_owner")  // owner id ‖ token id → empty
 	bucketTokensByExpiry = []byte("tokens_by_expiry") // expiry unix ns ‖ token id → empty
 	bucketSessions       = []byte("sessions")         // SHA-256 of the session secret → sessionRecord
+	// owner id ‖ session hash → the session's creation time (unix ns), so
+	// that a user's sessions are found, counted and the oldest ended
+	// without reading anybody else's.
+	bucketSessionsByOwner = []byte("sessions_by_owner")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketUsers, bucketUsersByName, bucketTokens, bucketTokensByHash,
-		bucketTokensByOwner, bucketTokensByExpiry, bucketSessions,
+		bucketTokensByOwner, bucketTokensByExpiry, bucketSessions, bucketSessionsByOwner,
 	}
 
 	keySchema = []byte("schema")
@@ -110,6 +117,12 @@ type store struct {
 	// busy token costs no transaction at all.
 	auth   *authCache
 	closed atomic.Bool
+	// idsRaised is set once this process may hand out ids from the
+	// sequences as they stand: the file was created by this process, or
+	// its sequences were raised to the id floor (see raiseIDFloor).
+	idsRaised atomic.Bool
+	// idClock is the wall clock the id floor is read from.
+	idClock func() time.Time
 	// creationLimit is the bytes of pages in use past which creations are
 	// refused (0: never), keeping the rest for deletions; see roomToCreate.
 	creationLimit int
@@ -131,6 +144,9 @@ func (s *store) update(fn func(*bolt.Tx) error) error {
 	s.writeTxs.Add(1)
 	return s.db.Update(func(tx *bolt.Tx) error {
 		s.evict = nil // a fresh list: the last one may still be in use
+		if err := s.raiseIDFloor(tx); err != nil {
+			return err
+		}
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -174,43 +190,122 @@ func openStoreWith(path string, opts bolt.Options) (*store, error) {
 	if opts.ReadOnly {
 		initTx = db.View // checks an existing database, creates nothing
 	}
-	if err := initTx(initSchema); err != nil {
+	var created bool
+	if err := initTx(func(tx *bolt.Tx) (err error) { created, err = initSchema(tx); return err }); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}
-	return &store{db: db, auth: newAuthCache(defaultAuthCacheSize), creationLimit: creationLimit(opts.MaxSize, db.AllocSize)}, nil
+	s := &store{db: db, auth: newAuthCache(defaultAuthCacheSize), idClock: time.Now,
+		creationLimit: creationLimit(opts.MaxSize, db.AllocSize)}
+	s.idsRaised.Store(created)
+	return s, nil
 }
 
-// initSchema creates every bucket of a new database, or checks that an
-// existing one is a tokend database of a version this binary understands.
-func initSchema(tx *bolt.Tx) error {
+// Ids of users and tokens are never handed out twice for one deployment,
+// even when the database file is put back from a backup: the apps behind
+// the proxy know people by X-Auth-User-Id. A restored file still holds the
+// sequences of its backup, so before the first id of each run on a file
+// it did not create, tokend raises both sequences to the id floor of the
+// wall-clock time: idFloorPerMilli ids for every millisecond since
+// idEpoch. Every id a run hands out lies below the floor of any later
+// run, as long as no run hands out more than idFloorPerMilli ids per
+// millisecond it has run (a million a second; each id costs a commit),
+// and the clock does not go back between runs. Ids stay below 2^53, safe
+// in JSON, until the year 2270.
+const idFloorPerMilli = 1 << 10
+
+var idEpoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// idFloor returns the lowest id a run that starts at t may hand out.
+func idFloor(t time.Time) uint64 {
+	ms := t.Sub(idEpoch).Milliseconds()
+	if ms <= 0 {
+		return 0
+	}
+	return uint64(ms) * idFloorPerMilli
+}
+
+// raiseIDFloor raises the id sequences to the floor of the current time,
+// once per run, in the first write transaction of the run (so that opening
+// a file writes nothing).
+func (s *store) raiseIDFloor(tx *bolt.Tx) error {
+	if s.idsRaised.Load() {
+		return nil
+	}
+	floor := idFloor(s.idClock())
+	for _, name := range [][]byte{bucketUsers, bucketTokens} {
+		b := tx.Bucket(name)
+		if b.Sequence() < floor {
+			if err := b.SetSequence(floor); err != nil {
+				return err
+			}
+		}
+	}
+	tx.OnCommit(func() { s.idsRaised.Store(true) })
+	return nil
+}
+
+// initSchema creates every bucket of a new database, and reports true, or
+// checks that an existing one is a tokend database of a version this
+// binary understands.
+func initSchema(tx *bolt.Tx) (created bool, err error) {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		empty := true
 		tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
 		if !empty {
-			return errNotTokendDB
+			return false, errNotTokendDB
 		}
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucket(name); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
+				return false, fmt.Errorf("create bucket %s: %w", name, err)
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
+		return true, tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
 	}
 	v := meta.Get(keySchema)
 	if len(v) != 8 {
-		return errNotTokendDB
+		return false, errNotTokendDB
 	}
-	if btoi(v) != schemaVersion {
-		return fmt.Errorf("%w %d (this tokend understands %d)", errUnsupportedData, btoi(v), schemaVersion)
+	switch version := btoi(v); {
+	case version == 1 && tx.Writable():
+		if err := upgradeSchema1(tx); err != nil {
+			return false, fmt.Errorf("upgrade schema 1 to %d: %w", schemaVersion, err)
+		}
+	case version == 1:
+		return false, fmt.Errorf("%w 1: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData)
+	case version != schemaVersion:
+		return false, fmt.Errorf("%w %d (this tokend understands %d)", errUnsupportedData, version, schemaVersion)
 	}
 	for _, name := range allBuckets {
 		if tx.Bucket(name) == nil {
-			return fmt.Errorf("%w: bucket %s is missing", errNotTokendDB, name)
+			return false, fmt.Errorf("%w: bucket %s is missing", errNotTokendDB, name)
 		}
 	}
-	return nil
+	return false, nil
+}
+
+// upgradeSchema1 brings a database of schema 1 to the current one in the
+// transaction that opens it: it builds sessions_by_owner from the sessions.
+func upgradeSchema1(tx *bolt.Tx) error {
+	if tx.Bucket(bucketSessions) == nil {
+		return fmt.Errorf("%w: bucket %s is missing", errNotTokendDB, bucketSessions)
+	}
+	byOwner, err := tx.CreateBucket(bucketSessionsByOwner)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketSessionsByOwner, err)
+	}
+	err = tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+		var rec sessionRecord
+		if len(k) != len(sessionHash{}) || json.Unmarshal(v, &rec) != nil {
+			return nil // the purge deletes what cannot be read
+		}
+		return byOwner.Put(sessionOwnerKey(rec.User, sessionHash(k)), sessionOwnerValue(&rec))
+	})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
 }
 
 // Close closes the database. From then on nothing is answered from the
@@ -980,6 +1075,29 @@ func (s *store) Check() error {
 			if len(k) != 16 || getJSON(tokens, k[8:], &t) != nil || t.ExpiresAt == nil ||
 				uint64(t.ExpiresAt.UnixNano()) != btoi(k[:8]) {
 				bad("tokens_by_expiry %x points at no token of that expiry", k)
+			}
+			return nil
+		})
+		sessions := tx.Bucket(bucketSessions)
+		sessionsByOwner := tx.Bucket(bucketSessionsByOwner)
+		sessions.ForEach(func(k, v []byte) error {
+			var rec sessionRecord
+			if len(k) != sha256.Size || json.Unmarshal(v, &rec) != nil {
+				bad("session %x cannot be read", k[:min(len(k), 4)])
+				return nil
+			}
+			if got := sessionsByOwner.Get(sessionOwnerKey(rec.User, sessionHash(k))); !bytes.Equal(got, sessionOwnerValue(&rec)) {
+				bad("session %x of user %d has no sessions_by_owner entry that matches it", k[:4], rec.User)
+			}
+			if users.Get(itob(rec.User)) == nil {
+				bad("session %x belongs to missing user %d", k[:4], rec.User)
+			}
+			return nil
+		})
+		sessionsByOwner.ForEach(func(k, _ []byte) error {
+			var rec sessionRecord
+			if len(k) != 8+sha256.Size || getJSON(sessions, k[8:], &rec) != nil || rec.User != btoi(k[:8]) {
+				bad("sessions_by_owner %x points at no session of that owner", k[:min(len(k), 12)])
 			}
 			return nil
 		})

@@ -51,6 +51,9 @@ func (c *config) checkLimits() error {
 	if c.MaxHeaderBytes < 4<<10 {
 		return fmt.Errorf("-max-header-bytes: %d is below 4096; a browser's headers would not fit", c.MaxHeaderBytes)
 	}
+	if c.MaxSessionsPerUser < 1 {
+		return fmt.Errorf("-max-sessions-per-user: %d is below 1", c.MaxSessionsPerUser)
+	}
 	if c.HashQueue < 0 {
 		return fmt.Errorf("-hash-queue: %d is negative", c.HashQueue)
 	}
