@@ -575,6 +575,9 @@ func (s *store) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
 	// Batch may run this function twice: it starts afresh from *t each time.
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		rec = *t
+		if err := s.raiseIDFloor(tx); err != nil {
+			return err
+		}
 		if err := s.roomToCreate(tx); err != nil {
 			return err
 		}
