@@ -225,23 +225,16 @@ func (s *server) handleResetPassword(w http.ResponseWriter, r *http.Request, ps 
 		s.formFailed(w, r, sess, err, func(status int, msg string) { s.showUserPage(w, r, sess, status, u, revoke, msg) })
 		return
 	}
-	hash, err := s.hasher.Hash(r.Context(), password)
-	if err != nil {
-		s.pageError(w, r, sess, err)
-		return
-	}
-	// A reset signs the user out everywhere: whoever knew the old
-	// password may hold a session. An admin resetting their own password
-	// here keeps the session they are using.
-	c := passwordChange{hash: hash, at: s.now(), revokeTokens: revoke, endSessions: true}
+	var keep sessionHash // an admin resetting their own password keeps this session
 	if u.ID == sess.user.ID {
-		c.keep = sess.hash
+		keep = sess.hash
 	}
-	tokens, sessions, err := s.store.ChangePassword(u.ID, c)
+	done, err := s.accounts().ResetPassword(r.Context(), u.ID, password, revoke, keep)
 	if err != nil {
-		s.pageError(w, r, sess, err)
+		s.formFailed(w, r, sess, err, func(status int, msg string) { s.showUserPage(w, r, sess, status, u, revoke, msg) })
 		return
 	}
+	tokens, sessions := done.Tokens, done.Sessions
 	s.log.Info("password reset", "user_id", u.ID, "by_user_id", sess.user.ID, "tokens_revoked", tokens, "sessions_ended", sessions)
 	msg := fmt.Sprintf("New password set for %s; %s signed out.", u.Name, plural(sessions, "session"))
 	if revoke {
@@ -257,7 +250,7 @@ func (s *server) handleSetAdmin(w http.ResponseWriter, r *http.Request, ps httpr
 		return
 	}
 	admin := r.PostForm.Get("admin") == "true"
-	u, err := s.store.SetAdmin(u.ID, admin)
+	u, err := s.accounts().SetAdmin(u.ID, admin)
 	if errors.Is(err, errLastAdmin) {
 		s.showUserPage(w, r, sess, http.StatusConflict, u, false, u.Name+" is the last admin: make someone else an admin first.")
 		return
@@ -285,24 +278,160 @@ func (s *server) handleRemoveUser(w http.ResponseWriter, r *http.Request, ps htt
 		return
 	}
 	show := func(status int, msg string) { s.showUserPage(w, r, sess, status, u, false, msg) }
-	switch {
-	case u.ID == sess.user.ID:
-		show(http.StatusConflict, "You cannot remove your own account while signed in to it.")
-		return
-	case r.PostForm.Get("confirm") != u.Name:
+	if r.PostForm.Get("confirm") != u.Name && u.ID != sess.user.ID {
 		show(http.StatusBadRequest, "Type the user's name, "+u.Name+", to confirm the removal.")
 		return
 	}
-	err := s.store.DeleteUser(u.ID)
+	err := s.accounts().RemoveUser(u.ID, sess.user.ID)
 	if errors.Is(err, errLastAdmin) {
 		show(http.StatusConflict, u.Name+" is the last admin: make someone else an admin first.")
 		return
 	}
 	if err != nil {
-		s.pageError(w, r, sess, err)
+		s.formFailed(w, r, sess, err, show)
 		return
 	}
 	s.log.Info("user removed", "user_id", u.ID, "by_user_id", sess.user.ID)
 	s.setFlash(w, r, "Removed "+u.Name+" with their tokens and sessions.")
 	seeOther(w, r, "/admin/users")
+}
+
+// ---- the users API ----
+
+// accountChangeJSON is what an account action took away, as the API says it.
+type accountChangeJSON struct {
+	TokensRevoked int `json:"tokens_revoked"`
+	SessionsEnded int `json:"sessions_ended"`
+}
+
+func changeJSON(c accountChange) accountChangeJSON {
+	return accountChangeJSON{TokensRevoked: c.Tokens, SessionsEnded: c.Sessions}
+}
+
+// apiAdmin lets only an admin's token that holds the admin scope through
+// to h.
+func (s *server) apiAdmin(h tokenHandler) httprouter.Handle {
+	return s.withToken(scopeAdmin, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
+		if !c.user.Admin {
+			s.writeAuthError(w, insufficientScope(scopeAdmin))
+			return
+		}
+		h(w, r, ps, c)
+	})
+}
+
+// apiUser returns the user named by the :id parameter. A malformed or
+// unknown id is a 404.
+func (s *server) apiUser(ps httprouter.Params) (userRecord, error) {
+	id, err := strconv.ParseUint(ps.ByName("id"), 10, 64)
+	if err != nil || id == 0 {
+		return userRecord{}, clientError(http.StatusNotFound, "no user with id %q", truncate(redactTokens(ps.ByName("id")), 40))
+	}
+	u, err := s.store.UserByID(id)
+	return u, notFoundAs(err, "no user with id %d", id)
+}
+
+// handleAPIRemoveUser is DELETE /api/v1/users/:id.
+func (s *server) handleAPIRemoveUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
+	u, err := s.apiUser(ps)
+	if err == nil {
+		err = s.accounts().RemoveUser(u.ID, c.user.ID)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("user removed", "user_id", u.ID, "by_user_id", c.user.ID, "by_token", c.token.ID)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleAPIResetPassword is POST /api/v1/users/:id/password.
+func (s *server) handleAPIResetPassword(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
+	var req struct {
+		Password     string `json:"password"`
+		RevokeTokens bool   `json:"revoke_tokens"`
+	}
+	u, err := s.apiUser(ps)
+	if err == nil {
+		err = decodeJSON(w, r, &req)
+	}
+	var done accountChange
+	if err == nil {
+		done, err = s.accounts().ResetPassword(r.Context(), u.ID, req.Password, req.RevokeTokens, sessionHash{})
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("password reset", "user_id", u.ID, "by_user_id", c.user.ID, "by_token", c.token.ID,
+		"tokens_revoked", done.Tokens, "sessions_ended", done.Sessions)
+	s.writeJSON(w, r, http.StatusOK, changeJSON(done))
+}
+
+// handleAPISetAdmin is PUT /api/v1/users/:id/admin.
+func (s *server) handleAPISetAdmin(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
+	var req struct {
+		Admin *bool `json:"admin"`
+	}
+	u, err := s.apiUser(ps)
+	if err == nil {
+		err = decodeJSON(w, r, &req)
+	}
+	if err == nil && req.Admin == nil {
+		err = clientError(http.StatusBadRequest, "the field admin (true or false) is required")
+	}
+	if err == nil {
+		u, err = s.accounts().SetAdmin(u.ID, *req.Admin)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("admin changed", "user_id", u.ID, "admin", u.Admin, "by_user_id", c.user.ID, "by_token", c.token.ID)
+	s.writeJSON(w, r, http.StatusOK, userJSON{ID: u.ID, Name: u.Name, Admin: u.Admin, CreatedAt: u.CreatedAt.UTC()})
+}
+
+// handleAPIRevokeUserTokens is DELETE /api/v1/users/:id/tokens.
+func (s *server) handleAPIRevokeUserTokens(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
+	u, err := s.apiUser(ps)
+	var done accountChange
+	if err == nil {
+		done, err = s.accounts().RevokeAllTokens(u.ID)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("tokens revoked", "user_id", u.ID, "tokens", done.Tokens, "by_user_id", c.user.ID, "by_token", c.token.ID)
+	s.writeJSON(w, r, http.StatusOK, changeJSON(done))
+}
+
+// handleAPIChangePassword is POST /api/v1/user/password: the caller
+// changes their own password, giving the current one.
+func (s *server) handleAPIChangePassword(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *caller) {
+	var req struct {
+		Current      string `json:"current_password"`
+		Password     string `json:"password"`
+		RevokeTokens bool   `json:"revoke_tokens"`
+		EndSessions  bool   `json:"end_sessions"`
+	}
+	if err := decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	done, err := s.accounts().ChangePassword(r.Context(), c.user, ownPasswordChange{
+		Current: req.Current, New: req.Password, RevokeTokens: req.RevokeTokens, EndOtherSessions: req.EndSessions,
+	}, func(current string) error {
+		u, err := s.store.UserByID(c.user.ID) // the caller's record holds no password hash
+		if err != nil {
+			return err
+		}
+		return s.confirmPassword(r, u, current)
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("password changed", "user_id", c.user.ID, "by_token", c.token.ID, "tokens_revoked", done.Tokens, "sessions_ended", done.Sessions)
+	s.writeJSON(w, r, http.StatusOK, changeJSON(done))
 }

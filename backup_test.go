@@ -607,3 +607,57 @@ func TestBackupStalledClientCutOff(t *testing.T) {
 	}
 	waitFor(t, func() bool { return strings.Contains(logs.String(), "backup interrupted") })
 }
+
+// TestIDsNeverReusedAfterRestore backs a database up, hands out more user
+// and token ids (across a restart), puts the backup back and hands out
+// more: none of the ids issued after the backup may be issued again, or
+// X-Auth-User-Id would name another person to the apps behind the proxy.
+func TestIDsNeverReusedAfterRestore(t *testing.T) {
+	st, path := newTestDB(t)
+	clock := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	alice := storeUser(t, st, "alice", false)
+	storeToken(t, st, alice.ID, "before", nil)
+	var backup bytes.Buffer
+	if _, err := st.WriteBackup(&backup, nil); err != nil {
+		t.Fatal(err)
+	}
+	issued := map[string]bool{}
+	issue := func(st *store, run string) {
+		t.Helper()
+		for i := range 3 {
+			u := storeUser(t, st, fmt.Sprintf("%s%d", run, i), false)
+			tok, _ := storeToken(t, st, u.ID, run, nil)
+			for _, id := range []string{fmt.Sprint("user ", u.ID), fmt.Sprint("token ", tok.ID)} {
+				if issued[id] {
+					t.Errorf("%s: %s was issued before", run, id)
+				}
+				issued[id] = true
+			}
+		}
+	}
+	reopen := func() *store {
+		t.Helper()
+		st, err := openStore(path, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(time.Millisecond) // a restart takes at least that
+		st.idClock = func() time.Time { return clock }
+		return st
+	}
+	issue(st, "first")
+	st.Close()
+	st = reopen()
+	issue(st, "second")
+	st.Close()
+
+	if err := os.WriteFile(path, backup.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st = reopen()
+	defer st.Close()
+	issue(st, "restored")
+	if err := st.Check(); err != nil {
+		t.Errorf("Check after the restore: %v", err)
+	}
+}

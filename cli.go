@@ -167,7 +167,7 @@ func userList(args []string, stdout, stderr io.Writer) error {
 }
 
 func userPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	cmd := command{"user passwd", "[-password-stdin] [-revoke-tokens] NAME", "Set a user's password."}
+	cmd := command{"user passwd", "[-password-stdin] [-revoke-tokens] NAME", "Set a user's password. Every session of the user ends."}
 	var db string
 	fs := cmd.newFlagSet(stderr, &db)
 	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
@@ -185,14 +185,14 @@ func userPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	hash, err := newPasswordHasher(defaultArgonParams, 1).Hash(ctx, password)
+	// The same reset as an admin's on the users page: every session of
+	// the user ends, since whoever knew the old password may hold one.
+	acts := accounts{store: st, hasher: newPasswordHasher(defaultArgonParams, 1), now: func() time.Time { return time.Now().UTC() }}
+	done, err := acts.ResetPassword(ctx, u.ID, password, *revoke, sessionHash{})
 	if err != nil {
-		return err
+		return fmt.Errorf("user passwd: %w", err)
 	}
-	if err := st.SetPassword(u.ID, hash, time.Now().UTC(), *revoke); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "password of %q changed\n", u.Name)
+	fmt.Fprintf(stdout, "password of %q changed; %s\n", u.Name, done.describe())
 	return nil
 }
 
@@ -209,7 +209,7 @@ func userRemove(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	if err := st.DeleteUser(u.ID); err != nil {
+	if err := (accounts{store: st}).RemoveUser(u.ID, anyOwner); err != nil {
 		if errors.Is(err, errLastAdmin) {
 			return fmt.Errorf("user remove: %q is the last admin; make another user an admin first", u.Name)
 		}
@@ -552,7 +552,7 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	sessions, err := st.PurgeSessions(time.Now(), *idle)
+	sessions, err := st.PurgeSessions(ctx, time.Now(), *idle)
 	if err != nil {
 		return err
 	}

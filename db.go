@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -21,7 +22,9 @@ import (
 
 // schemaVersion is the layout of the buckets below. A database of another
 // version is refused rather than guessed at.
-const schemaVersion = 1
+// Version 2 added sessions_by_owner; a file of version 1 is upgraded when
+// it is opened for writing.
+const schemaVersion = 2
 
 // Bucket names. Integer keys are big-endian uint64 so that they sort in
 // numeric order; records are JSON.
@@ -34,10 +37,14 @@ var (
 	bucketTokensByOwner  = []byte("tokens_by_owner")  // owner id ‖ token id → empty
 	bucketTokensByExpiry = []byte("tokens_by_expiry") // expiry unix ns ‖ token id → empty
 	bucketSessions       = []byte("sessions")         // SHA-256 of the session secret → sessionRecord
+	// owner id ‖ session hash → the session's creation time (unix ns), so
+	// that a user's sessions are found, counted and the oldest ended
+	// without reading anybody else's.
+	bucketSessionsByOwner = []byte("sessions_by_owner")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketUsers, bucketUsersByName, bucketTokens, bucketTokensByHash,
-		bucketTokensByOwner, bucketTokensByExpiry, bucketSessions,
+		bucketTokensByOwner, bucketTokensByExpiry, bucketSessions, bucketSessionsByOwner,
 	}
 
 	keySchema = []byte("schema")
@@ -111,6 +118,15 @@ type store struct {
 	// busy token costs no transaction at all.
 	auth   *authCache
 	closed atomic.Bool
+	// idsRaised is set once this process may hand out ids from the
+	// sequences as they stand: the file was created by this process, or
+	// its sequences were raised to the id floor (see raiseIDFloor).
+	idsRaised atomic.Bool
+	// idClock is the wall clock the id floor is read from.
+	idClock func() time.Time
+	// creationLimit is the bytes of pages in use past which creations are
+	// refused (0: never), keeping the rest for deletions; see roomToCreate.
+	creationLimit int
 	// evict lists the tokens the running write transaction deletes. bbolt
 	// runs one write transaction at a time, so it needs no lock.
 	evict []tokenHash
@@ -129,6 +145,9 @@ func (s *store) update(fn func(*bolt.Tx) error) error {
 	s.writeTxs.Add(1)
 	return s.db.Update(func(tx *bolt.Tx) error {
 		s.evict = nil // a fresh list: the last one may still be in use
+		if err := s.raiseIDFloor(tx); err != nil {
+			return err
+		}
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -172,43 +191,122 @@ func openStoreWith(path string, opts bolt.Options) (*store, error) {
 	if opts.ReadOnly {
 		initTx = db.View // checks an existing database, creates nothing
 	}
-	if err := initTx(initSchema); err != nil {
+	var created bool
+	if err := initTx(func(tx *bolt.Tx) (err error) { created, err = initSchema(tx); return err }); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}
-	return &store{db: db, auth: newAuthCache(defaultAuthCacheSize)}, nil
+	s := &store{db: db, auth: newAuthCache(defaultAuthCacheSize), idClock: time.Now,
+		creationLimit: creationLimit(opts.MaxSize, db.AllocSize)}
+	s.idsRaised.Store(created)
+	return s, nil
 }
 
-// initSchema creates every bucket of a new database, or checks that an
-// existing one is a tokend database of a version this binary understands.
-func initSchema(tx *bolt.Tx) error {
+// Ids of users and tokens are never handed out twice for one deployment,
+// even when the database file is put back from a backup: the apps behind
+// the proxy know people by X-Auth-User-Id. A restored file still holds the
+// sequences of its backup, so before the first id of each run on a file
+// it did not create, tokend raises both sequences to the id floor of the
+// wall-clock time: idFloorPerMilli ids for every millisecond since
+// idEpoch. Every id a run hands out lies below the floor of any later
+// run, as long as no run hands out more than idFloorPerMilli ids per
+// millisecond it has run (a million a second; each id costs a commit),
+// and the clock does not go back between runs. Ids stay below 2^53, safe
+// in JSON, until the year 2270.
+const idFloorPerMilli = 1 << 10
+
+var idEpoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// idFloor returns the lowest id a run that starts at t may hand out.
+func idFloor(t time.Time) uint64 {
+	ms := t.Sub(idEpoch).Milliseconds()
+	if ms <= 0 {
+		return 0
+	}
+	return uint64(ms) * idFloorPerMilli
+}
+
+// raiseIDFloor raises the id sequences to the floor of the current time,
+// once per run, in the first write transaction of the run (so that opening
+// a file writes nothing).
+func (s *store) raiseIDFloor(tx *bolt.Tx) error {
+	if s.idsRaised.Load() {
+		return nil
+	}
+	floor := idFloor(s.idClock())
+	for _, name := range [][]byte{bucketUsers, bucketTokens} {
+		b := tx.Bucket(name)
+		if b.Sequence() < floor {
+			if err := b.SetSequence(floor); err != nil {
+				return err
+			}
+		}
+	}
+	tx.OnCommit(func() { s.idsRaised.Store(true) })
+	return nil
+}
+
+// initSchema creates every bucket of a new database, and reports true, or
+// checks that an existing one is a tokend database of a version this
+// binary understands.
+func initSchema(tx *bolt.Tx) (created bool, err error) {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		empty := true
 		tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
 		if !empty {
-			return errNotTokendDB
+			return false, errNotTokendDB
 		}
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucket(name); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
+				return false, fmt.Errorf("create bucket %s: %w", name, err)
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
+		return true, tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
 	}
 	v := meta.Get(keySchema)
 	if len(v) != 8 {
-		return errNotTokendDB
+		return false, errNotTokendDB
 	}
-	if btoi(v) != schemaVersion {
-		return fmt.Errorf("%w %d (this tokend understands %d)", errUnsupportedData, btoi(v), schemaVersion)
+	switch version := btoi(v); {
+	case version == 1 && tx.Writable():
+		if err := upgradeSchema1(tx); err != nil {
+			return false, fmt.Errorf("upgrade schema 1 to %d: %w", schemaVersion, err)
+		}
+	case version == 1:
+		return false, fmt.Errorf("%w 1: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData)
+	case version != schemaVersion:
+		return false, fmt.Errorf("%w %d (this tokend understands %d)", errUnsupportedData, version, schemaVersion)
 	}
 	for _, name := range allBuckets {
 		if tx.Bucket(name) == nil {
-			return fmt.Errorf("%w: bucket %s is missing", errNotTokendDB, name)
+			return false, fmt.Errorf("%w: bucket %s is missing", errNotTokendDB, name)
 		}
 	}
-	return nil
+	return false, nil
+}
+
+// upgradeSchema1 brings a database of schema 1 to the current one in the
+// transaction that opens it: it builds sessions_by_owner from the sessions.
+func upgradeSchema1(tx *bolt.Tx) error {
+	if tx.Bucket(bucketSessions) == nil {
+		return fmt.Errorf("%w: bucket %s is missing", errNotTokendDB, bucketSessions)
+	}
+	byOwner, err := tx.CreateBucket(bucketSessionsByOwner)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketSessionsByOwner, err)
+	}
+	err = tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+		var rec sessionRecord
+		if len(k) != len(sessionHash{}) || json.Unmarshal(v, &rec) != nil {
+			return nil // the purge deletes what cannot be read
+		}
+		return byOwner.Put(sessionOwnerKey(rec.User, sessionHash(k)), sessionOwnerValue(&rec))
+	})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
 }
 
 // Close closes the database. From then on nothing is answered from the
@@ -302,9 +400,15 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 // ---- users ----
 
 // CreateUser stores u, setting u.ID. It returns errNameTaken when a user of
-// the same name (ignoring case) exists.
+// the same name (ignoring case) exists, and errSpaceReserved when the
+// database is too full for creations.
 func (s *store) CreateUser(u *userRecord) error {
-	return s.update(func(tx *bolt.Tx) error { return putNewUser(tx, u) })
+	return s.update(func(tx *bolt.Tx) error {
+		if err := s.roomToCreate(tx); err != nil {
+			return err
+		}
+		return putNewUser(tx, u)
+	})
 }
 
 // putNewUser assigns u an id and writes it with its name index entry. It
@@ -418,28 +522,6 @@ func (s *store) Ping() error {
 	})
 }
 
-// SetPassword replaces the password hash of user id and records the change
-// time. With revokeTokens it also deletes every token the user holds. It
-// returns errNotFound for an unknown user.
-func (s *store) SetPassword(id uint64, hash string, changedAt time.Time, revokeTokens bool) error {
-	return s.update(func(tx *bolt.Tx) error {
-		users := tx.Bucket(bucketUsers)
-		var u userRecord
-		if err := getJSON(users, itob(id), &u); err != nil {
-			return err
-		}
-		u.PasswordHash = hash
-		u.PasswordChangedAt = changedAt
-		if err := putJSON(users, itob(id), &u); err != nil {
-			return err
-		}
-		if revokeTokens {
-			return s.deleteTokensOf(tx, id)
-		}
-		return nil
-	})
-}
-
 // UpgradePasswordHash replaces the hash of user id with newHash if it is
 // still oldHash, for re-hashing with stronger parameters at sign-in. A
 // password changed in the meantime is left alone.
@@ -505,6 +587,20 @@ func countAdmins(tx *bolt.Tx) (int, error) {
 	return n, err
 }
 
+// RevokeTokensOf deletes every token of user id and returns how many. It
+// returns errNotFound for an unknown user.
+func (s *store) RevokeTokensOf(id uint64) (int, error) {
+	var n int
+	err := s.update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketUsers).Get(itob(id)) == nil {
+			return errNotFound
+		}
+		n = len(tokenIDsOf(tx, id))
+		return s.deleteTokensOf(tx, id)
+	})
+	return n, err
+}
+
 // ---- tokens ----
 
 // CreateToken stores t under hash h with all of its index entries, setting
@@ -520,6 +616,12 @@ func (s *store) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
 	// Batch may run this function twice: it starts afresh from *t each time.
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		rec = *t
+		if err := s.raiseIDFloor(tx); err != nil {
+			return err
+		}
+		if err := s.roomToCreate(tx); err != nil {
+			return err
+		}
 		if tx.Bucket(bucketUsers).Get(itob(rec.Owner)) == nil {
 			return errNotFound
 		}
@@ -816,6 +918,9 @@ func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time
 		if err != nil {
 			return err
 		}
+		if err := s.roomToCreate(tx); err != nil {
+			return err
+		}
 		if old.expired(now) {
 			return errTokenExpired
 		}
@@ -1014,6 +1119,29 @@ func (s *store) Check() error {
 			if len(k) != 16 || getJSON(tokens, k[8:], &t) != nil || t.ExpiresAt == nil ||
 				timeKey(*t.ExpiresAt) != btoi(k[:8]) {
 				bad("tokens_by_expiry %x points at no token of that expiry", k)
+			}
+			return nil
+		})
+		sessions := tx.Bucket(bucketSessions)
+		sessionsByOwner := tx.Bucket(bucketSessionsByOwner)
+		sessions.ForEach(func(k, v []byte) error {
+			var rec sessionRecord
+			if len(k) != sha256.Size || json.Unmarshal(v, &rec) != nil {
+				bad("session %x cannot be read", k[:min(len(k), 4)])
+				return nil
+			}
+			if got := sessionsByOwner.Get(sessionOwnerKey(rec.User, sessionHash(k))); !bytes.Equal(got, sessionOwnerValue(&rec)) {
+				bad("session %x of user %d has no sessions_by_owner entry that matches it", k[:4], rec.User)
+			}
+			if users.Get(itob(rec.User)) == nil {
+				bad("session %x belongs to missing user %d", k[:4], rec.User)
+			}
+			return nil
+		})
+		sessionsByOwner.ForEach(func(k, _ []byte) error {
+			var rec sessionRecord
+			if len(k) != 8+sha256.Size || getJSON(sessions, k[8:], &rec) != nil || rec.User != btoi(k[:8]) {
+				bad("sessions_by_owner %x points at no session of that owner", k[:min(len(k), 12)])
 			}
 			return nil
 		})

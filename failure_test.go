@@ -236,7 +236,7 @@ func TestStorageFullWritesFailReadsWork(t *testing.T) {
 	ts.server.store = st
 	ts.cfg.MaxTokensPerUser = 0
 	u := ts.addUser("alice", false)
-	_, secret := ts.addToken(u, "filler", scopesReadWrite, 0)
+	filler, secret := ts.addToken(u, "filler", scopesReadWrite, 0)
 	// Most of the space goes in a few large transactions, the rest through the API.
 	bulk := bulkTokens(t, ts.store, u.ID, 700, ts.clock.Now(), func(int) *time.Time { return nil })
 
@@ -268,7 +268,7 @@ func TestStorageFullWritesFailReadsWork(t *testing.T) {
 	for _, req := range []request{
 		{method: "GET", path: "/api/v1/user", token: secret},
 		{method: "GET", path: "/api/v1/token", token: secret},
-		{method: "GET", path: "/api/v1/tokens/2", token: secret},
+		{method: "GET", path: "/api/v1/tokens/" + itoa(filler.ID), token: secret},
 	} {
 		if w := ts.do(req); w.Code != http.StatusOK {
 			t.Errorf("%s on a full database = %d %s; want 200", label(req), w.Code, w.Body)

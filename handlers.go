@@ -128,6 +128,11 @@ func (s *server) routes() http.Handler {
 	r.GET("/auth/:scopes", s.handleForwardAuth)
 	r.GET("/api/v1/openapi.yaml", s.handleOpenAPI)
 	r.GET("/api/v1/admin/backup", s.withToken(scopeAdmin, s.handleBackup))
+	r.POST("/api/v1/user/password", s.withToken("", s.handleAPIChangePassword))
+	r.DELETE("/api/v1/users/:id", s.apiAdmin(s.handleAPIRemoveUser))
+	r.POST("/api/v1/users/:id/password", s.apiAdmin(s.handleAPIResetPassword))
+	r.PUT("/api/v1/users/:id/admin", s.apiAdmin(s.handleAPISetAdmin))
+	r.DELETE("/api/v1/users/:id/tokens", s.apiAdmin(s.handleAPIRevokeUserTokens))
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(redactTokens(r.URL.Path), 200))
@@ -242,7 +247,9 @@ func (s *server) authenticate(r *http.Request) (c *caller, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.noteUse(c, s.clientAddr(r))
+	if err := s.noteUse(c, s.clientAddr(r)); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

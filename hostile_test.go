@@ -250,7 +250,7 @@ func TestHostileConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.SetPassword(alice.ID, hash, time.Now(), false)
+	st.ChangePassword(alice.ID, passwordChange{hash: hash, at: time.Now()})
 	before := dumpStore(t, st)
 	st.Close()
 	addr, logs, stop := startServe(t, cfg)

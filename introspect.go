@@ -50,7 +50,10 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request, _ http
 		s.writeError(w, r, err)
 		return
 	}
-	s.noteUse(c, s.clientAddr(r)) // from the address of the service that asks
+	if err := s.noteUse(c, s.clientAddr(r)); err != nil { // from the address of the service that asks
+		s.writeError(w, r, err)
+		return
+	}
 	answer := introspection{
 		Active:    true,
 		Scope:     strings.Join(c.scopes, " "),

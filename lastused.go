@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -17,6 +18,7 @@ const expiryWarningWindow = 7 * 24 * time.Hour
 // record write. It also remembers which tokens it warned about today.
 type lastUsedTracker struct {
 	mu      sync.Mutex
+	closed  bool // after the final flush: no use may be recorded
 	pending map[uint64]lastUse
 	warned  map[uint64]time.Time // token id → day of the last expiry warning
 }
@@ -25,13 +27,29 @@ func newLastUsedTracker() *lastUsedTracker {
 	return &lastUsedTracker{pending: make(map[uint64]lastUse), warned: make(map[uint64]time.Time)}
 }
 
-// record notes that token id was used at at from ip.
-func (t *lastUsedTracker) record(id uint64, at time.Time, ip string) {
+// record notes that token id was used at at from ip. It reports false,
+// noting nothing, once the tracker is closed: the use would never be
+// written.
+func (t *lastUsedTracker) record(id uint64, at time.Time, ip string) bool {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
 	if prev, ok := t.pending[id]; !ok || at.After(prev.At) {
 		t.pending[id] = lastUse{At: at, IP: ip}
 	}
-	t.mu.Unlock()
+	return true
+}
+
+// close hands over every pending use and refuses every use from then on.
+func (t *lastUsedTracker) close() map[uint64]lastUse {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	out := t.pending
+	t.pending = make(map[uint64]lastUse)
+	return out
 }
 
 // peek returns the use of token id not yet flushed, if any.
@@ -101,6 +119,22 @@ func (s *server) flushLastUsed() (int, error) {
 	return len(uses), nil
 }
 
+// finalFlushLastUsed writes the pending uses for the last time, at
+// shutdown. From then on no use is recorded: a request still running (the
+// shutdown timeout passed) that verifies a token is answered 503 by
+// noteUse, so that no use is acknowledged and then lost.
+func (s *server) finalFlushLastUsed() (int, error) {
+	uses := s.lastUsed.close()
+	start := time.Now()
+	if err := s.store.FlushLastUsed(uses); err != nil {
+		return 0, err
+	}
+	if len(uses) > 0 {
+		s.metrics.flushDuration.Observe(time.Since(start).Seconds())
+	}
+	return len(uses), nil
+}
+
 // lastUsedFlusher flushes at every interval until ctx ends. The final flush
 // at shutdown is the caller's, after the last request has finished.
 func (s *server) lastUsedFlusher(ctx context.Context, interval time.Duration) {
@@ -125,14 +159,22 @@ func (s *server) withPendingUse(t *tokenRecord) bool {
 	return true
 }
 
+// errShuttingDown answers a request that verified a token after the final
+// last-used flush: its use could not be recorded.
+var errShuttingDown = clientError(http.StatusServiceUnavailable, "the server is shutting down; try again in a moment")
+
 // noteUse records a successful verification of c's token from ip, and
 // warns once a day about a token that will soon expire. The use happened
-// when the token was verified.
-func (s *server) noteUse(c *caller, ip string) {
+// when the token was verified. After the final flush it records nothing
+// and returns errShuttingDown: the request must not succeed.
+func (s *server) noteUse(c *caller, ip string) error {
 	now := c.at
-	s.lastUsed.record(c.token.ID, now, ip)
+	if !s.lastUsed.record(c.token.ID, now, ip) {
+		return errShuttingDown
+	}
 	if e := c.token.ExpiresAt; e != nil && s.lastUsed.shouldWarn(c.token.ID, *e, now) {
 		s.log.Warn("token in use expires soon", slog.Uint64("token_id", c.token.ID),
 			slog.Uint64("user_id", c.user.ID), "expires_at", e.UTC().Format(time.RFC3339))
 	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -292,5 +293,60 @@ func TestLastUsedAddressBehindTrustedProxy(t *testing.T) {
 	ts.do(request{method: "GET", path: "/api/v1/user", token: secret, header: map[string]string{"X-Forwarded-For": "198.51.100.9"}})
 	if use, ok := ts.lastUsed.peek(tok.ID); !ok || use.IP != "198.51.100.9" {
 		t.Errorf("last use behind a trusted proxy = %+v, %v; want from 198.51.100.9", use, ok)
+	}
+}
+
+// TestNoUseRecordedAfterFinalFlush blocks a request across shutdown: an
+// introspection whose caller was verified before the final last-used flush
+// and whose body, naming the token to check, arrives after it. The use of
+// the introspected token could no longer be written, so the request must
+// fail (503) rather than answer "active" and lose the use; a use recorded
+// before the flush is in the database.
+func TestNoUseRecordedAfterFinalFlush(t *testing.T) {
+	ts := newTestServer(t)
+	u := ts.addUser("alice", false)
+	checker, checkerSecret := ts.addToken(u, "checker", []string{scopeIntrospect}, 0)
+	checked, checkedSecret := ts.addToken(u, "checked", nil, 0)
+
+	body, bodyWriter := io.Pipe()
+	r := httptest.NewRequest("POST", "/api/v1/introspect", body)
+	r.RemoteAddr = "192.0.2.7:4711"
+	r.Header.Set("Authorization", "Bearer "+checkerSecret)
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() { defer close(done); ts.handler.ServeHTTP(w, r) }()
+	// The caller is verified before the body is read.
+	waitFor(t, func() bool { _, ok := ts.lastUsed.peek(checker.ID); return ok })
+
+	n, err := ts.finalFlushLastUsed()
+	if err != nil || n != 1 {
+		t.Fatalf("final flush = %d, %v; want the checker's use written", n, err)
+	}
+	bodyWriter.Write([]byte("token=" + checkedSecret))
+	bodyWriter.Close()
+	<-done
+
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "shutting down") {
+		t.Errorf("introspection finished after the final flush = %d %s; want 503 saying the server is shutting down", w.Code, w.Body)
+	}
+	if got, _ := ts.store.TokenByID(checker.ID, anyOwner); got.LastUsedAt == nil {
+		t.Errorf("the checker's use, recorded before the final flush, is not in the database")
+	}
+	if _, ok := ts.lastUsed.peek(checked.ID); ok {
+		t.Errorf("a use was recorded after the final flush: it would never be written")
+	}
+	// Forward auth and the API refuse as well.
+	for _, req := range []request{
+		{method: "GET", path: "/auth", token: checkedSecret},
+		{method: "GET", path: "/api/v1/user", token: checkedSecret},
+	} {
+		r := httptest.NewRequest(req.method, req.path, nil)
+		r.Header.Set("Authorization", "Bearer "+req.token)
+		w := httptest.NewRecorder()
+		ts.handler.ServeHTTP(w, r)
+		if w.Code != http.StatusServiceUnavailable {
+			t.Errorf("%s %s after the final flush = %d; want 503", req.method, req.path, w.Code)
+		}
 	}
 }

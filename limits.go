@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
@@ -50,6 +51,9 @@ func (c *config) checkLimits() error {
 	if c.MaxHeaderBytes < 4<<10 {
 		return fmt.Errorf("-max-header-bytes: %d is below 4096; a browser's headers would not fit", c.MaxHeaderBytes)
 	}
+	if c.MaxSessionsPerUser < 1 {
+		return fmt.Errorf("-max-sessions-per-user: %d is below 1", c.MaxSessionsPerUser)
+	}
 	if c.HashQueue < 0 {
 		return fmt.Errorf("-hash-queue: %d is negative", c.HashQueue)
 	}
@@ -66,7 +70,61 @@ func (c *config) checkLimits() error {
 // space: the database reached -max-db-size, or the disk is full. Nothing
 // of such a write was committed.
 func isStorageFull(err error) bool {
-	return errors.Is(err, bolterrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+	return errors.Is(err, errSpaceReserved) || errors.Is(err, bolterrors.ErrMaxSizeReached) ||
+		errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// errSpaceReserved refuses a write that would create something (a user, a
+// token, a session) in the space kept for deletions.
+var errSpaceReserved = errors.New("storage is full: the space left is kept for deletions")
+
+// Deletions write too: bbolt copies every page it changes and frees the
+// old ones only after the commit. So that a revocation, a sign-out or a
+// user's removal always fits under -max-db-size, creations may not use the
+// last part of the space: deletionReserve of it, at least
+// minDeletionReserve.
+const (
+	deletionReserveShare = 8 // one eighth of the space
+	minDeletionReserve   = 256 << 10
+)
+
+// creationLimit returns how many bytes of pages may be in use before
+// creations are refused, for a database file of at most maxSize bytes
+// that bbolt grows by allocSize (0: no limit, and no reserve).
+func creationLimit(maxSize, allocSize int) int {
+	if maxSize <= 0 {
+		return 0
+	}
+	data := boltDataLimit(maxSize, allocSize)
+	return data - max(data/deletionReserveShare, minDeletionReserve)
+}
+
+// boltDataLimit returns how far the pages of a bbolt file may reach when
+// the file may grow to at most maxSize bytes. bbolt grows a file to its
+// mapping size, a power of two, while that is at most its AllocSize (16
+// MiB), and in steps of AllocSize beyond: so a file capped at 3 MiB stops
+// at 2 MiB of pages, and one capped at 100 MiB at 84 MiB.
+func boltDataLimit(maxSize, allocSize int) int {
+	limit := 0
+	for p := 32 << 10; p <= min(maxSize, allocSize); p *= 2 {
+		limit = p
+	}
+	if maxSize-allocSize > limit {
+		limit = maxSize - allocSize
+	}
+	return limit
+}
+
+// roomToCreate returns errSpaceReserved when the pages in use, not counting
+// free ones, have reached the creation limit.
+func (s *store) roomToCreate(tx *bolt.Tx) error {
+	if s.creationLimit <= 0 {
+		return nil
+	}
+	if used := int(tx.Size()) - s.db.Stats().FreeAlloc; used >= s.creationLimit {
+		return errSpaceReserved
+	}
+	return nil
 }
 
 // innermost returns the server's own ResponseWriter under any wrappers.

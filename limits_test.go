@@ -8,11 +8,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // testServeConfig returns the configuration of a real server on a free
@@ -430,4 +434,140 @@ func TestTokenCapThroughAPI(t *testing.T) {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\r\n")
 	return line
+}
+
+// TestDeletionsSucceedAtTheCap fills a database capped at 1 MiB through the
+// API until creations are refused, and then checks that every kind of
+// deletion still succeeds and takes effect: revoking a token through the
+// API and the page, a token revoking itself, a leak report, a password
+// change that revokes every token, a sign-out and a user's removal. Before
+// each one the database is filled again, so none lives off the space
+// another freed. A creation stays 507 throughout.
+func TestDeletionsSucceedAtTheCap(t *testing.T) {
+	ts := newTestServer(t)
+	ts.store.Close()
+	st, err := openStoreWith(ts.dbPath, bolt.Options{Timeout: time.Second, MaxSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ts.server.store = st
+	ts.cfg.MaxTokensPerUser = 0
+	root := ts.addUser("root", true)
+	alice := ts.addUser("alice", false)
+	bob := ts.addUser("bob", false)
+	_, rootToken := ts.addToken(root, "admin", []string{scopeAdmin}, 0)
+	_, filler := ts.addToken(alice, "filler", scopesReadWrite, 0)
+	victims := map[string]string{}
+	var victimIDs = map[string]uint64{}
+	for _, name := range []string{"api", "page", "self", "leak", "pw1", "pw2"} {
+		tok, secret := ts.addToken(alice, name, scopesRead, 0)
+		victims[name], victimIDs[name] = secret, tok.ID
+	}
+	_, bobToken := ts.addToken(bob, "bob's", scopesRead, 0)
+	aliceCookie := ts.login("alice")
+	bobCookie := ts.login("bob")
+	// bob's tokens lie among alice's, so that his removal touches many pages.
+	for range 20 {
+		ts.addToken(bob, "spread", scopesRead, 0)
+		bulkTokens(t, st, alice.ID, 30, ts.clock.Now(), func(int) *time.Time { return nil })
+	}
+
+	fill := func(step string) {
+		t.Helper()
+		_, code, body := fillUntilFull(t, func(req request) (int, string) {
+			w := ts.do(req)
+			return w.Code, w.Body.String()
+		}, filler)
+		if code != http.StatusInsufficientStorage || !strings.Contains(body, "storage is full") {
+			t.Fatalf("before %s: the creation that did not fit = %d %s; want 507", step, code, body)
+		}
+	}
+	refused := func(step, secret string) {
+		t.Helper()
+		if _, err := ts.verifyToken(secret); err == nil {
+			t.Errorf("%s at the cap: the token still works", step)
+		}
+	}
+
+	fill("the API revoke")
+	if w := ts.do(request{method: "DELETE", path: "/api/v1/tokens/" + itoa(victimIDs["api"]), token: filler}); w.Code != http.StatusNoContent {
+		t.Errorf("DELETE /api/v1/tokens/:id at the cap = %d %s; want 204", w.Code, w.Body)
+	}
+	refused("the API revoke", victims["api"])
+
+	fill("the page revoke")
+	w := ts.page(pageReq{method: "POST", path: "/tokens/" + itoa(victimIDs["page"]) + "/revoke", cookie: aliceCookie, form: url.Values{}})
+	checkRedirect(t, "POST /tokens/:id/revoke at the cap", w, "/")
+	refused("the page revoke", victims["page"])
+
+	fill("the self-revoke")
+	if w := ts.do(request{method: "DELETE", path: "/api/v1/token", token: victims["self"]}); w.Code != http.StatusNoContent {
+		t.Errorf("DELETE /api/v1/token at the cap = %d %s; want 204", w.Code, w.Body)
+	}
+	refused("the self-revoke", victims["self"])
+
+	fill("the leak report")
+	if w := ts.do(request{method: "POST", path: "/api/v1/revoke", body: `{"token":"` + victims["leak"] + `"}`}); w.Code != http.StatusOK {
+		t.Errorf("POST /api/v1/revoke at the cap = %d %s; want 200", w.Code, w.Body)
+	}
+	refused("the leak report", victims["leak"])
+
+	fill("the password change")
+	w = ts.page(pageReq{method: "POST", path: "/account/password", cookie: aliceCookie, form: url.Values{
+		"current": {"password-of-alice"}, "password": {newPassword}, "confirm": {newPassword}, "revoke_tokens": {"on"}}})
+	checkRedirect(t, "POST /account/password with revoke_tokens at the cap", w, "/account")
+	refused("the password change", victims["pw1"])
+	refused("the password change", victims["pw2"])
+	refused("the password change", filler)
+	if n, _ := ts.store.TokensByOwner(alice.ID); len(n) != 0 {
+		t.Errorf("after the password change at the cap alice holds %d tokens; want 0", len(n))
+	}
+
+	// alice's tokens are gone, so the space is filled by root from here.
+	_, filler = ts.addToken(root, "filler", scopesReadWrite, 0)
+	fill("the sign-out")
+	w = ts.page(pageReq{method: "POST", path: "/logout", cookie: bobCookie, form: url.Values{}})
+	checkRedirect(t, "POST /logout at the cap", w, "/login")
+	if n := len(ts.sessionsOf(bob)); n != 0 {
+		t.Errorf("after signing out at the cap bob has %d sessions; want 0", n)
+	}
+
+	fill("the removal")
+	if w := ts.do(request{method: "DELETE", path: "/api/v1/users/" + itoa(bob.ID), token: rootToken}); w.Code != http.StatusNoContent {
+		t.Errorf("DELETE /api/v1/users/:id at the cap = %d %s; want 204", w.Code, w.Body)
+	}
+	refused("the removal", bobToken)
+	if _, err := ts.store.UserByID(bob.ID); err == nil {
+		t.Errorf("bob is still there after his removal at the cap")
+	}
+
+	fill("the last check")
+	if err := ts.store.Check(); err != nil {
+		t.Errorf("the database is inconsistent at the cap: %v", err)
+	}
+	if fi, err := os.Stat(ts.dbPath); err != nil || fi.Size() > 1<<20 {
+		t.Errorf("the database file is %d bytes (%v); want at most the 1 MiB cap", fi.Size(), err)
+	}
+}
+
+func TestCreationLimit(t *testing.T) {
+	const alloc = 16 << 20
+	for _, tt := range []struct{ maxSize, data int }{
+		{1 << 20, 1 << 20},
+		{3 << 20, 2 << 20},
+		{16 << 20, 16 << 20},
+		{20 << 20, 16 << 20},
+		{100 << 20, 84 << 20},
+	} {
+		if got := boltDataLimit(tt.maxSize, alloc); got != tt.data {
+			t.Errorf("boltDataLimit(%d) = %d; want %d", tt.maxSize, got, tt.data)
+		}
+		if got := creationLimit(tt.maxSize, alloc); got >= tt.data || got < tt.data*7/8-minDeletionReserve {
+			t.Errorf("creationLimit(%d) = %d; want a reserve below %d", tt.maxSize, got, tt.data)
+		}
+	}
+	if got := creationLimit(0, alloc); got != 0 {
+		t.Errorf("creationLimit(0) = %d; want 0, no limit", got)
+	}
 }

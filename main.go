@@ -152,6 +152,8 @@ type config struct {
 	MaxHeaderBytes    int
 	HashQueue         int
 	MaxDBSize         int
+	// Sessions one user may hold; signing in once more ends the oldest.
+	MaxSessionsPerUser int
 }
 
 func defaultConfig() config {
@@ -179,6 +181,8 @@ func defaultConfig() config {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
 		HashQueue:         64,
+
+		MaxSessionsPerUser: 50,
 	}
 }
 
@@ -199,6 +203,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	c.Scopes.register(fs)
 	fs.DurationVar(&c.SessionIdle, "session-idle", c.SessionIdle, "sign a browser out after this long without a request")
 	fs.DurationVar(&c.SessionLifetime, "session-lifetime", c.SessionLifetime, "sign a browser out this long after it signed in, however active")
+	fs.IntVar(&c.MaxSessionsPerUser, "max-sessions-per-user", c.MaxSessionsPerUser, "most browser sessions one user may hold; signing in once more ends the oldest")
 	fs.BoolVar(&c.TrustProxy, "trust-proxy", c.TrustProxy, "believe X-Forwarded-Proto and X-Forwarded-For from the reverse proxy in front")
 	fs.BoolVar(&c.MetricsLoopback, "metrics-loopback", c.MetricsLoopback, "serve /metrics to loopback clients without a token (turn off behind a reverse proxy on the same host)")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "how long a client may take to send a request's headers")
@@ -523,7 +528,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	stopBackground()
 	loops.Wait()
 	log.Info("background loops stopped")
-	if n, err := srv.flushLastUsed(); err != nil {
+	if n, err := srv.finalFlushLastUsed(); err != nil {
 		log.Error("flush last-used times", "err", err)
 	} else {
 		log.Info("last-used times flushed", "tokens", n)

@@ -743,38 +743,25 @@ func (s *server) handleChangePassword(w http.ResponseWriter, r *http.Request, _ 
 		EndSessions:  r.PostForm.Get("end_sessions") != "",
 	}
 	show := func(status int, msg string) { s.showAccountPage(w, r, sess, status, data, msg) }
-	current, next := r.PostForm.Get("current"), r.PostForm.Get("password")
-	if current == "" {
-		show(http.StatusBadRequest, "Enter your current password.")
+	next := r.PostForm.Get("password")
+	if next != r.PostForm.Get("confirm") {
+		show(http.StatusBadRequest, "The two new passwords differ.")
 		return
 	}
-	if err := s.confirmPassword(r, sess.user, current); err != nil {
-		if err == errWrongPassword {
-			err = clientError(http.StatusForbidden, "Your current password is not right.")
+	done, err := s.accounts().ChangePassword(r.Context(), sess.user, ownPasswordChange{
+		Current: r.PostForm.Get("current"), New: next,
+		RevokeTokens: data.RevokeTokens, EndOtherSessions: data.EndSessions, Keep: sess.hash,
+	}, func(current string) error {
+		if err := s.confirmPassword(r, sess.user, current); err != errWrongPassword {
+			return err
 		}
-		s.formFailed(w, r, sess, err, show)
-		return
-	}
-	if err := checkNewPassword(next, r.PostForm.Get("confirm")); err != nil {
-		s.formFailed(w, r, sess, err, show)
-		return
-	}
-	if next == current {
-		show(http.StatusBadRequest, "The new password is the current one: choose another.")
-		return
-	}
-	hash, err := s.hasher.Hash(r.Context(), next)
-	if err != nil {
-		s.pageError(w, r, sess, err)
-		return
-	}
-	tokens, sessions, err := s.store.ChangePassword(sess.user.ID, passwordChange{
-		hash: hash, at: s.now(), revokeTokens: data.RevokeTokens, endSessions: data.EndSessions, keep: sess.hash,
+		return clientError(http.StatusForbidden, "Your current password is not right.")
 	})
 	if err != nil {
-		s.pageError(w, r, sess, err)
+		s.formFailed(w, r, sess, err, show)
 		return
 	}
+	tokens, sessions := done.Tokens, done.Sessions
 	s.log.Info("password changed", "user_id", sess.user.ID, "tokens_revoked", tokens, "sessions_ended", sessions)
 	msg := "Your password is changed."
 	if tokens > 0 {

@@ -60,7 +60,7 @@ func (s *server) purge(ctx context.Context) {
 	if err == nil && res.Tokens > 0 {
 		s.log.Info("purged expired tokens", "tokens", res.Tokens, "transactions", res.Transactions, "duration", time.Since(start))
 	}
-	n, err := s.store.PurgeSessions(s.now(), s.cfg.SessionIdle)
+	n, err := s.store.PurgeSessions(ctx, s.now(), s.cfg.SessionIdle)
 	if err != nil {
 		s.log.Error("purge expired sessions; will retry at the next tick", "err", err)
 	} else if n > 0 {

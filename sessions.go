@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -95,24 +98,113 @@ func (sess *session) sudo(now time.Time) bool {
 
 // ---- store ----
 
+// sessionOwnerKey is the key of h in sessions_by_owner: owner ‖ hash.
+func sessionOwnerKey(user uint64, h sessionHash) []byte {
+	k := make([]byte, 8+len(h))
+	binary.BigEndian.PutUint64(k, user)
+	copy(k[8:], h[:])
+	return k
+}
+
+// sessionOwnerValue is the value of a session's sessions_by_owner entry:
+// its creation time, so that the oldest is found from the index alone.
+func sessionOwnerValue(rec *sessionRecord) []byte {
+	return itob(uint64(max(rec.CreatedAt.UnixNano(), 0)))
+}
+
+// putSession writes rec under h with its index entry.
+func putSession(tx *bolt.Tx, h sessionHash, rec *sessionRecord) error {
+	if err := putJSON(tx.Bucket(bucketSessions), h[:], rec); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketSessionsByOwner).Put(sessionOwnerKey(rec.User, h), sessionOwnerValue(rec))
+}
+
+// deleteSession deletes the session under h, of user, with its index entry.
+func deleteSession(tx *bolt.Tx, h sessionHash, user uint64) error {
+	if err := tx.Bucket(bucketSessions).Delete(h[:]); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketSessionsByOwner).Delete(sessionOwnerKey(user, h))
+}
+
+// ownedSession is a session as sessions_by_owner lists it.
+type ownedSession struct {
+	hash    sessionHash
+	created uint64 // unix ns
+}
+
+// sessionsIndexOf returns user's sessions from sessions_by_owner, reading
+// no other user's entries and no session record.
+func sessionsIndexOf(tx *bolt.Tx, user uint64) []ownedSession {
+	var out []ownedSession
+	prefix := itob(user)
+	c := tx.Bucket(bucketSessionsByOwner).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(k) != 8+sha256.Size || len(v) != 8 {
+			continue
+		}
+		out = append(out, ownedSession{hash: sessionHash(k[8:]), created: btoi(v)})
+	}
+	return out
+}
+
 // CreateSession stores rec under h. When replaced is not nil, that session
-// is deleted in the same transaction (a new id at every sign-in). It
-// returns errNotFound when rec.User does not exist.
-func (s *store) CreateSession(h sessionHash, rec sessionRecord, replaced *sessionHash) error {
+// is deleted in the same transaction (a new id at every sign-in). When the
+// user then holds more than limit sessions (0: no limit), the oldest end.
+// It returns errNotFound when rec.User does not exist, and
+// errSpaceReserved when the database is too full for creations.
+func (s *store) CreateSession(h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error {
 	return s.update(func(tx *bolt.Tx) error {
+		if err := s.roomToCreate(tx); err != nil {
+			return err
+		}
 		if tx.Bucket(bucketUsers).Get(itob(rec.User)) == nil {
 			return errNotFound
 		}
 		sessions := tx.Bucket(bucketSessions)
 		if replaced != nil {
-			if err := sessions.Delete(replaced[:]); err != nil {
+			var old sessionRecord
+			switch err := getJSON(sessions, replaced[:], &old); {
+			case err == nil:
+				if err := deleteSession(tx, *replaced, old.User); err != nil {
+					return err
+				}
+			case !errors.Is(err, errNotFound):
 				return err
 			}
 		}
 		if sessions.Get(h[:]) != nil {
 			return errors.New("session hash collision")
 		}
-		return putJSON(sessions, h[:], &rec)
+		if err := putSession(tx, h, &rec); err != nil {
+			return err
+		}
+		if limit <= 0 {
+			return nil
+		}
+		owned := sessionsIndexOf(tx, rec.User)
+		if len(owned) <= limit {
+			return nil
+		}
+		// The oldest go; the new one is the newest, and never goes.
+		slices.SortFunc(owned, func(a, b ownedSession) int {
+			return cmp.Or(cmp.Compare(a.created, b.created), bytes.Compare(a.hash[:], b.hash[:]))
+		})
+		excess := len(owned) - limit
+		for _, o := range owned {
+			if excess == 0 {
+				break
+			}
+			if o.hash == h {
+				continue
+			}
+			if err := deleteSession(tx, o.hash, rec.User); err != nil {
+				return err
+			}
+			excess--
+		}
+		return nil
 	})
 }
 
@@ -175,7 +267,7 @@ func (s *store) DeleteSession(h sessionHash, user uint64) error {
 		if user != anyOwner && rec.User != user {
 			return errNotFound
 		}
-		return sessions.Delete(h[:])
+		return deleteSession(tx, h, rec.User)
 	})
 }
 
@@ -186,18 +278,20 @@ type storedSession struct {
 }
 
 // SessionsOf returns the sessions of user, newest first, expired ones
-// included (the caller knows the lifetimes).
+// included (the caller knows the lifetimes). It reads only user's
+// sessions, through sessions_by_owner.
 func (s *store) SessionsOf(user uint64) ([]storedSession, error) {
 	var out []storedSession
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+		sessions := tx.Bucket(bucketSessions)
+		for _, o := range sessionsIndexOf(tx, user) {
 			var rec sessionRecord
-			if json.Unmarshal(v, &rec) != nil || rec.User != user || len(k) != sha256.Size {
-				return nil
+			if err := getJSON(sessions, o.hash[:], &rec); err != nil {
+				return fmt.Errorf("session of sessions_by_owner: %w", asCorruption(err))
 			}
-			out = append(out, storedSession{hash: sessionHash(k), rec: rec})
-			return nil
-		})
+			out = append(out, storedSession{hash: o.hash, rec: rec})
+		}
+		return nil
 	})
 	slices.SortFunc(out, func(a, b storedSession) int { return b.rec.CreatedAt.Compare(a.rec.CreatedAt) })
 	return out, err
@@ -216,26 +310,20 @@ func (s *store) EndOtherSessions(user uint64, keep sessionHash) (int, error) {
 }
 
 // deleteSessionsExcept deletes every session of user but keep (the zero
-// hash keeps none) and returns how many it deleted.
+// hash keeps none) and returns how many it deleted. It reads only user's
+// entries of sessions_by_owner.
 func deleteSessionsExcept(tx *bolt.Tx, user uint64, keep sessionHash) (int, error) {
-	sessions := tx.Bucket(bucketSessions)
-	var doomed [][]byte
-	err := sessions.ForEach(func(k, v []byte) error {
-		var rec sessionRecord
-		if json.Unmarshal(v, &rec) == nil && rec.User == user && !bytes.Equal(k, keep[:]) {
-			doomed = append(doomed, slices.Clone(k))
+	n := 0
+	for _, o := range sessionsIndexOf(tx, user) { // collected before anything is deleted
+		if o.hash == keep {
+			continue
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	for _, k := range doomed {
-		if err := sessions.Delete(k); err != nil {
-			return 0, err
+		if err := deleteSession(tx, o.hash, user); err != nil {
+			return n, err
 		}
+		n++
 	}
-	return len(doomed), nil
+	return n, nil
 }
 
 // passwordChange is a new password and what should go with the old one.
@@ -287,13 +375,14 @@ func (s *store) ChangePassword(id uint64, c passwordChange) (tokens, sessions in
 }
 
 // PurgeSessions deletes every session that has passed its absolute expiry
-// or been idle for idle at now, and returns how many it deleted. It works
-// in batches of one short write transaction each, so that many sessions
-// never hold the write lock for long.
-func (s *store) PurgeSessions(now time.Time, idle time.Duration) (int, error) {
+// or been idle for idle at now, with its index entry, and returns how
+// many it deleted. It looks at most sessionPurgeBatch sessions per write
+// transaction, so that many sessions never hold the write lock for long,
+// and stops early, without error, when ctx ends.
+func (s *store) PurgeSessions(ctx context.Context, now time.Time, idle time.Duration) (int, error) {
 	total := 0
 	var after []byte // the last key a batch looked at
-	for {
+	for ctx.Err() == nil {
 		var done bool
 		err := s.update(func(tx *bolt.Tx) error {
 			sessions := tx.Bucket(bucketSessions)
@@ -304,31 +393,46 @@ func (s *store) PurgeSessions(now time.Time, idle time.Duration) (int, error) {
 					k, v = c.Next()
 				}
 			}
-			var doomed [][]byte
+			type doomed struct {
+				key  []byte
+				user uint64
+				read bool
+			}
+			var batch []doomed
 			for n := 0; n < sessionPurgeBatch && k != nil; n++ {
 				var rec sessionRecord
-				if json.Unmarshal(v, &rec) != nil || !rec.live(now, idle) {
-					doomed = append(doomed, slices.Clone(k))
+				switch err := json.Unmarshal(v, &rec); {
+				case err != nil || len(k) != sha256.Size:
+					batch = append(batch, doomed{key: slices.Clone(k)})
+				case !rec.live(now, idle):
+					batch = append(batch, doomed{key: slices.Clone(k), user: rec.User, read: true})
 				}
 				after = slices.Clone(k)
 				k, v = c.Next()
 			}
 			done = k == nil
-			for _, k := range doomed {
-				if err := sessions.Delete(k); err != nil {
+			for _, d := range batch {
+				var err error
+				if d.read {
+					err = deleteSession(tx, sessionHash(d.key), d.user)
+				} else {
+					err = sessions.Delete(d.key) // unreadable: no owner to find its index entry by
+				}
+				if err != nil {
 					return err
 				}
 			}
-			total += len(doomed)
+			total += len(batch)
 			return nil
 		})
 		if err != nil {
 			return total, fmt.Errorf("purge sessions: %w", err)
 		}
 		if done {
-			return total, nil
+			break
 		}
 	}
+	return total, nil
 }
 
 // ---- requests ----
@@ -429,7 +533,7 @@ func (s *server) startSession(w http.ResponseWriter, r *http.Request, u userReco
 			replaced = &oh
 		}
 	}
-	if err := s.store.CreateSession(h, rec, replaced); err != nil {
+	if err := s.store.CreateSession(h, rec, replaced, s.cfg.MaxSessionsPerUser); err != nil {
 		return fmt.Errorf("create session: %w", err)
 	}
 	s.setCookie(w, r, sessionCookieName, secret, rec.ExpiresAt.Sub(now))

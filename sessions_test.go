@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"flag"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // sessionsOf returns the sessions the store holds for u, failing on error.
@@ -222,11 +227,11 @@ func TestPurgeSessions(t *testing.T) {
 		default:
 			live[h] = true
 		}
-		if err := st.CreateSession(h, rec, nil); err != nil {
+		if err := st.CreateSession(h, rec, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	deleted, err := st.PurgeSessions(now, idle)
+	deleted, err := st.PurgeSessions(context.Background(), now, idle)
 	if err != nil {
 		t.Fatalf("PurgeSessions: %v", err)
 	}
@@ -245,7 +250,7 @@ func TestPurgeSessions(t *testing.T) {
 			t.Errorf("a dead session survived the purge: %+v", s.rec)
 		}
 	}
-	if deleted, err := st.PurgeSessions(now, idle); err != nil || deleted != 0 {
+	if deleted, err := st.PurgeSessions(context.Background(), now, idle); err != nil || deleted != 0 {
 		t.Errorf("a second purge deleted %d (err %v); want 0", deleted, err)
 	}
 }
@@ -393,5 +398,231 @@ func TestConfigSessionFlags(t *testing.T) {
 		if err := c.check(); err == nil || !strings.Contains(err.Error(), "-session-") {
 			t.Errorf("check with idle %v, lifetime %v = %v; want an error naming the flag", bad.idle, bad.lifetime, err)
 		}
+	}
+}
+
+// TestSessionCapPerUser signs a user in more often than
+// -max-sessions-per-user allows: the oldest sessions end, the newest keep
+// working, and another user's sessions are untouched.
+func TestSessionCapPerUser(t *testing.T) {
+	ts := newTestServer(t)
+	ts.cfg.MaxSessionsPerUser = 3
+	alice := ts.addUser("alice", false)
+	bob := ts.addUser("bob", false)
+	bobCookie := ts.login("bob")
+	var cookies []string
+	for range 5 {
+		cookies = append(cookies, ts.login("alice"))
+		ts.clock.Add(time.Second)
+	}
+	if n := len(ts.sessionsOf(alice)); n != 3 {
+		t.Errorf("after 5 sign-ins alice holds %d sessions; want the cap, 3", n)
+	}
+	for i, c := range cookies {
+		w := ts.page(pageReq{method: "GET", path: "/account", cookie: c})
+		if works := w.Code == http.StatusOK; works != (i >= 2) {
+			t.Errorf("sign-in %d of 5: GET /account = %d; want it to work only for the 3 newest", i+1, w.Code)
+		}
+	}
+	if n := len(ts.sessionsOf(bob)); n != 1 {
+		t.Errorf("bob holds %d sessions; want his 1", n)
+	}
+	if w := ts.page(pageReq{method: "GET", path: "/account", cookie: bobCookie}); w.Code != http.StatusOK {
+		t.Errorf("bob's session after alice's sign-ins: GET /account = %d; want 200", w.Code)
+	}
+	if err := ts.store.Check(); err != nil {
+		t.Errorf("Check after the cap: %v", err)
+	}
+}
+
+// TestSessionsByOwnerIndex shows that per-user operations go through
+// sessions_by_owner: a session record without its index entry is invisible
+// to them, and Check reports the mismatch both ways.
+func TestSessionsByOwnerIndex(t *testing.T) {
+	st, _ := newTestDB(t)
+	alice := storeUser(t, st, "alice", false)
+	bob := storeUser(t, st, "bob", false)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := func(u userRecord) sessionRecord {
+		return sessionRecord{User: u.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now}
+	}
+	_, mine, _ := newSessionSecret()
+	if err := st.CreateSession(mine, rec(alice), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_, h, _ := newSessionSecret()
+		if err := st.CreateSession(h, rec(bob), nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Check(); err != nil {
+		t.Fatalf("Check of a sound database: %v", err)
+	}
+	// A record alone, with no index entry.
+	_, stray, _ := newSessionSecret()
+	err := st.update(func(tx *bolt.Tx) error {
+		r := rec(alice)
+		return putJSON(tx.Bucket(bucketSessions), stray[:], &r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.SessionsOf(alice.ID); len(got) != 1 || got[0].hash != mine {
+		t.Errorf("SessionsOf(alice) = %d sessions; want only the indexed one", len(got))
+	}
+	if n, err := st.EndOtherSessions(alice.ID, sessionHash{}); err != nil || n != 1 {
+		t.Errorf("EndOtherSessions(alice) = %d, %v; want the 1 indexed session", n, err)
+	}
+	if got, _ := st.SessionsOf(bob.ID); len(got) != 3 {
+		t.Errorf("bob's sessions after alice's were ended: %d; want 3", len(got))
+	}
+	if err := st.Check(); err == nil || !strings.Contains(err.Error(), "no sessions_by_owner entry") {
+		t.Errorf("Check with a session missing from the index = %v; want it reported", err)
+	}
+	// An index entry alone, with no record.
+	err = st.update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSessions).Delete(stray[:]); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketSessionsByOwner).Put(sessionOwnerKey(bob.ID, stray), itob(1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Check(); err == nil || !strings.Contains(err.Error(), "sessions_by_owner") {
+		t.Errorf("Check with an index entry of no session = %v; want it reported", err)
+	}
+}
+
+// stopAfter is a context that ends after its Err has been asked n times.
+type stopAfter struct {
+	context.Context
+	n int
+}
+
+func (c *stopAfter) Err() error {
+	if c.n--; c.n < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestPurgeSessionsBatchesAndStops checks that the session purge deletes
+// at most sessionPurgeBatch sessions per write transaction, with their
+// index entries, and stops between batches when its context ends.
+func TestPurgeSessionsBatchesAndStops(t *testing.T) {
+	st, _ := newTestDB(t)
+	u := storeUser(t, st, "alice", false)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	n := 2*sessionPurgeBatch + 500
+	err := st.update(func(tx *bolt.Tx) error {
+		for range n {
+			_, h, _ := newSessionSecret()
+			rec := sessionRecord{User: u.ID, CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour), LastSeenAt: now.Add(-time.Hour)}
+			if err := putSession(tx, h, &rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	before := dumpStore(t, st)
+	if deleted, err := st.PurgeSessions(ctx, now, time.Hour); err != nil || deleted != 0 {
+		t.Errorf("PurgeSessions with an ended context = %d, %v; want 0 and no error", deleted, err)
+	}
+	assertUnchanged(t, "a purge with an ended context", before, dumpStore(t, st))
+
+	txs := st.writeTxs.Load()
+	deleted, err := st.PurgeSessions(&stopAfter{Context: context.Background(), n: 1}, now, time.Hour)
+	if err != nil || deleted != sessionPurgeBatch || st.writeTxs.Load()-txs != 1 {
+		t.Errorf("PurgeSessions stopped after one batch = %d in %d transactions, %v; want %d in 1",
+			deleted, st.writeTxs.Load()-txs, err, sessionPurgeBatch)
+	}
+	txs = st.writeTxs.Load()
+	deleted, err = st.PurgeSessions(context.Background(), now, time.Hour)
+	if err != nil || deleted != n-sessionPurgeBatch || st.writeTxs.Load()-txs != 2 {
+		t.Errorf("PurgeSessions of the rest = %d in %d transactions, %v; want %d in 2",
+			deleted, st.writeTxs.Load()-txs, err, n-sessionPurgeBatch)
+	}
+	if left, _ := st.SessionsOf(u.ID); len(left) != 0 {
+		t.Errorf("%d sessions left after the purge; want 0", len(left))
+	}
+	if err := st.Check(); err != nil {
+		t.Errorf("Check after the purge: %v", err)
+	}
+}
+
+// TestUpgradeSchema1 writes a database in the layout of schema 1 (no
+// sessions_by_owner) and opens it: the index is built in the opening
+// transaction and the version raised. A read-only open of such a file and
+// any open of a newer version are refused.
+func TestUpgradeSchema1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	hashes := map[uint64][]sessionHash{}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{"meta", "users", "users_by_name", "tokens", "tokens_by_hash", "tokens_by_owner", "tokens_by_expiry", "sessions"} {
+			if _, err := tx.CreateBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		tx.Bucket(bucketMeta).Put(keySchema, itob(1))
+		for id, name := range map[uint64]string{1: "alice", 2: "bob"} {
+			u := newUser(name, "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", false, now)
+			u.ID = id
+			putJSON(tx.Bucket(bucketUsers), itob(id), &u)
+			tx.Bucket(bucketUsersByName).Put([]byte(name), itob(id))
+			tx.Bucket(bucketUsers).SetSequence(2)
+			for range int(id) + 1 {
+				_, h, _ := newSessionSecret()
+				rec := sessionRecord{User: id, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now}
+				putJSON(tx.Bucket(bucketSessions), h[:], &rec)
+				hashes[id] = append(hashes[id], h)
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := openStoreWith(path, bolt.Options{Timeout: time.Second, ReadOnly: true}); !errors.Is(err, errUnsupportedData) {
+		t.Errorf("read-only open of a schema 1 file = %v; want errUnsupportedData", err)
+	}
+	st, err := openStore(path, time.Second)
+	if err != nil {
+		t.Fatalf("open a schema 1 file: %v", err)
+	}
+	for id, want := range hashes {
+		got, err := st.SessionsOf(id)
+		if err != nil || len(got) != len(want) {
+			t.Errorf("SessionsOf(%d) after the upgrade = %d, %v; want %d", id, len(got), err, len(want))
+		}
+	}
+	if err := st.Check(); err != nil {
+		t.Errorf("Check after the upgrade: %v", err)
+	}
+	err = st.db.Update(func(tx *bolt.Tx) error {
+		if v := btoi(tx.Bucket(bucketMeta).Get(keySchema)); v != schemaVersion {
+			t.Errorf("schema after the upgrade = %d; want %d", v, schemaVersion)
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion+1))
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openStore(path, time.Second); !errors.Is(err, errUnsupportedData) {
+		t.Errorf("open of a newer schema = %v; want errUnsupportedData", err)
 	}
 }

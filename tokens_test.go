@@ -324,8 +324,8 @@ func TestStoreTokenLifecycleKeepsIndexes(t *testing.T) {
 		t.Errorf("UserByName(BOB) after DeleteUser = %v; want errNotFound", err)
 	}
 
-	if err := st.SetPassword(alice.ID, "$argon2id$v=19$m=64,t=1,p=1$bmV3$a2V5", time.Now(), true); err != nil {
-		t.Fatalf("SetPassword(revoke): %v", err)
+	if _, _, err := st.ChangePassword(alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$bmV3$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
+		t.Fatalf("ChangePassword(revoke): %v", err)
 	}
 	if list, _ := st.TokensByOwner(alice.ID); len(list) != 0 {
 		t.Errorf("alice's tokens after a password change that revokes all: %d; want 0", len(list))
@@ -677,7 +677,7 @@ func TestVerificationIsCoherent(t *testing.T) {
 	}
 	_, secret = ts.addToken(root, "pw", nil, 0)
 	ts.verifyToken(secret)
-	if err := ts.store.SetPassword(root.ID, "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", time.Now(), true); err != nil {
+	if _, _, err := ts.store.ChangePassword(root.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ts.verifyToken(secret); err == nil {
