@@ -641,7 +641,7 @@ func TestIDsNeverReusedAfterRestore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		clock = clock.Add(time.Millisecond) // a restart takes at least that
+		clock = clock.Add(time.Second) // a run of three sign-ups and a restart take at least that
 		st.idClock = func() time.Time { return clock }
 		return st
 	}
@@ -660,4 +660,21 @@ func TestIDsNeverReusedAfterRestore(t *testing.T) {
 	if err := st.Check(); err != nil {
 		t.Errorf("Check after the restore: %v", err)
 	}
+}
+
+// TestUserIDFloorFitsTheAuthCache pins the user id floor's rate: the auth
+// cache packs owner ids into 48 bits, and a user id past them is never
+// cached, so every restart must leave user ids far below 2^48.
+func TestUserIDFloorFitsTheAuthCache(t *testing.T) {
+	year3000 := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, r := range idFloorRates {
+		if string(r.bucket) != string(bucketUsers) {
+			continue
+		}
+		if floor := idFloor(year3000, r.perMilli); floor >= ownerMask {
+			t.Errorf("user id floor in the year 3000 = %d; want below 2^%d, the owners the auth cache holds", floor, ownerBits)
+		}
+		return
+	}
+	t.Fatal("idFloorRates has no rate for users")
 }

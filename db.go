@@ -207,23 +207,34 @@ func openStoreWith(path string, opts bolt.Options) (*store, error) {
 // the proxy know people by X-Auth-User-Id. A restored file still holds the
 // sequences of its backup, so before the first id of each run on a file
 // it did not create, tokend raises both sequences to the id floor of the
-// wall-clock time: idFloorPerMilli ids for every millisecond since
-// idEpoch. Every id a run hands out lies below the floor of any later
-// run, as long as no run hands out more than idFloorPerMilli ids per
-// millisecond it has run (a million a second; each id costs a commit),
-// and the clock does not go back between runs. Ids stay below 2^53, safe
-// in JSON, until the year 2270.
-const idFloorPerMilli = 1 << 10
+// wall-clock time: a number of ids for every millisecond since idEpoch.
+// Every id a run hands out lies below the floor of any later run, as long
+// as no run hands out more ids per millisecond it has run than its rate,
+// and the clock does not go back between runs.
+//
+// Tokens get 1,024 ids a millisecond (a million a second; each id costs a
+// commit). Users get one a millisecond (each costs a password hash), which
+// keeps user ids below 2^48, the most the auth cache packs beside a scope
+// list, for thousands of years; token ids stay below 2^53, safe in JSON,
+// until the year 2270.
+var idFloorRates = []struct {
+	bucket  []byte
+	perMilli uint64
+}{
+	{bucketUsers, 1},
+	{bucketTokens, 1 << 10},
+}
 
 var idEpoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// idFloor returns the lowest id a run that starts at t may hand out.
-func idFloor(t time.Time) uint64 {
+// idFloor returns the lowest id a run that starts at t may hand out when
+// it hands out at most perMilli ids a millisecond.
+func idFloor(t time.Time, perMilli uint64) uint64 {
 	ms := t.Sub(idEpoch).Milliseconds()
 	if ms <= 0 {
 		return 0
 	}
-	return uint64(ms) * idFloorPerMilli
+	return uint64(ms) * perMilli
 }
 
 // raiseIDFloor raises the id sequences to the floor of the current time,
@@ -233,10 +244,10 @@ func (s *store) raiseIDFloor(tx *bolt.Tx) error {
 	if s.idsRaised.Load() {
 		return nil
 	}
-	floor := idFloor(s.idClock())
-	for _, name := range [][]byte{bucketUsers, bucketTokens} {
-		b := tx.Bucket(name)
-		if b.Sequence() < floor {
+	now := s.idClock()
+	for _, r := range idFloorRates {
+		b := tx.Bucket(r.bucket)
+		if floor := idFloor(now, r.perMilli); b.Sequence() < floor {
 			if err := b.SetSequence(floor); err != nil {
 				return err
 			}
