@@ -41,6 +41,10 @@ type server struct {
 	setup     *setupCode
 	cop       *http.CrossOriginProtection // guards every form and session POST
 	metrics   *metrics
+	static    staticFiles // served under /static/
+	// routeList is "METHOD /pattern" of every route, as routes()
+	// registered them.
+	routeList []string
 }
 
 // newServer returns a server over st configured by cfg.
@@ -78,6 +82,9 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 		return nil, err
 	}
 	s.metrics = newMetrics(st, log)
+	if s.static, err = newStaticFiles(staticFS); err != nil {
+		return nil, fmt.Errorf("read static files: %w", err)
+	}
 	return s, nil
 }
 
@@ -87,7 +94,7 @@ func (s *server) routes() http.Handler {
 	r.GET("/healthz", s.handleHealthz)
 	r.GET("/readyz", s.handleReadyz)
 	r.GET("/metrics", s.handleMetrics)
-	r.ServeFiles("/static/*filepath", http.FS(staticFS))
+	r.GET("/static/*filepath", s.static.handle(r.notFound))
 
 	// Pages (pages.go, admin.go, setup.go). Every POST goes through form:
 	// cross-origin protection and a bounded body.
@@ -138,7 +145,8 @@ func (s *server) routes() http.Handler {
 	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
 		s.internalError(w, r, fmt.Errorf("panic: %v", v))
 	}
-	return s.instrument(r)
+	s.routeList = r.routes()
+	return s.instrument(s.secureHeaders(r))
 }
 
 // ---- authentication ----

@@ -85,12 +85,23 @@ func checkCredentials(_ context.Context, in *openapi3filter.AuthenticationInput)
 //   - a request the document forbids must be refused with a 4xx;
 //   - every answer must be documented for its operation and status: its
 //     media type, body and headers;
-//   - an answer documented without content must have no body.
+//   - an answer documented without content must have no body;
+//   - HEAD is checked as the GET it stands for (the document says that
+//     every GET answers HEAD), on its status and headers: net/http sends
+//     no body, whatever the handler writes.
 func (c *apiContract) check(r *http.Request, body []byte, status int, header http.Header, respBody []byte) error {
 	ctx := context.Background()
 	req := r.Clone(ctx)
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.ContentLength = int64(len(body))
+	head := req.Method == http.MethodHead
+	options := contractOptions
+	if head {
+		req.Method = http.MethodGet
+		headOptions := *contractOptions
+		headOptions.ExcludeResponseBody = true
+		options = &headOptions
+	}
 	route, params, err := c.findRoute(req)
 	if err != nil {
 		var re *routers.RouteError
@@ -117,10 +128,13 @@ func (c *apiContract) check(r *http.Request, body []byte, status int, header htt
 				return fmt.Errorf("the server allows %v on this path; the document describes %v", allowed, documented)
 			}
 		}
+		if head {
+			return nil
+		}
 		return c.checkProblem(header, respBody)
 	}
 
-	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: contractOptions}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: options}
 	if reqErr := openapi3filter.ValidateRequest(ctx, in); reqErr != nil && (status < 400 || status > 499) {
 		return fmt.Errorf("the server answered %d to a request that the document forbids: %v", status, reqErr)
 	}
@@ -129,10 +143,13 @@ func (c *apiContract) check(r *http.Request, body []byte, status int, header htt
 		Status:                 status,
 		Header:                 header,
 		Body:                   io.NopCloser(bytes.NewReader(respBody)),
-		Options:                contractOptions,
+		Options:                options,
 	}
 	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
 		return fmt.Errorf("the answer %d breaks the document: %v", status, err)
+	}
+	if head {
+		return nil
 	}
 	if resp := route.Operation.Responses.Status(status); resp != nil && len(resp.Value.Content) == 0 && len(respBody) > 0 {
 		return fmt.Errorf("the answer %d has a body of %d bytes; the document says it has none", status, len(respBody))
@@ -157,14 +174,17 @@ func (c *apiContract) findRoute(r *http.Request) (*routers.Route, map[string]str
 }
 
 // methodsOf returns, sorted, the methods the document describes for the
-// path of r.
+// path of r: HEAD wherever it describes GET.
 func (c *apiContract) methodsOf(r *http.Request) []string {
 	var methods []string
-	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := r.Clone(context.Background())
 		probe.Method = m
 		if _, _, err := c.findRoute(probe); err == nil {
 			methods = append(methods, m)
+			if m == http.MethodGet {
+				methods = append(methods, http.MethodHead)
+			}
 		}
 	}
 	slices.Sort(methods)
