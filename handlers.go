@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -532,12 +533,25 @@ func (o *optionalTime) UnmarshalJSON(b []byte) error {
 		o.time = nil
 		return nil
 	}
-	var t time.Time
-	if err := t.UnmarshalJSON(b); err != nil {
+	var text string
+	t, err := time.Time{}, json.Unmarshal(b, &text)
+	if err == nil {
+		t, err = parseRFC3339(text)
+	}
+	if err != nil {
 		return clientError(http.StatusBadRequest, "expires_at must be an RFC 3339 time such as 2030-01-31T12:00:00Z, or null for a token that never expires")
 	}
 	o.time = &t
 	return nil
+}
+
+// parseRFC3339 parses an RFC 3339 date-time, such as 2030-01-31T12:00:00Z.
+// RFC 3339 §5.6 allows a lower-case "t" and "z", which Go's parser refuses,
+// so they are raised first: no other letter can be in a valid time.
+func parseRFC3339(s string) (time.Time, error) {
+	var t time.Time
+	err := t.UnmarshalText([]byte(strings.ToUpper(s)))
+	return t, err
 }
 
 type createTokenRequest struct {

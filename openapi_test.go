@@ -32,6 +32,9 @@ type apiContract struct {
 // loadContract parses and validates the embedded document once per test
 // binary.
 var loadContract = sync.OnceValues(func() (*apiContract, error) {
+	// kin-openapi checks date-time with a pattern that wants an upper-case
+	// T and Z; RFC 3339 §5.6 allows lower case too.
+	openapi3.DefineStringFormatValidator("date-time", openapi3.NewRegexpFormatValidator("(?i)"+openapi3.FormatOfStringDateTime))
 	doc, err := openapi3.NewLoader().LoadFromData(openapiYAML)
 	if err != nil {
 		return nil, fmt.Errorf("load openapi.yaml: %w", err)
