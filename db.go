@@ -245,7 +245,9 @@ func getJSON(b *bolt.Bucket, key []byte, v any) error {
 		return errNotFound
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("decode %s/%x: %w", b.Bucket(nil), key, err)
+		// A *bolt.Bucket does not know its name; the record's type tells
+		// which bucket it is.
+		return fmt.Errorf("decode %T %x: %w", v, key, err)
 	}
 	return nil
 }

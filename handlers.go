@@ -167,9 +167,12 @@ type authError struct {
 	code   string // "" when no credentials were sent
 	detail string
 	scope  string // with insufficient_scope: what was needed
+	cause  error  // why, for errors.Is: errTokenExpired for an expired token
 }
 
 func (e *authError) Error() string { return e.detail }
+
+func (e *authError) Unwrap() error { return e.cause }
 
 var errNoCredentials = &authError{status: http.StatusUnauthorized, detail: "this endpoint needs a token: send Authorization: Bearer <token>"}
 
@@ -279,7 +282,9 @@ func (s *server) verifyToken(token string) (*caller, error) {
 	}
 	now := s.now()
 	if t.expired(now) {
-		return nil, invalidToken("the token expired at " + t.ExpiresAt.UTC().Format(time.RFC3339))
+		e := invalidToken("the token expired at " + t.ExpiresAt.UTC().Format(time.RFC3339))
+		e.cause = errTokenExpired
+		return nil, e
 	}
 	return &caller{user: u, token: t, scopes: effectiveScopes(t.Scopes, u), at: now}, nil
 }

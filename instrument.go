@@ -209,9 +209,7 @@ func decisionOf(err error) string {
 		return decisionError
 	case ae.code == "":
 		return decisionNoCredentials
-	case ae.code == "invalid_token" && strings.HasPrefix(ae.detail, "the token expired"):
-		// verifyToken's refusal of an expired token; the tests of the
-		// expired metric keep this in step with its wording.
+	case errors.Is(err, errTokenExpired):
 		return decisionExpired
 	case ae.code == "invalid_request" || ae.code == "invalid_token":
 		return ae.code

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -8,6 +11,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestEveryGetAnswersHead sends GET and then HEAD to every GET route the
@@ -92,5 +98,57 @@ func TestEveryGetAnswersHead(t *testing.T) {
 	// /healthz is what container health checks and curl -I ask.
 	if resp, _ := send("HEAD", "/healthz"); resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
 		t.Errorf("HEAD /healthz = %d %q; want 200 text/plain", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+// TestDecisionOfReadsTheCauseNotTheWording checks that an expired token
+// is told from other invalid tokens by its cause, whatever its message
+// says.
+func TestDecisionOfReadsTheCauseNotTheWording(t *testing.T) {
+	expired := invalidToken("reworded: past its date")
+	expired.cause = errTokenExpired
+	lookalike := invalidToken("the token expired at 2030-01-01T00:00:00Z")
+	for _, tt := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"expired, whatever the wording", expired, decisionExpired},
+		{"expired, refused to a proxy", asProxyRefusal(expired), decisionExpired},
+		{"expired, wrapped", fmt.Errorf("verify: %w", expired), decisionExpired},
+		{"the wording of expiry without the cause", lookalike, decisionInvalidToken},
+		{"unknown token", invalidToken("the token is unknown or revoked"), decisionInvalidToken},
+		{"no credentials", errNoCredentials, decisionNoCredentials},
+		{"storage failure", errors.New("disk on fire"), decisionError},
+	} {
+		if got := decisionOf(tt.err); got != tt.want {
+			t.Errorf("decisionOf(%s) = %q; want %q", tt.name, got, tt.want)
+		}
+	}
+	// And as verifyToken refuses a token past its expiry.
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	_, secret := ts.addToken(alice, "soon", nil, time.Minute)
+	ts.clock.Add(time.Hour)
+	if _, err := ts.verifyToken(secret); decisionOf(err) != decisionExpired {
+		t.Errorf("verifyToken of an expired token = %v, decided %q; want %q", err, decisionOf(err), decisionExpired)
+	}
+}
+
+// TestCorruptRecordNamesWhatItIs checks that a record that fails to decode
+// is named by its kind and key, not by a bucket name bbolt cannot give.
+func TestCorruptRecordNamesWhatItIs(t *testing.T) {
+	st, _ := newTestDB(t)
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUsers).Put(itob(7), []byte("{not json"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.UserByID(7)
+	var syntax *json.SyntaxError
+	if err == nil || strings.Contains(err.Error(), "<nil>") || !strings.Contains(err.Error(), "userRecord") ||
+		!strings.Contains(err.Error(), "0000000000000007") || !errors.As(err, &syntax) {
+		t.Errorf("UserByID of a corrupt record = %v; want a wrapped *json.SyntaxError naming userRecord and key 7", err)
 	}
 }
