@@ -43,6 +43,8 @@ type server struct {
 	cop       *http.CrossOriginProtection // guards every form and session POST
 	metrics   *metrics
 	static    staticFiles // served under /static/
+	// misconfigured counts and logs forward auth for undeclared scopes.
+	misconfigured *misconfiguredRoutes
 	// routeList is "METHOD /pattern" of every route, as routes()
 	// registered them.
 	routeList []string
@@ -83,6 +85,7 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 		return nil, err
 	}
 	s.metrics = newMetrics(st, log)
+	s.misconfigured = newMisconfiguredRoutes(s.metrics.registry, log, now)
 	if s.static, err = newStaticFiles(staticFS); err != nil {
 		return nil, fmt.Errorf("read static files: %w", err)
 	}

@@ -86,7 +86,7 @@ func (s *server) pageError(w http.ResponseWriter, r *http.Request, sess *session
 	case errors.Is(err, errNotFound):
 		s.renderMessage(w, r, sess, http.StatusNotFound, "Not found", "There is nothing here, or it is not yours.")
 	default:
-		s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.log.Error("internal error", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
 		s.renderMessage(w, r, sess, http.StatusInternalServerError, "Something went wrong",
 			"The server failed to handle this request; its log says more. Nothing you did caused it.")
 	}
@@ -185,7 +185,7 @@ func (s *server) signedIn(h pageHandler) httprouter.Handle {
 func (s *server) form(h httprouter.Handle) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		if err := s.cop.Check(r); err != nil {
-			s.log.Info("cross-origin form refused", "path", r.URL.Path, "remote", s.clientAddr(r))
+			s.log.Info("cross-origin form refused", "path", redactPath(r.URL.Path), "remote", s.clientAddr(r))
 			s.renderMessage(w, r, nil, http.StatusForbidden, "Request refused",
 				"This form was sent from another site, so tokend ignored it. Open tokend's own page and try again there.")
 			return

@@ -143,7 +143,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", "1")
 		writeProblem(w, http.StatusServiceUnavailable, "too many sign-ins at once; try again in a second, or use a token")
 	case isStorageFull(err):
-		s.log.Error("storage full", "method", r.Method, "path", redactTokens(r.URL.Path), "err", err)
+		s.log.Error("storage full", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
 		writeProblem(w, http.StatusInsufficientStorage, "storage is full: nothing was written; reads still work; tell the operator")
 	default:
 		s.internalError(w, r, err)
@@ -153,7 +153,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // internalError logs err with the request's method and path and sends a 500
 // that says nothing of the cause.
 func (s *server) internalError(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("internal error", "method", r.Method, "path", redactTokens(r.URL.Path), "err", err)
+	s.log.Error("internal error", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
 	writeProblem(w, http.StatusInternalServerError, "the server failed to handle the request; see its log")
 }
 
