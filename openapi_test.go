@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -42,6 +43,9 @@ var loadContract = sync.OnceValues(func() (*apiContract, error) {
 	if err := doc.Validate(context.Background()); err != nil {
 		return nil, fmt.Errorf("openapi.yaml is not a valid OpenAPI document: %w", err)
 	}
+	// The servers say where a deployment may listen; the tests' requests
+	// go to other hosts, so route by path alone.
+	doc.Servers = nil
 	rt, err := legacy.NewRouter(doc)
 	if err != nil {
 		return nil, fmt.Errorf("route openapi.yaml: %w", err)
@@ -254,21 +258,23 @@ func TestOpenAPIDocument(t *testing.T) {
 	if w.Code != 200 || w.Header().Get("Content-Type") != "application/yaml" || !bytes.Equal(w.Body.Bytes(), openapiYAML) {
 		t.Errorf("GET /api/v1/openapi.yaml = %d %q, %d bytes; want 200 application/yaml with the document", w.Code, w.Header().Get("Content-Type"), w.Body.Len())
 	}
-	// Every route registered under /api/v1 and the operational ones are
-	// documented with their methods. (The routes built elsewhere, such as
-	// /auth, are in the document ahead of the code.)
-	for _, rt := range []struct{ method, path string }{
-		{"GET", "/api/v1/user"}, {"GET", "/api/v1/token"}, {"DELETE", "/api/v1/token"},
-		{"POST", "/api/v1/token/rotate"}, {"GET", "/api/v1/tokens"}, {"POST", "/api/v1/tokens"},
-		{"GET", "/api/v1/tokens/{id}"}, {"DELETE", "/api/v1/tokens/{id}"}, {"POST", "/api/v1/tokens/{id}/rotate"},
-		{"POST", "/api/v1/revoke"}, {"POST", "/api/v1/introspect"}, {"GET", "/api/v1/admin/backup"},
-		{"GET", "/api/v1/openapi.yaml"}, {"GET", "/auth"}, {"GET", "/auth/{scopes}"},
-		{"GET", "/healthz"}, {"GET", "/readyz"}, {"GET", "/metrics"},
-	} {
+	// Every route the router holds under /api/v1, forward auth and the
+	// operational ones are documented with their methods (HEAD is GET's).
+	routes := 0
+	for _, route := range ts.routeList {
+		method, pattern, _ := strings.Cut(route, " ")
+		if method == http.MethodHead || !contractCovers(pattern) && pattern != "/api/v1/openapi.yaml" {
+			continue
+		}
+		routes++
+		rt := struct{ method, path string }{method, regexp.MustCompile(`:(\w+)`).ReplaceAllString(pattern, "{$1}")}
 		item := c.doc.Paths.Value(rt.path)
 		if item == nil || item.GetOperation(rt.method) == nil {
 			t.Errorf("openapi.yaml does not describe %s %s", rt.method, rt.path)
 		}
+	}
+	if routes < 18 {
+		t.Errorf("only %d routes of the router checked against the document; the list is broken", routes)
 	}
 }
 
