@@ -423,7 +423,7 @@ func parseExpiry(s string, now time.Time) (*time.Time, error) {
 		t := now.Add(d)
 		return &t, nil
 	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
+	if t, err := parseRFC3339(s); err == nil {
 		return &t, nil
 	}
 	return nil, fmt.Errorf("%q: want Nd (such as 30d), a duration (such as 720h), an RFC 3339 time, or never", truncate(s, 40))

@@ -218,7 +218,7 @@ func openStoreWith(path string, opts bolt.Options) (*store, error) {
 // list, for thousands of years; token ids stay below 2^53, safe in JSON,
 // until the year 2270.
 var idFloorRates = []struct {
-	bucket  []byte
+	bucket   []byte
 	perMilli uint64
 }{
 	{bucketUsers, 1},
@@ -395,7 +395,9 @@ func getJSON(b *bolt.Bucket, key []byte, v any) error {
 		return errNotFound
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("decode %s/%x: %w", b.Bucket(nil), key, err)
+		// A *bolt.Bucket does not know its name; the record's type tells
+		// which bucket it is.
+		return fmt.Errorf("decode %T %x: %w", v, key, err)
 	}
 	return nil
 }

@@ -7,8 +7,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Forward auth: a reverse proxy (nginx auth_request, Traefik ForwardAuth,
@@ -31,6 +34,10 @@ const (
 // (none for GET /auth), 401 with a Bearer challenge when the token is
 // missing or bad, 403 insufficient_scope when it lacks a scope, and 500 when
 // anything fails on tokend's side, so that the proxy lets nothing through.
+// A :scopes that names an undeclared scope is a mistake in the proxy's
+// configuration, which no token can pass: also a 500, since it is the
+// operator's to fix, not the client's (and nginx turns any status but 401
+// and 403 into a 500 of its own anyway).
 //
 // The required scopes come only from the path, which the proxy's
 // configuration sets, never from the query string or a header, which a
@@ -40,7 +47,8 @@ func (s *server) handleForwardAuth(w http.ResponseWriter, r *http.Request, ps ht
 	h.Set("Cache-Control", "no-store")
 	required := ps.ByName("scopes")
 	if err := s.checkRequiredScopes(required); err != nil {
-		s.internalError(w, r, err)
+		s.misconfigured.note(r, err)
+		writeProblem(w, http.StatusInternalServerError, "this route's access check is misconfigured; tell the operator")
 		return
 	}
 	c, err := s.authenticate(r)
@@ -83,6 +91,70 @@ func asProxyRefusal(err error) error {
 		return &e
 	}
 	return err
+}
+
+// misconfiguredRoutes counts and logs forward-auth requests for routes no
+// token can pass. Anyone who can reach tokend can make such requests, so
+// the log is bounded: each distinct route is logged once per interval, at
+// most maxLogged of them per interval, and the requests left unlogged are
+// summed up in one line when the next interval begins. Every request is
+// counted in tokend_forward_auth_misconfigured_total.
+type misconfiguredRoutes struct {
+	count     prometheus.Counter
+	log       *slog.Logger
+	now       func() time.Time
+	interval  time.Duration
+	maxLogged int
+
+	mu       sync.Mutex
+	start    time.Time           // of the current interval
+	logged   map[string]struct{} // routes logged in it; at most maxLogged
+	unlogged int                 // requests in it not logged
+}
+
+func newMisconfiguredRoutes(reg prometheus.Registerer, log *slog.Logger, now func() time.Time) *misconfiguredRoutes {
+	m := &misconfiguredRoutes{
+		count: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokend_forward_auth_misconfigured_total",
+			Help: "Forward-auth requests refused because the route asks for a scope that is not declared.",
+		}),
+		log: log, now: now, interval: time.Minute, maxLogged: 20,
+		logged: map[string]struct{}{},
+	}
+	reg.MustRegister(m.count)
+	return m
+}
+
+// note counts r, refused for err, and logs it unless its route was logged
+// in this interval or the interval's lines are used up.
+func (m *misconfiguredRoutes) note(r *http.Request, err error) {
+	m.count.Inc()
+	route := redactPath(r.URL.Path)
+	now := m.now()
+	m.mu.Lock()
+	var unlogged int
+	if !now.Before(m.start.Add(m.interval)) || now.Before(m.start) {
+		unlogged = m.unlogged
+		m.start, m.unlogged = now, 0
+		clear(m.logged)
+	}
+	_, seen := m.logged[route]
+	full := !seen && len(m.logged) >= m.maxLogged
+	switch {
+	case full:
+		m.unlogged++
+	case !seen:
+		m.logged[route] = struct{}{}
+	}
+	m.mu.Unlock()
+
+	if unlogged > 0 {
+		m.log.Error("forward auth: more requests for misconfigured routes were not logged", "requests", unlogged, "interval", m.interval)
+	}
+	if !seen && !full {
+		m.log.Error("forward auth route is misconfigured", "path", route, "err", redactTokens(err.Error()),
+			"note", "logged once per route per interval; see tokend_forward_auth_misconfigured_total")
+	}
 }
 
 // checkRequiredScopes checks the :scopes of GET /auth/:scopes: declared
@@ -132,7 +204,8 @@ func lackingScopes(held []string, required string) error {
 
 // logForwardAuth logs a forward-auth decision with what the proxy says of
 // the original request: its method, its path (never its query, which may
-// carry secrets) and its client. Never a token, a cookie or another header.
+// carry secrets) and its client, each with tokens redacted. Never a token,
+// a cookie or another header.
 func (s *server) logForwardAuth(r *http.Request, c *caller, err error) {
 	if err == nil && !s.log.Enabled(r.Context(), slog.LevelDebug) {
 		return // the hot path: an allowed request, logged only at debug
@@ -141,12 +214,12 @@ func (s *server) logForwardAuth(r *http.Request, c *caller, err error) {
 	if uri == "" {
 		uri = r.Header.Get("X-Original-URI")
 	}
-	path, _, _ := strings.Cut(uri, "?")
-	path, _, _ = strings.Cut(path, "#")
+	// Every value comes from the client through the proxy: a token pasted
+	// into any of them must not reach the log.
 	attrs := []any{
-		"forwarded_method", truncate(r.Header.Get("X-Forwarded-Method"), 20),
-		"forwarded_path", truncate(path, 200),
-		"forwarded_for", truncate(r.Header.Get("X-Forwarded-For"), 100),
+		"forwarded_method", truncate(redactTokens(r.Header.Get("X-Forwarded-Method")), 20),
+		"forwarded_path", redactPath(uri),
+		"forwarded_for", truncate(redactTokens(r.Header.Get("X-Forwarded-For")), 100),
 	}
 	var ae *authError
 	switch {

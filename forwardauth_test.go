@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -486,4 +487,129 @@ func TestForwardAuthLogs(t *testing.T) {
 			t.Errorf("the log lacks %q:\n%s", want, logs)
 		}
 	}
+}
+
+// TestForwardAuthLogsNoForwardedToken sends a real token in every header a
+// proxy forwards, and in the path and query of the request itself, on
+// allowed and refused requests of every kind, with the log at debug level,
+// and finds it nowhere in the log.
+func TestForwardAuthLogsNoForwardedToken(t *testing.T) {
+	ts := newTestServer(t)
+	ts.declareScopes(treasureScopes...)
+	u := ts.addUser("alice", false)
+	_, secret := ts.addToken(u, "cli", []string{"treasure:create"}, 0)
+	_, leaked := ts.addToken(u, "leaked", nil, 0) // a live token of the real format
+	encoded := strings.Replace(leaked, "_", "%5F", 1)
+	forwarded := map[string]string{
+		"X-Original-URI":     "/app/" + leaked + "?access_token=" + leaked,
+		"X-Original-URL":     "https://app.example/" + leaked,
+		"X-Forwarded-Uri":    "/app/" + leaked + "/" + encoded + "?token=" + leaked + "#" + leaked,
+		"X-Forwarded-Prefix": "/" + leaked,
+		"X-Forwarded-Host":   leaked + ".example",
+		"X-Forwarded-Method": leaked,
+		"X-Forwarded-For":    leaked + ", 198.51.100.23",
+		"X-Forwarded-Proto":  leaked,
+		"X-Real-Ip":          leaked,
+		"Forwarded":          "for=" + leaked,
+		"X-Rewrite-Url":      "/" + leaked,
+		"Referer":            "https://app.example/" + leaked + "?t=" + leaked,
+		"User-Agent":         leaked,
+		"Cookie":             "session=" + leaked,
+	}
+	for _, tt := range []struct {
+		path  string
+		token string
+		want  int
+	}{
+		{"/auth", secret, 204},                            // allowed
+		{"/auth/treasure:create", secret, 204},            // allowed, with a scope
+		{"/auth/treasure:edit", secret, 403},              // lacking the scope
+		{"/auth", "", 401},                                // no token
+		{"/auth", flipChar(secret, 12), 401},              // a bad token
+		{"/auth?token=" + leaked, secret, 204},            // a token in the query
+		{"/auth/" + leaked, secret, 500},                  // a token as the route's scope
+		{"/auth/treasure:create," + encoded, secret, 500}, // encoded
+		{"/auth/" + leaked + "?access_token=" + leaked, secret, 500},
+	} {
+		for _, uriHeader := range []string{"X-Forwarded-Uri", "X-Original-URI"} {
+			h := maps.Clone(forwarded)
+			if uriHeader == "X-Original-URI" {
+				delete(h, "X-Forwarded-Uri") // so that the other one is read
+			}
+			req := request{method: "GET", path: tt.path, token: tt.token, header: h}
+			if w := ts.do(req); w.Code != tt.want {
+				t.Errorf("%s = %d; want %d", label(req), w.Code, tt.want)
+			}
+		}
+	}
+	logs := ts.logs.String()
+	for _, part := range []string{leaked, leaked[len(defaultTokenPrefix):][:12], leaked[len(leaked)-12:], secret[len(defaultTokenPrefix):][:12]} {
+		if strings.Contains(logs, part) {
+			t.Errorf("the log holds %q of a token:\n%s", part, logs)
+		}
+	}
+	for _, want := range []string{"forward auth allowed", "forward auth refused", "forward auth route is misconfigured", "forwarded_path=/app/tkd_[redacted]/tkd_[redacted] "} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log lacks %q, so the test proves nothing:\n%s", want, logs)
+		}
+	}
+}
+
+// TestForwardAuthMisconfiguredRoutesBounded sends 1,000 anonymous requests
+// for distinct undeclared scopes: each is refused with a 500 that names
+// nothing internal and counted, but the log holds a bounded number of
+// lines, and memory a bounded number of routes.
+func TestForwardAuthMisconfiguredRoutesBounded(t *testing.T) {
+	ts := newTestServer(t)
+	// Straight to the handler: the route is refused before credentials
+	// are looked at, which the document's rule that a request without a
+	// token gets a 4xx does not foresee.
+	get := func(path string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		ts.handler.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		return w
+	}
+	before := ts.snapshot()
+	const n = 1000
+	for i := range n {
+		path := "/auth/undeclared:" + strconv.Itoa(i)
+		w := get(path)
+		p := checkProblem(t, "GET "+path, w, http.StatusInternalServerError)
+		checkNoAuthHeaders(t, "GET "+path, w)
+		for _, internal := range []string{"undeclared", "scope", "declare", "-scope", "flag", strconv.Itoa(i)} {
+			if strings.Contains(p.Detail, internal) {
+				t.Fatalf("GET %s: the answer %q names %q", path, p.Detail, internal)
+			}
+		}
+		if w.Header().Get("Cache-Control") != "no-store" {
+			t.Errorf("GET %s: Cache-Control %q; want no-store", path, w.Header().Get("Cache-Control"))
+		}
+	}
+	// The same route again within the interval adds no line.
+	get("/auth/undeclared:0")
+	logs := ts.logs.String()
+	lines := strings.Count(logs, "forward auth route is misconfigured")
+	if lines != ts.misconfigured.maxLogged {
+		t.Errorf("%d requests for undeclared scopes logged %d lines; want %d", n+1, lines, ts.misconfigured.maxLogged)
+	}
+	if strings.Contains(logs, "internal error") {
+		t.Errorf("a misconfigured route is logged as an internal error:\n%s", logs)
+	}
+	if got := len(ts.misconfigured.logged); got > ts.misconfigured.maxLogged {
+		t.Errorf("%d routes remembered; want at most %d", got, ts.misconfigured.maxLogged)
+	}
+	if got := sample(scrapeRegistry(t, ts), "tokend_forward_auth_misconfigured_total", nil); got != n+1 {
+		t.Errorf("tokend_forward_auth_misconfigured_total = %v; want %d", got, n+1)
+	}
+	// The next interval sums up the requests left unlogged and logs anew.
+	ts.clock.Add(time.Minute)
+	get("/auth/undeclared:0")
+	logs = ts.logs.String()[len(logs):]
+	if want := "requests=" + strconv.Itoa(n-ts.misconfigured.maxLogged); !strings.Contains(logs, "were not logged") || !strings.Contains(logs, want) {
+		t.Errorf("after a minute the log does not sum up the unlogged requests (%s):\n%s", want, logs)
+	}
+	if !strings.Contains(logs, `path=/auth/undeclared:0 `) {
+		t.Errorf("after a minute a route is not logged again:\n%s", logs)
+	}
+	assertUnchanged(t, "requests for undeclared scopes", before, ts.snapshot())
 }

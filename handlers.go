@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -41,6 +42,12 @@ type server struct {
 	setup     *setupCode
 	cop       *http.CrossOriginProtection // guards every form and session POST
 	metrics   *metrics
+	static    staticFiles // served under /static/
+	// misconfigured counts and logs forward auth for undeclared scopes.
+	misconfigured *misconfiguredRoutes
+	// routeList is "METHOD /pattern" of every route, as routes()
+	// registered them.
+	routeList []string
 }
 
 // newServer returns a server over st configured by cfg.
@@ -78,6 +85,10 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 		return nil, err
 	}
 	s.metrics = newMetrics(st, log)
+	s.misconfigured = newMisconfiguredRoutes(s.metrics.registry, log, now)
+	if s.static, err = newStaticFiles(staticFS); err != nil {
+		return nil, fmt.Errorf("read static files: %w", err)
+	}
 	return s, nil
 }
 
@@ -87,7 +98,7 @@ func (s *server) routes() http.Handler {
 	r.GET("/healthz", s.handleHealthz)
 	r.GET("/readyz", s.handleReadyz)
 	r.GET("/metrics", s.handleMetrics)
-	r.ServeFiles("/static/*filepath", http.FS(staticFS))
+	r.GET("/static/*filepath", s.static.handle(r.notFound))
 
 	// Pages (pages.go, admin.go, setup.go). Every POST goes through form:
 	// cross-origin protection and a bounded body.
@@ -143,7 +154,8 @@ func (s *server) routes() http.Handler {
 	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
 		s.internalError(w, r, fmt.Errorf("panic: %v", v))
 	}
-	return s.instrument(r)
+	s.routeList = r.routes()
+	return s.instrument(s.secureHeaders(r))
 }
 
 // ---- authentication ----
@@ -163,9 +175,12 @@ type authError struct {
 	code   string // "" when no credentials were sent
 	detail string
 	scope  string // with insufficient_scope: what was needed
+	cause  error  // why, for errors.Is: errTokenExpired for an expired token
 }
 
 func (e *authError) Error() string { return e.detail }
+
+func (e *authError) Unwrap() error { return e.cause }
 
 var errNoCredentials = &authError{status: http.StatusUnauthorized, detail: "this endpoint needs a token: send Authorization: Bearer <token>"}
 
@@ -277,7 +292,9 @@ func (s *server) verifyToken(token string) (*caller, error) {
 	}
 	now := s.now()
 	if t.expired(now) {
-		return nil, invalidToken("the token expired at " + t.ExpiresAt.UTC().Format(time.RFC3339))
+		e := invalidToken("the token expired at " + t.ExpiresAt.UTC().Format(time.RFC3339))
+		e.cause = errTokenExpired
+		return nil, e
 	}
 	return &caller{user: u, token: t, scopes: effectiveScopes(t.Scopes, u), at: now}, nil
 }
@@ -531,12 +548,25 @@ func (o *optionalTime) UnmarshalJSON(b []byte) error {
 		o.time = nil
 		return nil
 	}
-	var t time.Time
-	if err := t.UnmarshalJSON(b); err != nil {
+	var text string
+	t, err := time.Time{}, json.Unmarshal(b, &text)
+	if err == nil {
+		t, err = parseRFC3339(text)
+	}
+	if err != nil {
 		return clientError(http.StatusBadRequest, "expires_at must be an RFC 3339 time such as 2030-01-31T12:00:00Z, or null for a token that never expires")
 	}
 	o.time = &t
 	return nil
+}
+
+// parseRFC3339 parses an RFC 3339 date-time, such as 2030-01-31T12:00:00Z.
+// RFC 3339 §5.6 allows a lower-case "t" and "z", which Go's parser refuses,
+// so they are raised first: no other letter can be in a valid time.
+func parseRFC3339(s string) (time.Time, error) {
+	var t time.Time
+	err := t.UnmarshalText([]byte(strings.ToUpper(s)))
+	return t, err
 }
 
 type createTokenRequest struct {

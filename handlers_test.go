@@ -1163,6 +1163,38 @@ func TestScopeEscalation(t *testing.T) {
 
 // TestCreateTokenBadInput checks that every malformed or refused request
 // body says what is wrong and writes nothing.
+// TestExpiresAtTakesRFC3339 checks that expires_at takes every form of
+// date-time RFC 3339 allows, lower-case "t" and "z" included (§5.6), and
+// stores the instant it names; anything else is 400 and stores nothing.
+func TestExpiresAtTakesRFC3339(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	_, rw := ts.addToken(alice, "rw", scopesReadWrite, 0)
+	want := time.Date(2030, 1, 31, 12, 0, 0, 0, time.UTC)
+	for _, in := range []string{
+		"2030-01-31T12:00:00Z", "2030-01-31t12:00:00z", "2030-01-31t12:00:00Z", "2030-01-31T12:00:00z",
+		"2030-01-31t13:00:00+01:00", "2030-01-31t11:30:00-00:30", "2030-01-31t12:00:00.000z",
+	} {
+		w := ts.do(request{method: "POST", path: "/api/v1/tokens", token: rw, body: `{"name":"ci","scopes":[],"expires_at":"` + in + `"}`})
+		if w.Code != http.StatusCreated {
+			t.Errorf("POST /api/v1/tokens with expires_at %q = %d; want 201; body: %s", in, w.Code, w.Body)
+			continue
+		}
+		got := decodeToken(t, "POST /api/v1/tokens", w, true)
+		stored, err := ts.store.TokenByID(got.ID, alice.ID)
+		if err != nil || stored.ExpiresAt == nil || !stored.ExpiresAt.Equal(want) {
+			t.Errorf("expires_at %q: the store holds %v (%v); want %v", in, stored.ExpiresAt, err, want)
+		}
+	}
+	before := ts.snapshot()
+	for _, in := range []string{"2030-01-31x12:00:00z", "2030-01-31 12:00:00Z", "2030-1-31T12:00:00Z", "2030-01-31T12:00:00", "2030-01-31", "2030-01-31T12:00:00ZZ", "2030-01-31T12:00:00Ｚ"} {
+		w := ts.do(request{method: "POST", path: "/api/v1/tokens", token: rw, body: `{"name":"ci","scopes":[],"expires_at":"` + in + `"}`})
+		p := checkProblem(t, "POST /api/v1/tokens with expires_at "+in, w, http.StatusBadRequest)
+		checkDetail(t, "expires_at "+in, p, "RFC 3339")
+	}
+	assertUnchanged(t, "bad expires_at", before, ts.snapshot())
+}
+
 func TestCreateTokenBadInput(t *testing.T) {
 	now := newFakeClock().Now()
 	manyScopes := make([]string, 65)

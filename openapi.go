@@ -16,8 +16,6 @@ var openapiYAML []byte
 
 // handleOpenAPI serves the API description.
 func (s *server) handleOpenAPI(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	h := w.Header()
-	h.Set("Content-Type", "application/yaml")
-	h.Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Type", "application/yaml")
 	w.Write(openapiYAML)
 }

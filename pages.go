@@ -39,22 +39,13 @@ type page struct {
 	Data     any
 }
 
-// setPageHeaders sets the headers every HTML answer carries: a strict
-// content security policy (scripts and styles only from /static, no
-// framing), no sniffing, no referrer, no caching of pages that show
-// tokens and sessions, and HSTS over HTTPS.
+// setPageHeaders sets the headers every HTML answer carries besides the
+// security headers of every answer (secureHeaders): its type, and no
+// caching of pages that show tokens and sessions.
 func (s *server) setPageHeaders(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "+
-		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
-	if s.isHTTPS(r) {
-		h.Set("Strict-Transport-Security", "max-age=31536000")
-	}
 }
 
 // renderPage fills in what the layout needs from sess (nil when signed
@@ -95,7 +86,7 @@ func (s *server) pageError(w http.ResponseWriter, r *http.Request, sess *session
 	case errors.Is(err, errNotFound):
 		s.renderMessage(w, r, sess, http.StatusNotFound, "Not found", "There is nothing here, or it is not yours.")
 	default:
-		s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.log.Error("internal error", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
 		s.renderMessage(w, r, sess, http.StatusInternalServerError, "Something went wrong",
 			"The server failed to handle this request; its log says more. Nothing you did caused it.")
 	}
@@ -194,7 +185,7 @@ func (s *server) signedIn(h pageHandler) httprouter.Handle {
 func (s *server) form(h httprouter.Handle) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		if err := s.cop.Check(r); err != nil {
-			s.log.Info("cross-origin form refused", "path", r.URL.Path, "remote", s.clientAddr(r))
+			s.log.Info("cross-origin form refused", "path", redactPath(r.URL.Path), "remote", s.clientAddr(r))
 			s.renderMessage(w, r, nil, http.StatusForbidden, "Request refused",
 				"This form was sent from another site, so tokend ignored it. Open tokend's own page and try again there.")
 			return
@@ -343,6 +334,11 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request, _ httprout
 		s.pageError(w, r, nil, err)
 		return
 	}
+	// Not "cookies": browsers apply it to the whole registrable domain,
+	// which would sign people out of the apps beside tokend too, and after
+	// this answer's own cookies, which would lose the notice below. The
+	// session cookie is deleted by name above.
+	w.Header().Set("Clear-Site-Data", `"cache", "storage"`)
 	s.setFlash(w, r, "You are signed out.")
 	seeOther(w, r, "/login")
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/url"
 	"regexp"
 	"strings"
 )
@@ -21,6 +22,22 @@ func redactTokens(s string) string {
 		prefix, _, _ := strings.Cut(t, "_")
 		return prefix + "_[redacted]"
 	})
+}
+
+// redactPath returns target — a request's path, a request target with
+// its query, or a whole URL as a proxy forwards it — as it may be logged:
+// percent-decoded, without its query and fragment (which may carry
+// secrets of any kind), with whatever looks like a token redacted, and at
+// most 200 bytes. Every log line that holds a path or URL goes through it.
+func redactPath(target string) string {
+	path, _, _ := strings.Cut(target, "?")
+	path, _, _ = strings.Cut(path, "#")
+	if p, err := url.PathUnescape(path); err == nil {
+		path = p // so that an encoded underscore hides no token
+	}
+	// Redact before truncating: a cut could leave too little of a token
+	// to be recognised.
+	return truncate(redactTokens(path), 200)
 }
 
 // signInName is how a failed sign-in names its user in the log: the stored

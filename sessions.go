@@ -556,7 +556,8 @@ func (s *server) endSession(w http.ResponseWriter, r *http.Request, sess *sessio
 
 // setCookie sets cookie name (with the __Host- prefix over HTTPS) to value
 // for maxAge; a negative maxAge deletes it. Every cookie of tokend is
-// HttpOnly, SameSite=Lax and Path=/, and Secure over HTTPS.
+// HttpOnly, SameSite=Lax and Path=/, and Secure over HTTPS, and its answer
+// is never cached.
 func (s *server) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
 	secure := s.isHTTPS(r)
 	if secure {
@@ -576,6 +577,8 @@ func (s *server) setCookie(w http.ResponseWriter, r *http.Request, name, value s
 		c.MaxAge = int(maxAge / time.Second)
 	}
 	http.SetCookie(w, c)
+	// No cache may keep an answer that sets a cookie, nor replay it.
+	w.Header().Set("Cache-Control", "no-store")
 }
 
 // cookieValue returns the value of cookie name as setCookie named it for r.
