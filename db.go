@@ -366,6 +366,22 @@ func (s *store) FileSize() (int64, error) {
 	return fi.Size(), nil
 }
 
+// UsedBytes returns how much of the database file holds data: the pages
+// up to its high-water mark less the free ones (freed pages that a reader
+// may still see count as free, since a write can use them once it is
+// done). Writes fail at -max-db-size when this nears the cap, which the
+// file's size alone does not tell: the file keeps its size as data goes.
+func (s *store) UsedBytes() (int64, error) {
+	var size int64
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	return max(0, size-int64(s.db.Stats().FreeAlloc)), nil
+}
+
 // Ping runs a read transaction that reads the schema version, so that it
 // fails when the database cannot answer (closed, or its file unreadable).
 func (s *store) Ping() error {

@@ -80,41 +80,55 @@ func (s *server) renderMessage(w http.ResponseWriter, r *http.Request, sess *ses
 	s.renderPage(w, r, sess, status, "message.html", &page{Title: heading, Data: messagePage{heading, text}})
 }
 
-// pageError answers a page request that failed with err: the status and
-// text of an httpError, 404 for errNotFound, and otherwise a 500 whose
-// cause goes to the log only.
+// pageError answers a page request that failed with err, with the status
+// classifyError gives it (the one mapping the API uses too) and a page that
+// says what it means. The cause of a 500 goes to the log only.
 func (s *server) pageError(w http.ResponseWriter, r *http.Request, sess *session, err error) {
-	var he *httpError
+	a := s.classifyError(err)
+	if a.retryAfter != "" {
+		w.Header().Set("Retry-After", a.retryAfter)
+	}
 	var te *throttledError
 	switch {
 	case errors.As(err, &te):
-		w.Header().Set("Retry-After", te.retryAfter())
-		s.renderMessage(w, r, sess, http.StatusTooManyRequests, "Too many attempts", throttledText(te))
-	case errors.As(err, &he):
-		s.renderMessage(w, r, sess, he.status, http.StatusText(he.status), sentence(he.detail))
-	case errors.Is(err, errNotFound):
-		s.renderMessage(w, r, sess, http.StatusNotFound, "Not found", "There is nothing here, or it is not yours.")
-	default:
-		s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
-		s.renderMessage(w, r, sess, http.StatusInternalServerError, "Something went wrong",
+		s.renderMessage(w, r, sess, a.status, "Too many attempts", throttledText(te))
+	case a.status == http.StatusNotFound:
+		s.renderMessage(w, r, sess, a.status, "Not found", "There is nothing here, or it is not yours.")
+	case a.status == http.StatusServiceUnavailable:
+		s.renderMessage(w, r, sess, a.status, "Busy", busyText)
+	case a.status == http.StatusInsufficientStorage:
+		s.log.Error("storage full", "method", r.Method, "path", redactTokens(r.URL.Path), "err", err)
+		s.renderMessage(w, r, sess, a.status, "Storage full",
+			"The server's storage is full, so nothing was changed. Pages that only show things still work. Tell the operator.")
+	case a.status == http.StatusInternalServerError:
+		s.log.Error("internal error", "method", r.Method, "path", redactTokens(r.URL.Path), "err", err)
+		s.renderMessage(w, r, sess, a.status, "Something went wrong",
 			"The server failed to handle this request; its log says more. Nothing you did caused it.")
+	default:
+		s.renderMessage(w, r, sess, a.status, http.StatusText(a.status), sentence(a.detail))
 	}
 }
 
+// busyText answers a password check refused because too many wait for one.
+const busyText = "tokend is busy with other sign-ins: try again in 1 second."
+
 // formFailed answers a form that failed with err by showing the form
-// again through show, with the message and status err stands for; an
-// error that is not the client's goes to pageError.
+// again through show, with the message and the status classifyError gives
+// err, when the person can do something about it; any other error goes to
+// pageError.
 func (s *server) formFailed(w http.ResponseWriter, r *http.Request, sess *session, err error, show func(status int, msg string)) {
+	a := s.classifyError(err)
 	var he *httpError
 	var te *throttledError
 	switch {
 	case errors.As(err, &te):
-		w.Header().Set("Retry-After", te.retryAfter())
-		show(http.StatusTooManyRequests, throttledText(te))
-	case errors.As(err, &he):
-		show(he.status, sentence(he.detail))
-	case errors.Is(err, errTooManyTokens):
-		show(http.StatusConflict, fmt.Sprintf("You already hold %d tokens, the most allowed. Revoke some first.", s.cfg.MaxTokensPerUser))
+		w.Header().Set("Retry-After", a.retryAfter)
+		show(a.status, throttledText(te))
+	case errors.Is(err, errHashBusy):
+		w.Header().Set("Retry-After", a.retryAfter)
+		show(a.status, busyText)
+	case errors.As(err, &he), errors.Is(err, errTooManyTokens):
+		show(a.status, sentence(a.detail))
 	default:
 		s.pageError(w, r, sess, err)
 	}
@@ -339,9 +353,21 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request, _ httprout
 	if err == nil {
 		err = s.endSession(w, r, sess)
 	}
+	if isStorageFull(err) {
+		// The cookie is gone, so this browser is signed out; the record
+		// stays until it expires, since deleting needs room the disk lacks.
+		s.log.Warn("sign out: session kept on record", "user_id", sess.user.ID, "err", err)
+		s.setFlash(w, r, "You are signed out of this browser. The server's storage is full, so the session stays on record until it expires: tell the operator.")
+		seeOther(w, r, "/login")
+		return
+	}
 	if err != nil {
+		s.setCookie(w, r, sessionCookieName, "", -1)
 		s.pageError(w, r, nil, err)
 		return
+	}
+	if sess != nil {
+		s.forms.forget(sess.hash)
 	}
 	s.setFlash(w, r, "You are signed out.")
 	seeOther(w, r, "/login")
@@ -464,6 +490,7 @@ type tokensPage struct {
 	MaxDate  string // the latest
 	Limit    int
 	Pattern  string // what tokens look like, for secret scanners
+	FormKey  string // makes one submission of the form make one token
 }
 
 // showTokenPage renders the token page of sess with form filled in.
@@ -481,6 +508,7 @@ func (s *server) showTokenPage(w http.ResponseWriter, r *http.Request, sess *ses
 		MaxDate:  now.AddDate(maxTokenYears, 0, -1).Format(time.DateOnly),
 		Limit:    s.cfg.MaxTokensPerUser,
 		Pattern:  s.format.pattern(),
+		FormKey:  newFormKey(),
 	}
 	for _, t := range tokens {
 		data.Tokens = append(data.Tokens, s.tokenView(t))
@@ -544,12 +572,12 @@ type secretPage struct {
 }
 
 // showSecret renders the page that shows a new token's secret, this once.
-// It is the answer to the POST itself: the secret is never in a URL, a
-// redirect or a cache.
-func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *session, t tokenRecord, secret string, rotated bool) {
+// It answers GET /secret, where the form that made the token redirected:
+// the secret is never in a URL, and a reload finds it gone.
+func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *session, n *newSecret) {
 	w.Header().Set("Cache-Control", "no-store")
 	title := "Your new token"
-	if rotated {
+	if n.rotated {
 		title = "Your rotated token"
 	}
 	scheme := "http"
@@ -557,7 +585,44 @@ func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *sessio
 		scheme = "https"
 	}
 	s.renderPage(w, r, sess, http.StatusOK, "secret.html", &page{Title: title, Nav: "tokens",
-		Data: secretPage{Token: s.tokenView(t), Secret: secret, Rotated: rotated, UserURL: scheme + "://" + r.Host + "/api/v1/user"}})
+		Data: secretPage{Token: s.tokenView(n.token), Secret: n.secret, Rotated: n.rotated, UserURL: scheme + "://" + r.Host + "/api/v1/user"}})
+}
+
+// handleSecretPage shows the secret the session's last token form made,
+// once: a second look finds nothing.
+func (s *server) handleSecretPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
+	n := s.forms.take(sess.hash, s.now())
+	if n == nil {
+		s.renderMessage(w, r, sess, http.StatusGone, "Already shown",
+			"A new token's secret is shown only once, and this one has been. If you did not copy it, rotate the token to get a new secret.")
+		return
+	}
+	s.showSecret(w, r, sess, n)
+}
+
+// errFormKey answers a token form without a valid form key.
+var errFormKey = clientError(http.StatusBadRequest, "This form is out of date: reload the page and send it again")
+
+// formKey returns the form key of a token form, or errFormKey.
+func formKey(r *http.Request) (string, error) {
+	k := r.PostForm.Get("form_key")
+	if !validFormKey(k) {
+		return "", errFormKey
+	}
+	return k, nil
+}
+
+// formSentAgain answers a token form whose key already made its token:
+// to the secret if it still waits to be shown (two clicks on one
+// button), else to the token page, with nothing new made.
+func (s *server) formSentAgain(w http.ResponseWriter, r *http.Request, sess *session, key string) {
+	s.log.Info("token form sent again", "user_id", sess.user.ID, "path", r.URL.Path)
+	if s.forms.waiting(sess.hash, key, s.now()) {
+		seeOther(w, r, "/secret")
+		return
+	}
+	s.setFlash(w, r, "That form was sent before and made its token then; nothing new was made.")
+	seeOther(w, r, "/")
 }
 
 func (s *server) handleCreateTokenPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
@@ -568,27 +633,35 @@ func (s *server) handleCreateTokenPage(w http.ResponseWriter, r *http.Request, _
 		Date:   r.PostForm.Get("expiry_date"),
 	}
 	show := func(status int, msg string) { s.showTokenPage(w, r, sess, status, form, msg) }
-	if err := s.checkSudo(r, sess); err != nil {
-		s.formFailed(w, r, sess, err, show)
-		return
-	}
-	now := s.now()
-	expires, err := formExpiry(form.Expiry, form.Date, now)
+	key, err := formKey(r)
 	if err != nil {
 		s.formFailed(w, r, sess, err, show)
 		return
 	}
-	spec, err := checkTokenSpec(s.scopes, form.Name, form.Scopes, expires, sess.user, now)
-	if err != nil {
+	ran, err := s.forms.once(sess.hash, key, s.now(), func() (newSecret, error) {
+		if err := s.checkSudo(r, sess); err != nil {
+			return newSecret{}, err
+		}
+		now := s.now()
+		expires, err := formExpiry(form.Expiry, form.Date, now)
+		if err != nil {
+			return newSecret{}, err
+		}
+		spec, err := checkTokenSpec(s.scopes, form.Name, form.Scopes, expires, sess.user, now)
+		if err != nil {
+			return newSecret{}, err
+		}
+		t, secret, err := s.createToken(sess.user, spec, now)
+		return newSecret{token: t, secret: secret}, err
+	})
+	switch {
+	case !ran:
+		s.formSentAgain(w, r, sess, key)
+	case err != nil:
 		s.formFailed(w, r, sess, err, show)
-		return
+	default:
+		seeOther(w, r, "/secret")
 	}
-	t, secret, err := s.createToken(sess.user, spec, now)
-	if err != nil {
-		s.formFailed(w, r, sess, err, show)
-		return
-	}
-	s.showSecret(w, r, sess, t, secret, false)
 }
 
 // pageToken returns the token named by the :id parameter if sess's user
@@ -607,6 +680,7 @@ type confirmPage struct {
 	Danger                        bool
 	Sudo                          bool // the action is a sensitive one
 	Token                         tokenView
+	FormKey                       string // for a form that makes a secret
 }
 
 func revokeConfirmation(v tokenView) confirmPage {
@@ -628,6 +702,7 @@ func rotateConfirmation(v tokenView) confirmPage {
 		Button:  "Rotate token",
 		Sudo:    true,
 		Token:   v,
+		FormKey: newFormKey(),
 	}
 }
 
@@ -663,32 +738,46 @@ func (s *server) handleRevokeTokenForm(w http.ResponseWriter, r *http.Request, p
 }
 
 func (s *server) handleRotateTokenForm(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
-	old, err := s.pageToken(ps, sess)
+	// The token is gone once this form has rotated it: a resent form
+	// must find its key used before that counts as not found.
+	old, lookupErr := s.pageToken(ps, sess)
+	show := func(status int, msg string) {
+		s.showConfirm(w, r, sess, status, rotateConfirmation(s.tokenView(old)), msg)
+	}
+	key, err := formKey(r)
 	if err != nil {
-		s.pageError(w, r, sess, err)
+		if lookupErr != nil {
+			err = lookupErr
+		}
+		s.formFailed(w, r, sess, err, show)
 		return
 	}
-	if err := s.checkSudo(r, sess); err != nil {
-		s.formFailed(w, r, sess, err, func(status int, msg string) {
-			s.showConfirm(w, r, sess, status, rotateConfirmation(s.tokenView(old)), msg)
-		})
-		return
+	ran, err := s.forms.once(sess.hash, key, s.now(), func() (newSecret, error) {
+		if lookupErr != nil {
+			return newSecret{}, lookupErr
+		}
+		if err := s.checkSudo(r, sess); err != nil {
+			return newSecret{}, err
+		}
+		secret, err := s.format.generate()
+		if err != nil {
+			return newSecret{}, err
+		}
+		t, err := s.store.RotateToken(old.ID, sess.user.ID, hashToken(secret), tokenHint(secret), s.now())
+		if errors.Is(err, errTokenExpired) {
+			err = clientError(http.StatusConflict, "This token has expired, so it cannot be rotated: create a new one instead")
+		}
+		return newSecret{token: t, secret: secret, rotated: true}, err
+	})
+	switch {
+	case !ran:
+		s.formSentAgain(w, r, sess, key)
+	case err != nil:
+		s.formFailed(w, r, sess, err, show)
+	default:
+		s.log.Info("token rotated", "old_token_id", old.ID, "user_id", sess.user.ID, "by", "page")
+		seeOther(w, r, "/secret")
 	}
-	secret, err := s.format.generate()
-	if err != nil {
-		s.pageError(w, r, sess, err)
-		return
-	}
-	t, err := s.store.RotateToken(old.ID, sess.user.ID, hashToken(secret), tokenHint(secret), s.now())
-	if errors.Is(err, errTokenExpired) {
-		err = clientError(http.StatusConflict, "This token has expired, so it cannot be rotated: create a new one instead")
-	}
-	if err != nil {
-		s.pageError(w, r, sess, err)
-		return
-	}
-	s.log.Info("token rotated", "old_token_id", old.ID, "token_id", t.ID, "user_id", sess.user.ID, "by", "page")
-	s.showSecret(w, r, sess, t, secret, true)
 }
 
 // ---- the account page ----
