@@ -909,6 +909,9 @@ type sessionRecord struct {
 	LastSeenAt time.Time `json:"last_seen_at"` // for the idle lifetime; updated at most once a minute
 	SignedInAt time.Time `json:"signed_in_at"` // when the password was last given, for sudo mode
 	Addr       string    `json:"addr"`         // client address last seen
+
+	// Agent is the browser and system at sign-in, as browserLabel names them.
+	Agent string `json:"agent,omitempty"`
 }
 
 // ---- consistency ----

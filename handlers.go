@@ -137,6 +137,10 @@ func (s *server) routes() http.Handler {
 	r.GET("/api/v1/admin/backup", s.withToken(scopeAdmin, s.handleBackup))
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wantsPage(r) {
+			s.notFoundPage(w, r)
+			return
+		}
 		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(redactTokens(r.URL.Path), 200))
 	})
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -34,6 +36,9 @@ type page struct {
 	User  *userRecord // nil when signed out
 	Flash string      // a notice carried over a redirect
 	Error string      // what went wrong with the form just sent
+	// ErrorAt names the form of the page that Error is about, for the
+	// template to show it there; "" shows it at the top.
+	ErrorAt string
 	// NeedSudo puts a password field into the forms of sensitive actions.
 	NeedSudo bool
 	Data     any
@@ -73,11 +78,17 @@ func (s *server) renderPage(w http.ResponseWriter, r *http.Request, sess *sessio
 // messagePage is the data of message.html.
 type messagePage struct {
 	Heading, Text string
+	Link, Button  string // where to go next
 }
 
-// renderMessage answers with a page that says one thing.
+// renderMessage answers with a page that says one thing, and leads to the
+// token page, or to the sign-in page when sess is nil.
 func (s *server) renderMessage(w http.ResponseWriter, r *http.Request, sess *session, status int, heading, text string) {
-	s.renderPage(w, r, sess, status, "message.html", &page{Title: heading, Data: messagePage{heading, text}})
+	m := messagePage{Heading: heading, Text: text, Link: "/", Button: "Go to your tokens"}
+	if sess == nil {
+		m.Link, m.Button = "/login", "Sign in"
+	}
+	s.renderPage(w, r, sess, status, "message.html", &page{Title: heading, Data: m})
 }
 
 // pageError answers a page request that failed with err, with the status
@@ -171,6 +182,36 @@ func (s *server) takeFlash(w http.ResponseWriter, r *http.Request) string {
 // seeOther redirects after a form, so that reloading does not send it again.
 func seeOther(w http.ResponseWriter, r *http.Request, path string) {
 	http.Redirect(w, r, path, http.StatusSeeOther)
+}
+
+// wantsPage reports whether r comes from a browser reading pages rather
+// than from an API client: it accepts text/html (or XHTML) and asks for
+// nothing under /api/. An Accept of */* alone is an API client's.
+func wantsPage(r *http.Request) bool {
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		return false
+	}
+	for _, v := range strings.Split(strings.Join(r.Header.Values("Accept"), ","), ",") {
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(v))
+		if err != nil || (mt != "text/html" && mt != "application/xhtml+xml") {
+			continue
+		}
+		if q, err := strconv.ParseFloat(cmp.Or(params["q"], "1"), 64); err == nil && q > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// notFoundPage answers a browser that asked for a page that does not
+// exist, in the layout of every page, signed in or not.
+func (s *server) notFoundPage(w http.ResponseWriter, r *http.Request) {
+	sess, err := s.currentSession(r)
+	if err != nil {
+		sess = nil // the page says the same to anybody
+	}
+	s.renderMessage(w, r, sess, http.StatusNotFound, "Page not found",
+		"There is no page at this address. Check it, or start again from the link below.")
 }
 
 // ---- wrappers ----
@@ -413,7 +454,10 @@ func (s *server) tokenView(t tokenRecord) tokenView {
 	if t.ExpiresAt != nil {
 		v.Expires = s.when(*t.ExpiresAt)
 		v.Expired = t.expired(now)
-		v.Soon = !v.Expired && t.ExpiresAt.Sub(now) <= expiryWarningWindow
+		// Soon is the last quarter of its life, and within the week:
+		// a new 7-day token is not flagged, a 90-day one is a week ahead.
+		left := t.ExpiresAt.Sub(now)
+		v.Soon = !v.Expired && left < expiryWarningWindow && left < t.ExpiresAt.Sub(t.CreatedAt)/4
 	}
 	if t.LastUsedAt != nil {
 		v.LastUsed = s.when(*t.LastUsedAt)
@@ -519,7 +563,7 @@ func (s *server) showTokenPage(w http.ResponseWriter, r *http.Request, sess *ses
 		}
 		data.Scopes = append(data.Scopes, scopeChoice{Name: sc.Name, Description: sc.Description, Checked: hasScope(form.Scopes, sc.Name)})
 	}
-	s.renderPage(w, r, sess, status, "tokens.html", &page{Title: "Tokens", Nav: "tokens", Error: errMsg, Data: data})
+	s.renderPage(w, r, sess, status, "tokens.html", &page{Title: "Tokens", Nav: "tokens", Error: errMsg, ErrorAt: "create", Data: data})
 }
 
 func (s *server) handleTokenPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
@@ -788,6 +832,7 @@ type sessionView struct {
 	Created  when
 	LastSeen when
 	Addr     string
+	Agent    string // "Firefox on Linux"
 	Current  bool
 }
 
@@ -815,11 +860,12 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 			Created:  s.when(o.rec.CreatedAt),
 			LastSeen: s.when(o.rec.LastSeenAt),
 			Addr:     o.rec.Addr,
+			Agent:    cmp.Or(o.rec.Agent, "Unknown browser"),
 			Current:  o.hash == sess.hash,
 		})
 	}
 	data.PasswordChanged = s.when(sess.user.PasswordChangedAt)
-	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, Data: data})
+	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, ErrorAt: "password", Data: data})
 }
 
 func (s *server) handleAccountPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {

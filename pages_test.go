@@ -859,3 +859,158 @@ func TestTokenFormSentTwice(t *testing.T) {
 		t.Errorf("the log holds a secret")
 	}
 }
+
+// browserAccept is the Accept header of a browser loading a page.
+const browserAccept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+// TestUnknownPage checks that a browser asking for a page that does not
+// exist gets the layout's 404 page, signed in or not, and that API
+// clients, and anything under /api/, keep problem+json.
+func TestUnknownPage(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	cookie := ts.login("alice")
+
+	w := ts.page(pageReq{method: "GET", path: "/no/such/page", header: map[string]string{"Accept": browserAccept}})
+	body := checkPage(t, "GET /no/such/page from a browser", w, http.StatusNotFound, "Page not found", "Sign in")
+	if !strings.Contains(body, `href="/login"`) || !strings.Contains(body, `<link rel="stylesheet" href="/static/style.css">`) {
+		t.Errorf("the 404 page signed out is not in the layout with a way to sign in:\n%s", body)
+	}
+	w = ts.page(pageReq{method: "GET", path: "/tokns", cookie: cookie, header: map[string]string{"Accept": browserAccept}})
+	body = checkPage(t, "GET /tokns from a signed-in browser", w, http.StatusNotFound, "Page not found", "Go to your tokens")
+	if !strings.Contains(body, `title="Signed in as alice"`) {
+		t.Errorf("the 404 page signed in does not show who is signed in:\n%s", body)
+	}
+	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("the 404 page has CSP %q; want the pages' policy", csp)
+	}
+
+	for _, tt := range []struct{ path, accept string }{
+		{"/no/such/page", ""},
+		{"/no/such/page", "*/*"},
+		{"/no/such/page", "application/json"},
+		{"/no/such/page", "application/problem+json, text/html;q=0"},
+		{"/api/v1/nope", browserAccept},
+		{"/api/v2/tokens", "text/html"},
+	} {
+		what := "GET " + tt.path + " with Accept " + cmp.Or(tt.accept, "(none)")
+		w := ts.page(pageReq{method: "GET", path: tt.path, cookie: cookie, header: map[string]string{"Accept": tt.accept}})
+		if w.Code != http.StatusNotFound || w.Header().Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s = %d %s; want 404 application/problem+json", what, w.Code, w.Header().Get("Content-Type"))
+		}
+	}
+}
+
+// TestPageWording pins small things the pages say.
+func TestPageWording(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", true)
+	ts.addUser("bob", false)
+	cookie := ts.login("alice")
+	soonBadge := `<span class="badge warn">expires soon</span>`
+
+	t.Run("a new token does not expire soon", func(t *testing.T) {
+		week, _ := ts.addToken(alice, "week", nil, 7*24*time.Hour)
+		hour, _ := ts.addToken(alice, "hour", nil, time.Hour)
+		year, _ := ts.addToken(alice, "year", nil, 365*24*time.Hour)
+		soon := func(what string, tok tokenRecord, want bool) {
+			t.Helper()
+			cookie = ts.login("alice") // the clock runs past sessions' lifetimes
+			w := ts.page(pageReq{method: "GET", path: "/", cookie: cookie})
+			body := w.Body.String()
+			i := strings.Index(body, `id="token-`+itoa(tok.ID)+`"`)
+			if i < 0 {
+				t.Fatalf("%s: GET / = %d does not list the token:\n%s", what, w.Code, body)
+			}
+			j := strings.Index(body[i:], "</li>")
+			if got := strings.Contains(body[i:i+j], soonBadge); got != want {
+				t.Errorf("%s: flagged expires soon = %v; want %v", what, got, want)
+			}
+		}
+		soon("a 7-day token just made", week, false)
+		soon("a 1-hour token just made", hour, false)
+		soon("a year's token just made", year, false)
+		ts.clock.Add(50 * time.Minute)
+		soon("a 1-hour token 10 minutes before it expires", hour, true)
+		ts.clock.Add(5*24*time.Hour + 12*time.Hour)
+		soon("a 7-day token a day before it expires", week, true)
+		soon("a year's token with 359 days left", year, false)
+		ts.clock.Add(358 * 24 * time.Hour)
+		soon("a year's token with 6 days left", year, true)
+		for _, tok := range []tokenRecord{week, hour, year} {
+			ts.store.DeleteToken(tok.ID, alice.ID)
+		}
+		cookie = ts.login("alice")
+	})
+
+	t.Run("the empty token list points at nothing above", func(t *testing.T) {
+		w := ts.page(pageReq{method: "GET", path: "/", cookie: cookie})
+		text := pageText(w.Body.String())
+		if !strings.Contains(text, "You have no tokens yet") || strings.Contains(text, "above") {
+			t.Errorf("the empty token page says:\n%s", text)
+		}
+		ts.addToken(alice, "one", nil, 0)
+		checkPage(t, "GET / with a token", ts.page(pageReq{method: "GET", path: "/", cookie: cookie}), 200, "Revoke it above")
+	})
+
+	t.Run("a used setup link leads to the sign-in it asks for", func(t *testing.T) {
+		w := ts.page(pageReq{method: "GET", path: "/setup?code=whatever"})
+		body := checkPage(t, "GET /setup with an admin", w, http.StatusNotFound, "Sign in instead")
+		if !strings.Contains(body, `<a class="button" href="/login">Sign in</a>`) || strings.Contains(body, "Go to your tokens") {
+			t.Errorf("the used setup link's page offers another way on:\n%s", body)
+		}
+	})
+
+	t.Run("sessions show the browser", func(t *testing.T) {
+		w := ts.page(pageReq{method: "POST", path: "/login", form: url.Values{"name": {"alice"}, "password": {"password-of-alice"}},
+			header: map[string]string{"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"}})
+		phone := responseCookie(w, sessionCookieName)
+		if phone == nil {
+			t.Fatalf("POST /login from a phone = %d; no cookie", w.Code)
+		}
+		w = ts.page(pageReq{method: "GET", path: "/account", cookie: phone.Value,
+			header: map[string]string{"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}})
+		checkPage(t, "GET /account", w, 200, "Safari on iOS this browser", "from 192.0.2.7")
+		h, _ := parseSessionSecret(phone.Value)
+		if rec, _, err := ts.store.SessionByHash(h); err != nil || rec.Agent != "Safari on iOS" {
+			t.Errorf("the session record holds agent %q (err %v); want Safari on iOS", rec.Agent, err)
+		}
+	})
+
+	t.Run("a taken name is named as stored", func(t *testing.T) {
+		before := ts.snapshot()
+		w := ts.page(pageReq{method: "POST", path: "/admin/users", cookie: cookie,
+			form: url.Values{"name": {"Bob"}, "password": {"a long password"}, "confirm": {"a long password"}}})
+		checkPage(t, "POST /admin/users Bob", w, http.StatusConflict, "A user called bob already exists")
+		assertUnchanged(t, "adding Bob beside bob", before, ts.snapshot())
+	})
+
+	t.Run("an error shows beside its form", func(t *testing.T) {
+		bob, err := ts.store.UserByName("bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := "/admin/users/" + itoa(bob.ID)
+		for _, tt := range []struct {
+			form, head, msg string
+			values          url.Values
+		}{
+			{"password", "Reset password", "The two new passwords differ", url.Values{"password": {"a long password"}, "confirm": {"another password"}}},
+			{"remove", "Remove user", "Type the user's name", url.Values{"confirm": {"bobby"}}},
+		} {
+			w := ts.page(pageReq{method: "POST", path: base + "/" + tt.form, cookie: cookie, form: tt.values})
+			body := checkPage(t, "POST "+base+"/"+tt.form, w, http.StatusBadRequest, tt.msg)
+			section := body[strings.Index(body, "<h2"):]
+			section = section[strings.Index(section, tt.head):]
+			section = section[:strings.Index(section, "</section>")]
+			if !strings.Contains(section, tt.msg) || strings.Count(body, `class="error"`) != 1 {
+				t.Errorf("POST %s/%s: the error %q is not in the %q form's card, once:\n%s", base, tt.form, tt.msg, tt.head, body)
+			}
+		}
+		w := ts.page(pageReq{method: "POST", path: "/admin/users", cookie: cookie, form: url.Values{"name": {"carol"}, "password": {"short"}, "confirm": {"short"}}})
+		body := checkPage(t, "POST /admin/users with a short password", w, http.StatusBadRequest)
+		if i, j := strings.Index(body, `class="error"`), strings.Index(body, "Add a user"); i < j {
+			t.Errorf("the add-user error comes before the add-user form:\n%s", body)
+		}
+	})
+}

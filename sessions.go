@@ -428,6 +428,7 @@ func (s *server) startSession(w http.ResponseWriter, r *http.Request, u userReco
 		LastSeenAt: now,
 		SignedInAt: now,
 		Addr:       s.clientAddr(r),
+		Agent:      browserLabel(r.UserAgent()),
 	}
 	var replaced *sessionHash
 	if old != nil {
