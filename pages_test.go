@@ -193,7 +193,7 @@ func TestPagesNeedSignIn(t *testing.T) {
 	tok, _ := ts.addToken(alice, "ci", scopesRead, 0)
 	forms := []string{"/tokens", "/tokens/1/revoke", "/tokens/1/rotate", "/account/password", "/account/sessions/end",
 		"/account/sessions/end-others", "/admin/users", "/admin/users/1/password", "/admin/users/1/admin", "/admin/users/1/remove"}
-	pages := []string{"/", "/account", "/admin/users", "/admin/users/1", "/tokens/1/revoke", "/tokens/1/rotate"}
+	pages := []string{"/", "/account", "/admin/users", "/admin/users/1", "/tokens/1/revoke", "/tokens/1/rotate", "/secret"}
 	for _, cookie := range []string{"", "not-a-session", strings.Repeat("A", 43)} {
 		for _, path := range pages {
 			w := ts.page(pageReq{method: "GET", path: path, cookie: cookie})
