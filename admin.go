@@ -194,9 +194,10 @@ func (s *server) showUserPage(w http.ResponseWriter, r *http.Request, sess *sess
 		TokensText: plural(counts[u.ID], "token"), SessionsText: plural(live, "session"),
 		Created: s.when(u.CreatedAt), You: u.ID == sess.user.ID, RevokeTokens: revoke}
 	// The error goes beside the form that was sent, named by the last
-	// part of its path.
+	// part of its path; the top of the page when it is not on the page
+	// (your own has no remove form).
 	at := path.Base(r.URL.Path)
-	if at != "password" && at != "admin" && at != "remove" {
+	if at != "password" && at != "admin" && (at != "remove" || data.You) {
 		at = ""
 	}
 	s.renderPage(w, r, sess, status, "user.html", &page{Title: u.Name, Nav: "users", Error: errMsg, ErrorAt: at, Data: data})
