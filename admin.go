@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 
@@ -103,7 +104,7 @@ func (s *server) showUsersPage(w http.ResponseWriter, r *http.Request, sess *ses
 		data.Users = append(data.Users, userRow{ID: u.ID, Name: u.Name, Admin: u.Admin, Tokens: counts[u.ID],
 			Created: s.when(u.CreatedAt), You: u.ID == sess.user.ID})
 	}
-	s.renderPage(w, r, sess, status, "users.html", &page{Title: "Users", Nav: "users", Error: errMsg, Data: data})
+	s.renderPage(w, r, sess, status, "users.html", &page{Title: "Users", Nav: "users", Error: errMsg, ErrorAt: "add", Data: data})
 }
 
 func (s *server) handleUsersPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
@@ -134,7 +135,12 @@ func (s *server) handleAddUser(w http.ResponseWriter, r *http.Request, _ httprou
 	u := newUser(data.Name, hash, data.Admin, s.now())
 	if err := s.store.CreateUser(&u); err != nil {
 		if errors.Is(err, errNameTaken) {
-			err = clientError(http.StatusConflict, "A user called %s already exists", data.Name)
+			// Names are unique whatever their case: name the one stored.
+			name := data.Name
+			if taken, err := s.store.UserByName(data.Name); err == nil {
+				name = taken.Name
+			}
+			err = clientError(http.StatusConflict, "A user called %s already exists", name)
 		}
 		s.formFailed(w, r, sess, err, show)
 		return
@@ -187,7 +193,14 @@ func (s *server) showUserPage(w http.ResponseWriter, r *http.Request, sess *sess
 	data := userPage{ID: u.ID, Name: u.Name, Admin: u.Admin, Tokens: counts[u.ID],
 		TokensText: plural(counts[u.ID], "token"), SessionsText: plural(live, "session"),
 		Created: s.when(u.CreatedAt), You: u.ID == sess.user.ID, RevokeTokens: revoke}
-	s.renderPage(w, r, sess, status, "user.html", &page{Title: u.Name, Nav: "users", Error: errMsg, Data: data})
+	// The error goes beside the form that was sent, named by the last
+	// part of its path; the top of the page when it is not on the page
+	// (your own has no remove form).
+	at := path.Base(r.URL.Path)
+	if at != "password" && at != "admin" && (at != "remove" || data.You) {
+		at = ""
+	}
+	s.renderPage(w, r, sess, status, "user.html", &page{Title: u.Name, Nav: "users", Error: errMsg, ErrorAt: at, Data: data})
 }
 
 func (s *server) handleUserPage(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {

@@ -47,8 +47,9 @@ func screenshotDir(t *testing.T) string {
 }
 
 // TestBrowser drives a real chromium through a person's first minutes with
-// tokend: first-run setup, sign in, create a token and use it, revoke it,
-// change the password revoking every token, sign out.
+// tokend: first-run setup, sign in, create a token and use it, reload the
+// page that showed it, revoke it, rotate another, change the password
+// revoking every token, sign out. Every page must fit a phone's screen.
 func TestBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
 	shots := screenshotDir(t)
@@ -129,6 +130,33 @@ func TestBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// fitsPhone checks that the page is no wider than a phone's screen,
+	// 390 and 320 CSS pixels wide, and keeps a screenshot of it at each.
+	fitsPhone := func(name string) {
+		t.Helper()
+		for _, width := range []int64{390, 320} {
+			if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, 844)); err != nil {
+				t.Fatal(err)
+			}
+			fit, err := chromedp.Run(ctx, chromedp.Evaluate[[]int64](`[document.documentElement.scrollWidth, innerWidth]`))
+			if err != nil {
+				t.Fatalf("measure %s: %v", name, err)
+			}
+			if fit[0] > fit[1] {
+				t.Errorf("the %s page is %d px wide on a %d px screen; want no wider than the screen", name, fit[0], fit[1])
+			}
+			screenshot(fmt.Sprintf("%s-%d.png", name, width))
+		}
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(1200, 900)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokenCount := func(what string, u userRecord, want int) {
+		t.Helper()
+		if tokens, err := st.TokensByOwner(u.ID); err != nil || len(tokens) != want {
+			t.Fatalf("%s: alice holds %d tokens (err %v); want %d", what, len(tokens), err, want)
+		}
+	}
 	api := func(path, token string) (int, map[string]any) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", hs.URL+path, nil)
@@ -149,6 +177,7 @@ func TestBrowser(t *testing.T) {
 	// First run: the setup link makes the first admin, then sign in.
 	do("open the setup link", "/setup", http.StatusOK, chromedp.Navigate(link))
 	screenshot("setup.png")
+	fitsPhone("setup")
 	do("create the first admin", "/login", http.StatusOK,
 		chromedp.SendKeys(chromedp.CSS("#name"), "alice"),
 		chromedp.SendKeys(chromedp.CSS("#password"), password),
@@ -157,14 +186,20 @@ func TestBrowser(t *testing.T) {
 	)
 	wantText("after setup", ".notice", "Sign in with your new password")
 	screenshot("login.png")
+	fitsPhone("login")
 	do("sign in", "/", http.StatusOK,
 		chromedp.SendKeys(chromedp.CSS("#password"), password),
 		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
 	)
 	wantText("a new account's token page", "main", "You have no tokens yet")
+	fitsPhone("tokens-empty")
+	alice, err := st.UserByName("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Create a token with two scopes and a 7-day expiry.
-	do("create a token", "/tokens", http.StatusOK,
+	do("create a token", "/secret", http.StatusOK,
 		chromedp.SendKeys(chromedp.CSS("#token-name"), "deploy bot"),
 		chromedp.Click(chromedp.CSS(`input[name=scope][value="tokens:read"]`)),
 		chromedp.Click(chromedp.CSS(`input[name=scope][value="tokens:write"]`)),
@@ -182,6 +217,25 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("the copy button is still hidden (err %v): app.js did not run", err)
 	}
 	screenshot("show-once.png")
+	fitsPhone("show-once")
+
+	// Reloading the page that showed the secret makes no other token and
+	// shows the secret no more.
+	tokenCount("after creating one token", alice, 1)
+	do("reload the show-once page", "/secret", http.StatusGone, chromedp.Reload())
+	wantText("the show-once page reloaded", "main", "shown only once")
+	if body := text("main"); strings.Contains(body, secret) {
+		t.Errorf("the reloaded show-once page still shows the secret")
+	}
+	tokenCount("after reloading the show-once page", alice, 1)
+	fitsPhone("already-shown")
+
+	// An address with no page answers with a page.
+	do("open a page that does not exist", "/no-such-page", http.StatusNotFound, chromedp.Navigate(hs.URL+"/no-such-page"))
+	wantText("the 404 page", "main", "Page not found")
+	wantText("the 404 page", ".bar", "Sign out")
+	fitsPhone("not-found")
+	do("back to the token page", "/", http.StatusOK, chromedp.Click(chromedp.CSS(`main a.button[href="/"]`)))
 
 	// The secret works on the API, with the scopes and expiry chosen.
 	if code, body := api("/api/v1/user", secret); code != http.StatusOK || body["name"] != "alice" {
@@ -202,10 +256,6 @@ func TestBrowser(t *testing.T) {
 
 	// Two more tokens, made behind the page's back, so that the list
 	// shows what an older account looks like.
-	alice, err := st.UserByName("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
 	past := time.Now().Add(-3 * 24 * time.Hour)
 	for _, spec := range []tokenSpec{
 		{name: "backup cron", scopes: []string{scopeTokensRead}},
@@ -215,19 +265,13 @@ func TestBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	do("back to the token page", "/", http.StatusOK, chromedp.Click(chromedp.CSS(`a.button[href="/"]`)))
+	do("back to the token page", "/", http.StatusOK, chromedp.Navigate(hs.URL+"/"))
 	wantText("the token list", fmt.Sprintf("#token-%d", id), "in 7 days")
 	wantText("the token list", "ul.tokens", "expired 3 days ago")
 	wantText("the token list", "ul.tokens", "never")
 	screenshot("tokens.png")
+	fitsPhone("tokens")
 	if shots != "" {
-		if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844)); err != nil {
-			t.Fatal(err)
-		}
-		screenshot("tokens-phone.png")
-		if err := chromedp.Do(ctx, chromedp.EmulateViewport(1200, 900)); err != nil {
-			t.Fatal(err)
-		}
 		dark := func(on bool) {
 			t.Helper()
 			p := emulation.SetEmulatedMediaParams{}
@@ -247,6 +291,7 @@ func TestBrowser(t *testing.T) {
 	do("ask to revoke", fmt.Sprintf("/tokens/%d/revoke", id), http.StatusOK,
 		chromedp.Click(chromedp.CSS(fmt.Sprintf(`a[href="/tokens/%d/revoke"]`, id))))
 	screenshot("revoke.png")
+	fitsPhone("revoke")
 	do("revoke", "/", http.StatusOK,
 		chromedp.Click(chromedp.CSS(fmt.Sprintf(`form[action="/tokens/%d/revoke"] button[type=submit]`, id))))
 	wantText("after revoking", ".notice", "Revoked “deploy bot”")
@@ -254,12 +299,20 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("GET /api/v1/user with the revoked token = %d %v; want 401", code, body)
 	}
 
-	if shots != "" {
-		do("open the users page", "/admin/users", http.StatusOK, chromedp.Click(chromedp.CSS(`nav a[href="/admin/users"]`)))
-		screenshot("users.png")
-		do("open a user", "/admin/users/", http.StatusOK, chromedp.Click(chromedp.CSS(`a.button[href^="/admin/users/"]`)))
-		screenshot("user.png")
-	}
+	// Rotate the backup token: the form, sent once, rotates once.
+	do("ask to rotate", "/tokens/", http.StatusOK, chromedp.Click(chromedp.CSS(`.token-actions a[href$="/rotate"]`)))
+	fitsPhone("rotate")
+	do("rotate", "/secret", http.StatusOK, chromedp.Click(chromedp.CSS(`form[action$="/rotate"] button[type=submit]`)))
+	wantText("the rotated token's page", "main", "Token rotated")
+	do("reload the rotated token's page", "/secret", http.StatusGone, chromedp.Reload())
+	tokenCount("after rotating and reloading", alice, 2)
+
+	do("open the users page", "/admin/users", http.StatusOK, chromedp.Click(chromedp.CSS(`nav a[href="/admin/users"]`)))
+	screenshot("users.png")
+	fitsPhone("users")
+	do("open a user", "/admin/users/", http.StatusOK, chromedp.Click(chromedp.CSS(`a.button[href^="/admin/users/"]`)))
+	screenshot("user.png")
+	fitsPhone("user")
 
 	// Change the password, revoking every token.
 	do("open the account page", "/account", http.StatusOK, chromedp.Click(chromedp.CSS(`nav a[href="/account"]`)))
@@ -271,7 +324,9 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`form[action="/account/password"] button[type=submit]`)),
 	)
 	wantText("after the password change", ".notice", "2 tokens revoked")
+	wantText("the account page", ".sessions", "Chrome on Linux")
 	screenshot("account.png")
+	fitsPhone("account")
 	if tokens, err := st.TokensByOwner(alice.ID); err != nil || len(tokens) != 0 {
 		t.Errorf("after the change with revoke, alice holds %d tokens (err %v); want 0", len(tokens), err)
 	}
@@ -286,6 +341,11 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("after signing out alice has %d sessions (err %v); want 0", len(sessions), err)
 	}
 	do("the token page after signing out", "/login", http.StatusOK, chromedp.Navigate(hs.URL+"/"))
+	do("a page that does not exist, signed out", "/nothing", http.StatusNotFound, chromedp.Navigate(hs.URL+"/nothing"))
+	wantText("the 404 page signed out", "main", "Sign in")
+	do("the used setup link", "/setup", http.StatusNotFound, chromedp.Navigate(link))
+	wantText("the used setup link", "main", "Sign in instead")
+	fitsPhone("setup-used")
 
 	t.Logf("browser test took %v", time.Since(start).Round(time.Millisecond))
 }

@@ -524,6 +524,26 @@ func (s *store) FileSize() (int64, error) {
 	return fi.Size(), nil
 }
 
+// UsedBytes returns how much of the database file holds data: the pages
+// up to its high-water mark less the free ones (freed pages that a reader
+// may still see count as free, since a write can use them once it is
+// done). Writes fail at -max-db-size when this nears the cap, which the
+// file's size alone does not tell: the file keeps its size as data goes.
+func (s *store) UsedBytes() (int64, error) {
+	var used int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		used = s.usedBytes(tx)
+		return nil
+	})
+	return used, err
+}
+
+// usedBytes returns the bytes of pages in use as tx sees the file: its
+// pages up to the high-water mark less the free ones.
+func (s *store) usedBytes(tx *bolt.Tx) int64 {
+	return max(0, tx.Size()-int64(s.db.Stats().FreeAlloc))
+}
+
 // Ping runs a read transaction that reads the schema version, so that it
 // fails when the database cannot answer (closed, or its file unreadable).
 func (s *store) Ping() error {
@@ -1052,6 +1072,9 @@ type sessionRecord struct {
 	LastSeenAt time.Time `json:"last_seen_at"` // for the idle lifetime; updated at most once a minute
 	SignedInAt time.Time `json:"signed_in_at"` // when the password was last given, for sudo mode
 	Addr       string    `json:"addr"`         // client address last seen
+
+	// Agent is the browser and system at sign-in, as browserLabel names them.
+	Agent string `json:"agent,omitempty"`
 }
 
 // ---- consistency ----

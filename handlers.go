@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -48,6 +49,10 @@ type server struct {
 	// routeList is "METHOD /pattern" of every route, as routes()
 	// registered them.
 	routeList []string
+	forms     *formOnce // the token forms already answered, and secrets to show once
+	// touchFailing is set while recording sessions' last-seen times fails,
+	// so that a full disk logs one warning, not one per page view.
+	touchFailing atomic.Bool
 }
 
 // newServer returns a server over st configured by cfg.
@@ -77,6 +82,7 @@ func newServer(st *store, cfg config, log *slog.Logger, now func() time.Time) (*
 		throttle:  newSignInThrottle(),
 		setup:     &setupCode{},
 		cop:       http.NewCrossOriginProtection(),
+		forms:     newFormOnce(),
 	}
 	s.hasher.maxWaiting = int64(cfg.HashQueue)
 	// The dummy is hashed with the live parameters so that verifying against
@@ -109,6 +115,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/login", s.form(s.handleLogin))
 	r.POST("/logout", s.form(s.handleLogout))
 	r.POST("/tokens", s.form(s.signedIn(s.handleCreateTokenPage)))
+	r.GET("/secret", s.signedIn(s.handleSecretPage))
 	r.GET("/tokens/:id/revoke", s.signedIn(s.confirmTokenPage(revokeConfirmation)))
 	r.POST("/tokens/:id/revoke", s.form(s.signedIn(s.handleRevokeTokenForm)))
 	r.GET("/tokens/:id/rotate", s.signedIn(s.confirmTokenPage(rotateConfirmation)))
@@ -146,6 +153,10 @@ func (s *server) routes() http.Handler {
 	r.DELETE("/api/v1/users/:id/tokens", s.apiAdmin(s.handleAPIRevokeUserTokens))
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wantsPage(r) {
+			s.notFoundPage(w, r)
+			return
+		}
 		writeProblem(w, http.StatusNotFound, "no such endpoint: "+truncate(redactTokens(r.URL.Path), 200))
 	})
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -121,7 +121,7 @@ func (s *store) roomToCreate(tx *bolt.Tx) error {
 	if s.creationLimit <= 0 {
 		return nil
 	}
-	if used := int(tx.Size()) - s.db.Stats().FreeAlloc; used >= s.creationLimit {
+	if s.usedBytes(tx) >= int64(s.creationLimit) {
 		return errSpaceReserved
 	}
 	return nil

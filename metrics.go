@@ -152,16 +152,19 @@ var (
 	usersDesc  = prometheus.NewDesc("tokend_users", "Users in the database.", nil, nil)
 	tokensDesc = prometheus.NewDesc("tokend_tokens", "Tokens in the database, expired ones not yet purged included.", nil, nil)
 	dbSizeDesc = prometheus.NewDesc("tokend_database_size_bytes", "Size of the database file.", nil, nil)
+	dbUsedDesc = prometheus.NewDesc("tokend_database_used_bytes", "Bytes of the database file that hold data: its size up to the last page in use, less free pages. Writes fail when it nears -max-db-size.", nil, nil)
 )
 
 // storeCollector reads the totals of users and tokens in one read
-// transaction, and the size of the database file, when Prometheus scrapes.
+// transaction, the size of the database file and how much of it holds
+// data, when Prometheus scrapes.
 type storeCollector struct{ st *store }
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- usersDesc
 	ch <- tokensDesc
 	ch <- dbSizeDesc
+	ch <- dbUsedDesc
 }
 
 func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -176,6 +179,11 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(dbSizeDesc, err)
 	} else {
 		ch <- prometheus.MustNewConstMetric(dbSizeDesc, prometheus.GaugeValue, float64(size))
+	}
+	if used, err := c.st.UsedBytes(); err != nil {
+		ch <- prometheus.NewInvalidMetric(dbUsedDesc, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(dbUsedDesc, prometheus.GaugeValue, float64(used))
 	}
 }
 

@@ -407,3 +407,30 @@ func TestRouterRecordsEveryPattern(t *testing.T) {
 		t.Errorf("a file served through a *filepath route is not logged with its pattern:\n%s", ts.logs)
 	}
 }
+
+// TestDatabaseUsedBytes checks that tokend_database_used_bytes follows the
+// data, not the file: it grows with tokens, and falls when they are purged
+// (the file does not shrink).
+func TestDatabaseUsedBytes(t *testing.T) {
+	ts := newTestServer(t)
+	u := ts.addUser("alice", false)
+	empty := sample(scrape(t, ts), "tokend_database_used_bytes", nil)
+	if empty <= 0 {
+		t.Fatalf("tokend_database_used_bytes of a new database = %v; want more than 0", empty)
+	}
+	past := ts.clock.Now().Add(-time.Hour)
+	bulkTokens(t, ts.store, u.ID, 3000, ts.clock.Now().Add(-2*time.Hour), func(int) *time.Time { return &past })
+	full := scrape(t, ts)
+	used, size := sample(full, "tokend_database_used_bytes", nil), sample(full, "tokend_database_size_bytes", nil)
+	if used < empty+3000*100 || used > size {
+		t.Errorf("with 3000 tokens, used = %v bytes of a %v-byte file; want at least %v more than the %v of an empty one, and at most the file",
+			used, size, 3000*100, empty)
+	}
+	if n, _, err := ts.store.PurgeExpired(context.Background(), ts.clock.Now(), 10_000); err != nil || n != 3000 {
+		t.Fatalf("PurgeExpired = %d, %v; want 3000", n, err)
+	}
+	purged := scrape(t, ts)
+	if got := sample(purged, "tokend_database_used_bytes", nil); got > used/2 {
+		t.Errorf("after purging the 3000 tokens, used = %v bytes; want well under the %v before", got, used)
+	}
+}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -34,6 +36,9 @@ type page struct {
 	User  *userRecord // nil when signed out
 	Flash string      // a notice carried over a redirect
 	Error string      // what went wrong with the form just sent
+	// ErrorAt names the form of the page that Error is about, for the
+	// template to show it there; "" shows it at the top.
+	ErrorAt string
 	// NeedSudo puts a password field into the forms of sensitive actions.
 	NeedSudo bool
 	Data     any
@@ -64,48 +69,68 @@ func (s *server) renderPage(w http.ResponseWriter, r *http.Request, sess *sessio
 // messagePage is the data of message.html.
 type messagePage struct {
 	Heading, Text string
+	Link, Button  string // where to go next
 }
 
-// renderMessage answers with a page that says one thing.
+// renderMessage answers with a page that says one thing, and leads to the
+// token page, or to the sign-in page when sess is nil.
 func (s *server) renderMessage(w http.ResponseWriter, r *http.Request, sess *session, status int, heading, text string) {
-	s.renderPage(w, r, sess, status, "message.html", &page{Title: heading, Data: messagePage{heading, text}})
+	m := messagePage{Heading: heading, Text: text, Link: "/", Button: "Go to your tokens"}
+	if sess == nil {
+		m.Link, m.Button = "/login", "Sign in"
+	}
+	s.renderPage(w, r, sess, status, "message.html", &page{Title: heading, Data: m})
 }
 
-// pageError answers a page request that failed with err: the status and
-// text of an httpError, 404 for errNotFound, and otherwise a 500 whose
-// cause goes to the log only.
+// pageError answers a page request that failed with err, with the status
+// classifyError gives it (the one mapping the API uses too) and a page that
+// says what it means. The cause of a 500 goes to the log only.
 func (s *server) pageError(w http.ResponseWriter, r *http.Request, sess *session, err error) {
-	var he *httpError
+	a := s.classifyError(err)
+	if a.retryAfter != "" {
+		w.Header().Set("Retry-After", a.retryAfter)
+	}
 	var te *throttledError
 	switch {
 	case errors.As(err, &te):
-		w.Header().Set("Retry-After", te.retryAfter())
-		s.renderMessage(w, r, sess, http.StatusTooManyRequests, "Too many attempts", throttledText(te))
-	case errors.As(err, &he):
-		s.renderMessage(w, r, sess, he.status, http.StatusText(he.status), sentence(he.detail))
-	case errors.Is(err, errNotFound):
-		s.renderMessage(w, r, sess, http.StatusNotFound, "Not found", "There is nothing here, or it is not yours.")
-	default:
+		s.renderMessage(w, r, sess, a.status, "Too many attempts", throttledText(te))
+	case a.status == http.StatusNotFound:
+		s.renderMessage(w, r, sess, a.status, "Not found", "There is nothing here, or it is not yours.")
+	case a.status == http.StatusServiceUnavailable:
+		s.renderMessage(w, r, sess, a.status, "Busy", busyText)
+	case a.status == http.StatusInsufficientStorage:
+		s.log.Error("storage full", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+		s.renderMessage(w, r, sess, a.status, "Storage full",
+			"The server's storage is full, so nothing was changed. Pages that only show things still work. Tell the operator.")
+	case a.status == http.StatusInternalServerError:
 		s.log.Error("internal error", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
-		s.renderMessage(w, r, sess, http.StatusInternalServerError, "Something went wrong",
+		s.renderMessage(w, r, sess, a.status, "Something went wrong",
 			"The server failed to handle this request; its log says more. Nothing you did caused it.")
+	default:
+		s.renderMessage(w, r, sess, a.status, http.StatusText(a.status), sentence(a.detail))
 	}
 }
 
+// busyText answers a password check refused because too many wait for one.
+const busyText = "tokend is busy with other sign-ins: try again in 1 second."
+
 // formFailed answers a form that failed with err by showing the form
-// again through show, with the message and status err stands for; an
-// error that is not the client's goes to pageError.
+// again through show, with the message and the status classifyError gives
+// err, when the person can do something about it; any other error goes to
+// pageError.
 func (s *server) formFailed(w http.ResponseWriter, r *http.Request, sess *session, err error, show func(status int, msg string)) {
+	a := s.classifyError(err)
 	var he *httpError
 	var te *throttledError
 	switch {
 	case errors.As(err, &te):
-		w.Header().Set("Retry-After", te.retryAfter())
-		show(http.StatusTooManyRequests, throttledText(te))
-	case errors.As(err, &he):
-		show(he.status, sentence(he.detail))
-	case errors.Is(err, errTooManyTokens):
-		show(http.StatusConflict, fmt.Sprintf("You already hold %d tokens, the most allowed. Revoke some first.", s.cfg.MaxTokensPerUser))
+		w.Header().Set("Retry-After", a.retryAfter)
+		show(a.status, throttledText(te))
+	case errors.Is(err, errHashBusy):
+		w.Header().Set("Retry-After", a.retryAfter)
+		show(a.status, busyText)
+	case errors.As(err, &he), errors.Is(err, errTooManyTokens):
+		show(a.status, sentence(a.detail))
 	default:
 		s.pageError(w, r, sess, err)
 	}
@@ -148,6 +173,36 @@ func (s *server) takeFlash(w http.ResponseWriter, r *http.Request) string {
 // seeOther redirects after a form, so that reloading does not send it again.
 func seeOther(w http.ResponseWriter, r *http.Request, path string) {
 	http.Redirect(w, r, path, http.StatusSeeOther)
+}
+
+// wantsPage reports whether r comes from a browser reading pages rather
+// than from an API client: it accepts text/html (or XHTML) and asks for
+// nothing under /api/. An Accept of */* alone is an API client's.
+func wantsPage(r *http.Request) bool {
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		return false
+	}
+	for _, v := range strings.Split(strings.Join(r.Header.Values("Accept"), ","), ",") {
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(v))
+		if err != nil || (mt != "text/html" && mt != "application/xhtml+xml") {
+			continue
+		}
+		if q, err := strconv.ParseFloat(cmp.Or(params["q"], "1"), 64); err == nil && q > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// notFoundPage answers a browser that asked for a page that does not
+// exist, in the layout of every page, signed in or not.
+func (s *server) notFoundPage(w http.ResponseWriter, r *http.Request) {
+	sess, err := s.currentSession(r)
+	if err != nil {
+		sess = nil // the page says the same to anybody
+	}
+	s.renderMessage(w, r, sess, http.StatusNotFound, "Page not found",
+		"There is no page at this address. Check it, or start again from the link below.")
 }
 
 // ---- wrappers ----
@@ -330,7 +385,16 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request, _ httprout
 	if err == nil {
 		err = s.endSession(w, r, sess)
 	}
+	if isStorageFull(err) {
+		// The cookie is gone, so this browser is signed out; the record
+		// stays until it expires, since deleting needs room the disk lacks.
+		s.log.Warn("sign out: session kept on record", "user_id", sess.user.ID, "err", err)
+		s.setFlash(w, r, "You are signed out of this browser. The server's storage is full, so the session stays on record until it expires: tell the operator.")
+		seeOther(w, r, "/login")
+		return
+	}
 	if err != nil {
+		s.setCookie(w, r, sessionCookieName, "", -1)
 		s.pageError(w, r, nil, err)
 		return
 	}
@@ -339,6 +403,9 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request, _ httprout
 	// this answer's own cookies, which would lose the notice below. The
 	// session cookie is deleted by name above.
 	w.Header().Set("Clear-Site-Data", `"cache", "storage"`)
+	if sess != nil {
+		s.forms.forget(sess.hash)
+	}
 	s.setFlash(w, r, "You are signed out.")
 	seeOther(w, r, "/login")
 }
@@ -383,7 +450,10 @@ func (s *server) tokenView(t tokenRecord) tokenView {
 	if t.ExpiresAt != nil {
 		v.Expires = s.when(*t.ExpiresAt)
 		v.Expired = t.expired(now)
-		v.Soon = !v.Expired && t.ExpiresAt.Sub(now) <= expiryWarningWindow
+		// Soon is the last quarter of its life, and within the week:
+		// a new 7-day token is not flagged, a 90-day one is a week ahead.
+		left := t.ExpiresAt.Sub(now)
+		v.Soon = !v.Expired && left < expiryWarningWindow && left < t.ExpiresAt.Sub(t.CreatedAt)/4
 	}
 	if t.LastUsedAt != nil {
 		v.LastUsed = s.when(*t.LastUsedAt)
@@ -460,6 +530,7 @@ type tokensPage struct {
 	MaxDate  string // the latest
 	Limit    int
 	Pattern  string // what tokens look like, for secret scanners
+	FormKey  string // makes one submission of the form make one token
 }
 
 // showTokenPage renders the token page of sess with form filled in.
@@ -477,6 +548,7 @@ func (s *server) showTokenPage(w http.ResponseWriter, r *http.Request, sess *ses
 		MaxDate:  now.AddDate(maxTokenYears, 0, -1).Format(time.DateOnly),
 		Limit:    s.cfg.MaxTokensPerUser,
 		Pattern:  s.format.pattern(),
+		FormKey:  newFormKey(),
 	}
 	for _, t := range tokens {
 		data.Tokens = append(data.Tokens, s.tokenView(t))
@@ -487,7 +559,7 @@ func (s *server) showTokenPage(w http.ResponseWriter, r *http.Request, sess *ses
 		}
 		data.Scopes = append(data.Scopes, scopeChoice{Name: sc.Name, Description: sc.Description, Checked: hasScope(form.Scopes, sc.Name)})
 	}
-	s.renderPage(w, r, sess, status, "tokens.html", &page{Title: "Tokens", Nav: "tokens", Error: errMsg, Data: data})
+	s.renderPage(w, r, sess, status, "tokens.html", &page{Title: "Tokens", Nav: "tokens", Error: errMsg, ErrorAt: "create", Data: data})
 }
 
 func (s *server) handleTokenPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
@@ -540,12 +612,12 @@ type secretPage struct {
 }
 
 // showSecret renders the page that shows a new token's secret, this once.
-// It is the answer to the POST itself: the secret is never in a URL, a
-// redirect or a cache.
-func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *session, t tokenRecord, secret string, rotated bool) {
+// It answers GET /secret, where the form that made the token redirected:
+// the secret is never in a URL, and a reload finds it gone.
+func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *session, n *newSecret) {
 	w.Header().Set("Cache-Control", "no-store")
 	title := "Your new token"
-	if rotated {
+	if n.rotated {
 		title = "Your rotated token"
 	}
 	scheme := "http"
@@ -553,7 +625,44 @@ func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *sessio
 		scheme = "https"
 	}
 	s.renderPage(w, r, sess, http.StatusOK, "secret.html", &page{Title: title, Nav: "tokens",
-		Data: secretPage{Token: s.tokenView(t), Secret: secret, Rotated: rotated, UserURL: scheme + "://" + r.Host + "/api/v1/user"}})
+		Data: secretPage{Token: s.tokenView(n.token), Secret: n.secret, Rotated: n.rotated, UserURL: scheme + "://" + r.Host + "/api/v1/user"}})
+}
+
+// handleSecretPage shows the secret the session's last token form made,
+// once: a second look finds nothing.
+func (s *server) handleSecretPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
+	n := s.forms.take(sess.hash, s.now())
+	if n == nil {
+		s.renderMessage(w, r, sess, http.StatusGone, "Already shown",
+			"A new token's secret is shown only once, and this one has been. If you did not copy it, rotate the token to get a new secret.")
+		return
+	}
+	s.showSecret(w, r, sess, n)
+}
+
+// errFormKey answers a token form without a valid form key.
+var errFormKey = clientError(http.StatusBadRequest, "This form is out of date: reload the page and send it again")
+
+// formKey returns the form key of a token form, or errFormKey.
+func formKey(r *http.Request) (string, error) {
+	k := r.PostForm.Get("form_key")
+	if !validFormKey(k) {
+		return "", errFormKey
+	}
+	return k, nil
+}
+
+// formSentAgain answers a token form whose key already made its token:
+// to the secret if it still waits to be shown (two clicks on one
+// button), else to the token page, with nothing new made.
+func (s *server) formSentAgain(w http.ResponseWriter, r *http.Request, sess *session, key string) {
+	s.log.Info("token form sent again", "user_id", sess.user.ID, "path", r.URL.Path)
+	if s.forms.waiting(sess.hash, key, s.now()) {
+		seeOther(w, r, "/secret")
+		return
+	}
+	s.setFlash(w, r, "That form was sent before and made its token then; nothing new was made.")
+	seeOther(w, r, "/")
 }
 
 func (s *server) handleCreateTokenPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
@@ -564,27 +673,35 @@ func (s *server) handleCreateTokenPage(w http.ResponseWriter, r *http.Request, _
 		Date:   r.PostForm.Get("expiry_date"),
 	}
 	show := func(status int, msg string) { s.showTokenPage(w, r, sess, status, form, msg) }
-	if err := s.checkSudo(r, sess); err != nil {
-		s.formFailed(w, r, sess, err, show)
-		return
-	}
-	now := s.now()
-	expires, err := formExpiry(form.Expiry, form.Date, now)
+	key, err := formKey(r)
 	if err != nil {
 		s.formFailed(w, r, sess, err, show)
 		return
 	}
-	spec, err := checkTokenSpec(s.scopes, form.Name, form.Scopes, expires, sess.user, now)
-	if err != nil {
+	ran, err := s.forms.once(sess.hash, key, s.now(), func() (newSecret, error) {
+		if err := s.checkSudo(r, sess); err != nil {
+			return newSecret{}, err
+		}
+		now := s.now()
+		expires, err := formExpiry(form.Expiry, form.Date, now)
+		if err != nil {
+			return newSecret{}, err
+		}
+		spec, err := checkTokenSpec(s.scopes, form.Name, form.Scopes, expires, sess.user, now)
+		if err != nil {
+			return newSecret{}, err
+		}
+		t, secret, err := s.createToken(sess.user, spec, now)
+		return newSecret{token: t, secret: secret}, err
+	})
+	switch {
+	case !ran:
+		s.formSentAgain(w, r, sess, key)
+	case err != nil:
 		s.formFailed(w, r, sess, err, show)
-		return
+	default:
+		seeOther(w, r, "/secret")
 	}
-	t, secret, err := s.createToken(sess.user, spec, now)
-	if err != nil {
-		s.formFailed(w, r, sess, err, show)
-		return
-	}
-	s.showSecret(w, r, sess, t, secret, false)
 }
 
 // pageToken returns the token named by the :id parameter if sess's user
@@ -603,6 +720,7 @@ type confirmPage struct {
 	Danger                        bool
 	Sudo                          bool // the action is a sensitive one
 	Token                         tokenView
+	FormKey                       string // for a form that makes a secret
 }
 
 func revokeConfirmation(v tokenView) confirmPage {
@@ -624,6 +742,7 @@ func rotateConfirmation(v tokenView) confirmPage {
 		Button:  "Rotate token",
 		Sudo:    true,
 		Token:   v,
+		FormKey: newFormKey(),
 	}
 }
 
@@ -659,32 +778,46 @@ func (s *server) handleRevokeTokenForm(w http.ResponseWriter, r *http.Request, p
 }
 
 func (s *server) handleRotateTokenForm(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
-	old, err := s.pageToken(ps, sess)
+	// The token is gone once this form has rotated it: a resent form
+	// must find its key used before that counts as not found.
+	old, lookupErr := s.pageToken(ps, sess)
+	show := func(status int, msg string) {
+		s.showConfirm(w, r, sess, status, rotateConfirmation(s.tokenView(old)), msg)
+	}
+	key, err := formKey(r)
 	if err != nil {
-		s.pageError(w, r, sess, err)
+		if lookupErr != nil {
+			err = lookupErr
+		}
+		s.formFailed(w, r, sess, err, show)
 		return
 	}
-	if err := s.checkSudo(r, sess); err != nil {
-		s.formFailed(w, r, sess, err, func(status int, msg string) {
-			s.showConfirm(w, r, sess, status, rotateConfirmation(s.tokenView(old)), msg)
-		})
-		return
+	ran, err := s.forms.once(sess.hash, key, s.now(), func() (newSecret, error) {
+		if lookupErr != nil {
+			return newSecret{}, lookupErr
+		}
+		if err := s.checkSudo(r, sess); err != nil {
+			return newSecret{}, err
+		}
+		secret, err := s.format.generate()
+		if err != nil {
+			return newSecret{}, err
+		}
+		t, err := s.store.RotateToken(old.ID, sess.user.ID, hashToken(secret), tokenHint(secret), s.now())
+		if errors.Is(err, errTokenExpired) {
+			err = clientError(http.StatusConflict, "This token has expired, so it cannot be rotated: create a new one instead")
+		}
+		return newSecret{token: t, secret: secret, rotated: true}, err
+	})
+	switch {
+	case !ran:
+		s.formSentAgain(w, r, sess, key)
+	case err != nil:
+		s.formFailed(w, r, sess, err, show)
+	default:
+		s.log.Info("token rotated", "old_token_id", old.ID, "user_id", sess.user.ID, "by", "page")
+		seeOther(w, r, "/secret")
 	}
-	secret, err := s.format.generate()
-	if err != nil {
-		s.pageError(w, r, sess, err)
-		return
-	}
-	t, err := s.store.RotateToken(old.ID, sess.user.ID, hashToken(secret), tokenHint(secret), s.now())
-	if errors.Is(err, errTokenExpired) {
-		err = clientError(http.StatusConflict, "This token has expired, so it cannot be rotated: create a new one instead")
-	}
-	if err != nil {
-		s.pageError(w, r, sess, err)
-		return
-	}
-	s.log.Info("token rotated", "old_token_id", old.ID, "token_id", t.ID, "user_id", sess.user.ID, "by", "page")
-	s.showSecret(w, r, sess, t, secret, true)
 }
 
 // ---- the account page ----
@@ -695,6 +828,7 @@ type sessionView struct {
 	Created  when
 	LastSeen when
 	Addr     string
+	Agent    string // "Firefox on Linux"
 	Current  bool
 }
 
@@ -722,11 +856,12 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 			Created:  s.when(o.rec.CreatedAt),
 			LastSeen: s.when(o.rec.LastSeenAt),
 			Addr:     o.rec.Addr,
+			Agent:    cmp.Or(o.rec.Agent, "Unknown browser"),
 			Current:  o.hash == sess.hash,
 		})
 	}
 	data.PasswordChanged = s.when(sess.user.PasswordChangedAt)
-	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, Data: data})
+	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, ErrorAt: "password", Data: data})
 }
 
 func (s *server) handleAccountPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {

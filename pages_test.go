@@ -2,16 +2,24 @@ package main
 
 import (
 	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
 	"html"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // pageReq is a request as a browser on tokend's own pages sends it.
@@ -22,6 +30,9 @@ type pageReq struct {
 	addr         string            // the client's address; 192.0.2.7 when empty
 	https        bool              // the request arrives over TLS
 	header       map[string]string // more headers, set last
+	// noFormKey leaves out the form key that a POST form gets when it
+	// has none, as if the browser had filled in a fresh page.
+	noFormKey bool
 }
 
 // page sends req through the whole router. A POST carries the headers a
@@ -35,6 +46,10 @@ func (ts *testServer) page(req pageReq) *httptest.ResponseRecorder {
 	}
 	var body io.Reader
 	if req.form != nil {
+		if req.method == http.MethodPost && !req.noFormKey && !req.form.Has("form_key") {
+			req.form = maps.Clone(req.form)
+			req.form.Set("form_key", newFormKey())
+		}
 		body = strings.NewReader(req.form.Encode())
 	}
 	r := httptest.NewRequest(req.method, target, body)
@@ -67,6 +82,18 @@ func (ts *testServer) page(req pageReq) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
 	ts.handler.ServeHTTP(w, r)
 	return w
+}
+
+// submit sends req like page, and when the answer is the redirect of a
+// token form to the page that shows its secret, follows it as a browser
+// does and returns that page.
+func (ts *testServer) submit(req pageReq) *httptest.ResponseRecorder {
+	ts.t.Helper()
+	w := ts.page(req)
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/secret" {
+		return w
+	}
+	return ts.page(pageReq{method: "GET", path: "/secret", cookie: req.cookie, addr: req.addr, https: req.https})
 }
 
 // login signs name in with the password addUser gave them and returns the
@@ -168,7 +195,7 @@ func TestPagesNeedSignIn(t *testing.T) {
 	tok, _ := ts.addToken(alice, "ci", scopesRead, 0)
 	forms := []string{"/tokens", "/tokens/1/revoke", "/tokens/1/rotate", "/account/password", "/account/sessions/end",
 		"/account/sessions/end-others", "/admin/users", "/admin/users/1/password", "/admin/users/1/admin", "/admin/users/1/remove"}
-	pages := []string{"/", "/account", "/admin/users", "/admin/users/1", "/tokens/1/revoke", "/tokens/1/rotate"}
+	pages := []string{"/", "/account", "/admin/users", "/admin/users/1", "/tokens/1/revoke", "/tokens/1/rotate", "/secret"}
 	for _, cookie := range []string{"", "not-a-session", strings.Repeat("A", 43)} {
 		for _, path := range pages {
 			w := ts.page(pageReq{method: "GET", path: path, cookie: cookie})
@@ -230,7 +257,7 @@ func TestPageHeaders(t *testing.T) {
 			{method: "POST", path: "/login", header: map[string]string{"Sec-Fetch-Site": "cross-site"}},
 		} {
 			req.https = https
-			w := ts.page(req)
+			w := ts.submit(req)
 			what := req.method + " " + req.path
 			if https {
 				what += " over HTTPS"
@@ -344,12 +371,16 @@ func TestCreateTokenPage(t *testing.T) {
 		w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie,
 			form: tokenFormValues("ci "+tt.expiry, []string{"tokens:write", "tokens:read"}, tt.expiry, tt.date)})
 		what := "POST /tokens with expiry " + tt.expiry
+		// The secret is never in a URL: the form goes to a page that shows it.
+		checkRedirect(t, what, w, "/secret")
+		if loc := w.Header().Get("Location"); loc != "/secret" {
+			t.Errorf("%s redirects to %q; want /secret and nothing more", what, loc)
+		}
+		w = ts.page(pageReq{method: "GET", path: "/secret", cookie: cookie})
+		what = "GET /secret after " + what
 		checkPage(t, what, w, http.StatusOK, "Token created", "will not be shown again", "ci "+tt.expiry)
 		if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
 			t.Errorf("%s: Cache-Control = %q; want no-store", what, cc)
-		}
-		if loc := w.Header().Get("Location"); loc != "" {
-			t.Errorf("%s redirects to %q; the secret page must be the answer itself", what, loc)
 		}
 		secret := secretOnPage(t, what, w)
 		tok, u, err := ts.store.TokenByHash(hashToken(secret))
@@ -408,7 +439,7 @@ func TestCreateTokenPageBadInput(t *testing.T) {
 	t.Run("too many tokens", func(t *testing.T) {
 		ts.cfg.MaxTokensPerUser = 1
 		defer func() { ts.cfg.MaxTokensPerUser = 100 }()
-		checkPage(t, "first token", ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: tokenFormValues("one", nil, "7", "")}), 200)
+		checkPage(t, "first token", ts.submit(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: tokenFormValues("one", nil, "7", "")}), 200)
 		before := ts.snapshot()
 		w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: tokenFormValues("two", nil, "7", "")})
 		checkPage(t, "POST /tokens past the limit", w, http.StatusConflict, "the most allowed")
@@ -458,7 +489,7 @@ func TestRevokeAndRotatePages(t *testing.T) {
 	path := "/tokens/" + itoa(tok.ID)
 	checkPage(t, "GET "+path+"/rotate", ts.page(pageReq{method: "GET", path: path + "/rotate", cookie: cookie}), 200,
 		"Rotate this token?", "deploy", "stops working at once")
-	w := ts.page(pageReq{method: "POST", path: path + "/rotate", cookie: cookie, form: url.Values{}})
+	w := ts.submit(pageReq{method: "POST", path: path + "/rotate", cookie: cookie, form: url.Values{}})
 	checkPage(t, "POST "+path+"/rotate", w, 200, "Token rotated", "The old secret has stopped working")
 	newSecret := secretOnPage(t, "POST "+path+"/rotate", w)
 	checkDead(t, ts, "the rotated-away secret", secret)
@@ -593,4 +624,412 @@ func checkNotStored(t *testing.T, ts *testServer, what, s string) {
 			t.Errorf("the database holds %s under %s", what, k)
 		}
 	}
+}
+
+// TestSignInPageBusy fills every hashing slot and the queue behind them:
+// the next sign-in on the page is answered at once with 503, Retry-After
+// and a page that says to try again, not with a 500, and starts no session.
+func TestSignInPageBusy(t *testing.T) {
+	ts := newTestServer(t)
+	ts.hasher.maxWaiting = 1
+	ts.addUser("alice", false)
+	for range ts.cfg.HashConcurrency {
+		if err := ts.hasher.acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	var queued *httptest.ResponseRecorder
+	wg.Go(func() {
+		queued = ts.page(pageReq{method: "POST", path: "/login", form: url.Values{"name": {"alice"}, "password": {"password-of-alice"}}})
+	})
+	waitFor(t, func() bool { return ts.hasher.waiting.Load() == 1 })
+
+	before := ts.snapshot()
+	w := ts.page(pageReq{method: "POST", path: "/login", form: url.Values{"name": {"alice"}, "password": {"password-of-alice"}}})
+	body := checkPage(t, "POST /login with a full hash queue", w, http.StatusServiceUnavailable, "busy", "try again in 1 second")
+	if ra := w.Header().Get("Retry-After"); ra != "1" {
+		t.Errorf("POST /login with a full hash queue: Retry-After = %q; want 1", ra)
+	}
+	if !strings.Contains(body, `value="alice"`) {
+		t.Errorf("the busy sign-in page lost the name typed in:\n%s", body)
+	}
+	if c := responseCookie(w, sessionCookieName); c != nil && c.Value != "" {
+		t.Errorf("the refused sign-in set a session cookie")
+	}
+	assertUnchanged(t, "a sign-in refused for a full queue", before, ts.snapshot())
+
+	for range ts.cfg.HashConcurrency {
+		ts.hasher.release()
+	}
+	wg.Wait()
+	checkRedirect(t, "the queued POST /login", queued, "/")
+}
+
+// fillPageStore caps ts's database at 1 MiB, signs alice in, and fills the
+// file until no write fits any more, not even a session's last-seen time.
+// It returns alice's session cookie.
+func fillPageStore(t *testing.T, ts *testServer) string {
+	t.Helper()
+	ts.store.Close()
+	st, err := openStoreWith(ts.dbPath, bolt.Options{Timeout: time.Second, MaxSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ts.server.store = st
+	ts.cfg.MaxTokensPerUser = 0
+	u := ts.addUser("alice", true)
+	cookie := ts.login("alice")
+	_, secret := ts.addToken(u, "filler", scopesReadWrite, 0)
+	bulkTokens(t, ts.store, u.ID, 700, ts.clock.Now(), func(int) *time.Time { return nil })
+	if _, code, body := fillUntilFull(t, func(req request) (int, string) {
+		w := ts.do(req)
+		return w.Code, w.Body.String()
+	}, secret); code != http.StatusInsufficientStorage {
+		t.Fatalf("the creation that did not fit = %d %s; want 507", code, body)
+	}
+	// Creations stop short of the cap, in the space kept for deletions;
+	// take that space too, so that the file stands at -max-db-size.
+	for i := 0; ; i++ {
+		err := st.db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("filler"))
+			if err != nil {
+				return err
+			}
+			return b.Put(binary.BigEndian.AppendUint64(nil, uint64(i)), make([]byte, 2048))
+		})
+		if errors.Is(err, bolterrors.ErrMaxSizeReached) {
+			break
+		}
+		if err != nil || i == 10_000 {
+			t.Fatalf("filling the space kept for deletions, write #%d = %v; want it to stop fitting", i, err)
+		}
+	}
+	// Rewriting a record frees as many pages as it takes, so the free
+	// pages left would last for ever. A reader opened after each rewrite
+	// holds on to the pages that rewrite replaced, until no rewrite of
+	// alice's session fits any more.
+	h, _ := parseSessionSecret(cookie)
+	for i := 0; ; i++ {
+		err := st.TouchSession(h, ts.clock.Now().Add(time.Duration(i)*time.Second), "192.0.2.7")
+		if isStorageFull(err) {
+			break
+		}
+		if err != nil || i == 10_000 {
+			t.Fatalf("TouchSession #%d on a full database = %v; want it to stop fitting", i, err)
+		}
+		reader, err := st.db.Begin(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { reader.Rollback() })
+	}
+	return cookie
+}
+
+// TestPagesOnFullStorage fills the database to -max-db-size: pages that
+// only show things still answer 200 though the session's last-seen time
+// cannot be recorded, and say so once in the log; a page that must write
+// answers 507 with a readable page and writes nothing; signing out clears
+// the cookie.
+func TestPagesOnFullStorage(t *testing.T) {
+	ts := newTestServer(t)
+	cookie := fillPageStore(t, ts)
+	ts.clock.Add(5 * time.Minute) // every page view now wants to record last-seen
+
+	before := ts.snapshot()
+	for _, path := range []string{"/", "/account", "/admin/users", "/login"} {
+		w := ts.page(pageReq{method: "GET", path: path, cookie: cookie})
+		if path == "/login" {
+			checkRedirect(t, "GET /login signed in, on a full database", w, "/")
+			continue
+		}
+		checkPage(t, "GET "+path+" on a full database", w, http.StatusOK)
+	}
+	if n := strings.Count(ts.logs.String(), "level=WARN msg=\"record session last seen\""); n != 1 {
+		t.Errorf("the log warns %d times about last-seen times it could not record; want once:\n%s", n, ts.logs)
+	}
+
+	writes := []pageReq{
+		{method: "POST", path: "/tokens", cookie: cookie, form: tokenFormValues("one more", nil, "never", "")},
+		{method: "POST", path: "/admin/users", cookie: cookie, form: url.Values{"name": {"bob"}, "password": {"a long password"}, "confirm": {"a long password"}}},
+		{method: "POST", path: "/login", form: url.Values{"name": {"alice"}, "password": {"password-of-alice"}}},
+	}
+	for _, req := range writes {
+		w := ts.page(req)
+		checkPage(t, req.method+" "+req.path+" on a full database", w, http.StatusInsufficientStorage, "Storage full", "nothing was changed")
+	}
+	assertUnchanged(t, "page writes on a full database", before, ts.snapshot())
+	if strings.Contains(ts.logs.String(), "internal error") {
+		t.Errorf("a full database was logged as an internal error:\n%s", ts.logs)
+	}
+
+	w := ts.page(pageReq{method: "POST", path: "/logout", cookie: cookie})
+	checkRedirect(t, "POST /logout on a full database", w, "/login")
+	if c := responseCookie(w, sessionCookieName); c == nil || c.MaxAge >= 0 {
+		t.Errorf("POST /logout on a full database did not clear the session cookie: %v", c)
+	}
+	h, _ := parseSessionSecret(cookie)
+	_, _, err := ts.store.SessionByHash(h)
+	t.Logf("signing out at the cap deleted the session: %v", errors.Is(err, errNotFound))
+	switch flash := flashOf(t, ts, w); {
+	case err == nil && !strings.Contains(flash, "storage is full"):
+		t.Errorf("the session stays on record, but the sign-out says %q", flash)
+	case errors.Is(err, errNotFound) && flash != "You are signed out.":
+		t.Errorf("the session is gone, but the sign-out says %q", flash)
+	}
+}
+
+var formKeyField = regexp.MustCompile(`name="form_key" value="([A-Z2-7]+)"`)
+
+// formKeyOn returns the form key of the page w shows.
+func formKeyOn(t *testing.T, what string, w *httptest.ResponseRecorder) string {
+	t.Helper()
+	m := formKeyField.FindStringSubmatch(w.Body.String())
+	if m == nil {
+		t.Fatalf("%s has no form key; status %d; body:\n%s", what, w.Code, w.Body)
+	}
+	return m[1]
+}
+
+// TestTokenFormSentTwice sends one token form again and again, as a reload
+// or a double click does: it makes one token, whose secret is shown once,
+// and rotating twice with one form rotates once.
+func TestTokenFormSentTwice(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	cookie := ts.login("alice")
+
+	form := tokenFormValues("deploy script", []string{scopeTokensRead}, "30", "")
+	form.Set("form_key", formKeyOn(t, "GET /", ts.page(pageReq{method: "GET", path: "/", cookie: cookie})))
+	post := pageReq{method: "POST", path: "/tokens", cookie: cookie, form: form}
+	checkRedirect(t, "POST /tokens", ts.page(post), "/secret")
+	// Sent again before the secret was seen (a double click): nothing new,
+	// and the browser still finds the secret.
+	checkRedirect(t, "POST /tokens again", ts.page(post), "/secret")
+	tokens, err := ts.store.TokensByOwner(alice.ID)
+	if err != nil || len(tokens) != 1 {
+		t.Fatalf("one form sent twice left %d tokens (err %v); want 1", len(tokens), err)
+	}
+	w := ts.page(pageReq{method: "GET", path: "/secret", cookie: cookie})
+	checkPage(t, "GET /secret", w, http.StatusOK, "Token created", "deploy script")
+	secret := secretOnPage(t, "GET /secret", w)
+	checkWorks(t, ts, "the token shown", secret, tokens[0].ID)
+	if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("GET /secret: Cache-Control = %q; want no-store", cc)
+	}
+
+	// Shown once: a reload finds nothing, and another session never saw it.
+	w = ts.page(pageReq{method: "GET", path: "/secret", cookie: cookie})
+	checkPage(t, "GET /secret again", w, http.StatusGone, "shown only once", "rotate")
+	if strings.Contains(w.Body.String(), secret) || pageSecret.MatchString(w.Body.String()) {
+		t.Errorf("GET /secret again shows a secret")
+	}
+	// Sent again after the secret was seen: nothing new, and a notice.
+	before := ts.snapshot()
+	w = ts.page(post)
+	checkRedirect(t, "POST /tokens a third time", w, "/")
+	if got := flashOf(t, ts, w); !strings.Contains(got, "nothing new was made") {
+		t.Errorf("POST /tokens a third time: the notice says %q", got)
+	}
+	assertUnchanged(t, "the form sent a third time", before, ts.snapshot())
+
+	// Two copies sent at once make one token too.
+	form.Set("form_key", newFormKey())
+	form.Set("name", "sent together")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: form}) })
+	}
+	wg.Wait()
+	if tokens, err := ts.store.TokensByOwner(alice.ID); err != nil || len(tokens) != 2 {
+		t.Errorf("four copies of one form sent at once left %d tokens (err %v); want 2 in all", len(tokens), err)
+	}
+	ts.page(pageReq{method: "GET", path: "/secret", cookie: cookie})
+
+	// A form without its key makes nothing and asks for a reload.
+	before = ts.snapshot()
+	w = ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: tokenFormValues("keyless", nil, "7", ""), noFormKey: true})
+	checkPage(t, "POST /tokens without a form key", w, http.StatusBadRequest, "out of date", "reload")
+	assertUnchanged(t, "POST /tokens without a form key", before, ts.snapshot())
+
+	// Rotation: one form, sent twice, rotates once; the new token keeps
+	// the secret shown.
+	path := "/tokens/" + itoa(tokens[0].ID) + "/rotate"
+	rotate := pageReq{method: "POST", path: path, cookie: cookie,
+		form: url.Values{"form_key": {formKeyOn(t, "GET "+path, ts.page(pageReq{method: "GET", path: path, cookie: cookie}))}}}
+	checkRedirect(t, "POST "+path, ts.page(rotate), "/secret")
+	w = ts.page(pageReq{method: "GET", path: "/secret", cookie: cookie})
+	checkPage(t, "GET /secret after rotating", w, http.StatusOK, "Token rotated")
+	rotated := secretOnPage(t, "GET /secret after rotating", w)
+	after, _, err := ts.store.TokenByHash(hashToken(rotated))
+	if err != nil {
+		t.Fatalf("the rotated secret is not in the store: %v", err)
+	}
+	before = ts.snapshot()
+	w = ts.page(rotate)
+	checkRedirect(t, "POST "+path+" again", w, "/")
+	assertUnchanged(t, "the rotation sent again", before, ts.snapshot())
+	checkDead(t, ts, "the secret rotated away", secret)
+	checkWorks(t, ts, "the rotated token after the form was sent again", rotated, after.ID)
+	checkSecretKept(t, ts, rotated)
+	if strings.Contains(ts.logs.String(), rotated) || strings.Contains(ts.logs.String(), secret) {
+		t.Errorf("the log holds a secret")
+	}
+}
+
+// browserAccept is the Accept header of a browser loading a page.
+const browserAccept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+// TestUnknownPage checks that a browser asking for a page that does not
+// exist gets the layout's 404 page, signed in or not, and that API
+// clients, and anything under /api/, keep problem+json.
+func TestUnknownPage(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	cookie := ts.login("alice")
+
+	w := ts.page(pageReq{method: "GET", path: "/no/such/page", header: map[string]string{"Accept": browserAccept}})
+	body := checkPage(t, "GET /no/such/page from a browser", w, http.StatusNotFound, "Page not found", "Sign in")
+	if !strings.Contains(body, `href="/login"`) || !strings.Contains(body, `<link rel="stylesheet" href="/static/style.css">`) {
+		t.Errorf("the 404 page signed out is not in the layout with a way to sign in:\n%s", body)
+	}
+	w = ts.page(pageReq{method: "GET", path: "/tokns", cookie: cookie, header: map[string]string{"Accept": browserAccept}})
+	body = checkPage(t, "GET /tokns from a signed-in browser", w, http.StatusNotFound, "Page not found", "Go to your tokens")
+	if !strings.Contains(body, `title="Signed in as alice"`) {
+		t.Errorf("the 404 page signed in does not show who is signed in:\n%s", body)
+	}
+	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("the 404 page has CSP %q; want the pages' policy", csp)
+	}
+
+	for _, tt := range []struct{ path, accept string }{
+		{"/no/such/page", ""},
+		{"/no/such/page", "*/*"},
+		{"/no/such/page", "application/json"},
+		{"/no/such/page", "application/problem+json, text/html;q=0"},
+		{"/api/v1/nope", browserAccept},
+		{"/api/v2/tokens", "text/html"},
+	} {
+		what := "GET " + tt.path + " with Accept " + cmp.Or(tt.accept, "(none)")
+		w := ts.page(pageReq{method: "GET", path: tt.path, cookie: cookie, header: map[string]string{"Accept": tt.accept}})
+		if w.Code != http.StatusNotFound || w.Header().Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s = %d %s; want 404 application/problem+json", what, w.Code, w.Header().Get("Content-Type"))
+		}
+	}
+}
+
+// TestPageWording pins small things the pages say.
+func TestPageWording(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", true)
+	ts.addUser("bob", false)
+	cookie := ts.login("alice")
+	soonBadge := `<span class="badge warn">expires soon</span>`
+
+	t.Run("a new token does not expire soon", func(t *testing.T) {
+		week, _ := ts.addToken(alice, "week", nil, 7*24*time.Hour)
+		hour, _ := ts.addToken(alice, "hour", nil, time.Hour)
+		year, _ := ts.addToken(alice, "year", nil, 365*24*time.Hour)
+		soon := func(what string, tok tokenRecord, want bool) {
+			t.Helper()
+			cookie = ts.login("alice") // the clock runs past sessions' lifetimes
+			w := ts.page(pageReq{method: "GET", path: "/", cookie: cookie})
+			body := w.Body.String()
+			i := strings.Index(body, `id="token-`+itoa(tok.ID)+`"`)
+			if i < 0 {
+				t.Fatalf("%s: GET / = %d does not list the token:\n%s", what, w.Code, body)
+			}
+			j := strings.Index(body[i:], "</li>")
+			if got := strings.Contains(body[i:i+j], soonBadge); got != want {
+				t.Errorf("%s: flagged expires soon = %v; want %v", what, got, want)
+			}
+		}
+		soon("a 7-day token just made", week, false)
+		soon("a 1-hour token just made", hour, false)
+		soon("a year's token just made", year, false)
+		ts.clock.Add(50 * time.Minute)
+		soon("a 1-hour token 10 minutes before it expires", hour, true)
+		ts.clock.Add(5*24*time.Hour + 12*time.Hour)
+		soon("a 7-day token a day before it expires", week, true)
+		soon("a year's token with 359 days left", year, false)
+		ts.clock.Add(358 * 24 * time.Hour)
+		soon("a year's token with 6 days left", year, true)
+		for _, tok := range []tokenRecord{week, hour, year} {
+			ts.store.DeleteToken(tok.ID, alice.ID)
+		}
+		cookie = ts.login("alice")
+	})
+
+	t.Run("the empty token list points at nothing above", func(t *testing.T) {
+		w := ts.page(pageReq{method: "GET", path: "/", cookie: cookie})
+		text := pageText(w.Body.String())
+		if !strings.Contains(text, "You have no tokens yet") || strings.Contains(text, "above") {
+			t.Errorf("the empty token page says:\n%s", text)
+		}
+		ts.addToken(alice, "one", nil, 0)
+		checkPage(t, "GET / with a token", ts.page(pageReq{method: "GET", path: "/", cookie: cookie}), 200, "Revoke it above")
+	})
+
+	t.Run("a used setup link leads to the sign-in it asks for", func(t *testing.T) {
+		w := ts.page(pageReq{method: "GET", path: "/setup?code=whatever"})
+		body := checkPage(t, "GET /setup with an admin", w, http.StatusNotFound, "Sign in instead")
+		if !strings.Contains(body, `<a class="button" href="/login">Sign in</a>`) || strings.Contains(body, "Go to your tokens") {
+			t.Errorf("the used setup link's page offers another way on:\n%s", body)
+		}
+	})
+
+	t.Run("sessions show the browser", func(t *testing.T) {
+		w := ts.page(pageReq{method: "POST", path: "/login", form: url.Values{"name": {"alice"}, "password": {"password-of-alice"}},
+			header: map[string]string{"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"}})
+		phone := responseCookie(w, sessionCookieName)
+		if phone == nil {
+			t.Fatalf("POST /login from a phone = %d; no cookie", w.Code)
+		}
+		w = ts.page(pageReq{method: "GET", path: "/account", cookie: phone.Value,
+			header: map[string]string{"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}})
+		checkPage(t, "GET /account", w, 200, "Safari on iOS this browser", "from 192.0.2.7")
+		h, _ := parseSessionSecret(phone.Value)
+		if rec, _, err := ts.store.SessionByHash(h); err != nil || rec.Agent != "Safari on iOS" {
+			t.Errorf("the session record holds agent %q (err %v); want Safari on iOS", rec.Agent, err)
+		}
+	})
+
+	t.Run("a taken name is named as stored", func(t *testing.T) {
+		before := ts.snapshot()
+		w := ts.page(pageReq{method: "POST", path: "/admin/users", cookie: cookie,
+			form: url.Values{"name": {"Bob"}, "password": {"a long password"}, "confirm": {"a long password"}}})
+		checkPage(t, "POST /admin/users Bob", w, http.StatusConflict, "A user called bob already exists")
+		assertUnchanged(t, "adding Bob beside bob", before, ts.snapshot())
+	})
+
+	t.Run("an error shows beside its form", func(t *testing.T) {
+		bob, err := ts.store.UserByName("bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := "/admin/users/" + itoa(bob.ID)
+		for _, tt := range []struct {
+			form, head, msg string
+			values          url.Values
+		}{
+			{"password", "Reset password", "The two new passwords differ", url.Values{"password": {"a long password"}, "confirm": {"another password"}}},
+			{"remove", "Remove user", "Type the user's name", url.Values{"confirm": {"bobby"}}},
+		} {
+			w := ts.page(pageReq{method: "POST", path: base + "/" + tt.form, cookie: cookie, form: tt.values})
+			body := checkPage(t, "POST "+base+"/"+tt.form, w, http.StatusBadRequest, tt.msg)
+			section := body[strings.Index(body, "<h2"):]
+			section = section[strings.Index(section, tt.head):]
+			section = section[:strings.Index(section, "</section>")]
+			if !strings.Contains(section, tt.msg) || strings.Count(body, `class="error"`) != 1 {
+				t.Errorf("POST %s/%s: the error %q is not in the %q form's card, once:\n%s", base, tt.form, tt.msg, tt.head, body)
+			}
+		}
+		w := ts.page(pageReq{method: "POST", path: "/admin/users", cookie: cookie, form: url.Values{"name": {"carol"}, "password": {"short"}, "confirm": {"short"}}})
+		body := checkPage(t, "POST /admin/users with a short password", w, http.StatusBadRequest)
+		if i, j := strings.Index(body, `class="error"`), strings.Index(body, "Add a user"); i < j {
+			t.Errorf("the add-user error comes before the add-user form:\n%s", body)
+		}
+	})
 }

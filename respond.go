@@ -115,39 +115,69 @@ func writeProblemCode(w http.ResponseWriter, status int, detail, code string) {
 	w.Write(body.Bytes())
 }
 
-// writeError answers err: an httpError with its own status and text, a
-// store error with the status it stands for, anything else with a 500 whose
-// cause is logged, never sent.
-func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+// errorAnswer is what an error stands for to a client, whichever way it is
+// answered: the status, a lower-case text the client may read (empty for
+// a 500, whose cause is never sent), and the Retry-After value ("" for
+// none).
+type errorAnswer struct {
+	status     int
+	detail     string
+	retryAfter string
+}
+
+// classifyError returns what err stands for. It is the one mapping from
+// errors to statuses: the API (writeError) and the pages (pageError,
+// formFailed) both answer through it, so that they cannot disagree.
+func (s *server) classifyError(err error) errorAnswer {
 	var he *httpError
 	var ae *authError
 	var te *throttledError
 	switch {
 	case errors.As(err, &ae):
-		s.writeAuthError(w, ae)
+		return errorAnswer{status: ae.status, detail: ae.detail}
 	case errors.As(err, &te):
-		writeThrottled(w, te)
+		return errorAnswer{status: http.StatusTooManyRequests, detail: te.Error(), retryAfter: te.retryAfter()}
 	case errors.As(err, &he):
-		writeProblem(w, he.status, he.detail)
+		return errorAnswer{status: he.status, detail: he.detail}
 	case errors.Is(err, errNotFound):
-		writeProblem(w, http.StatusNotFound, "no such object")
+		return errorAnswer{status: http.StatusNotFound, detail: "no such object"}
 	case errors.Is(err, errTooManyTokens):
-		writeProblem(w, http.StatusConflict, fmt.Sprintf("you already hold %d tokens, the most allowed; revoke some first", s.cfg.MaxTokensPerUser))
+		return errorAnswer{status: http.StatusConflict, detail: fmt.Sprintf("you already hold %d tokens, the most allowed; revoke some first", s.cfg.MaxTokensPerUser)}
 	case errors.Is(err, errTokenExpired):
-		writeProblem(w, http.StatusConflict, "the token has expired; create a new one instead")
+		return errorAnswer{status: http.StatusConflict, detail: "the token has expired; create a new one instead"}
 	case errors.Is(err, errLastAdmin):
-		writeProblem(w, http.StatusConflict, errLastAdmin.Error())
+		return errorAnswer{status: http.StatusConflict, detail: errLastAdmin.Error()}
 	case errors.Is(err, errNameTaken):
-		writeProblem(w, http.StatusConflict, "a user of that name already exists")
+		return errorAnswer{status: http.StatusConflict, detail: "a user of that name already exists"}
 	case errors.Is(err, errHashBusy):
-		w.Header().Set("Retry-After", "1")
-		writeProblem(w, http.StatusServiceUnavailable, "too many sign-ins at once; try again in a second, or use a token")
+		return errorAnswer{status: http.StatusServiceUnavailable, detail: "too many sign-ins at once; try again in a second, or use a token", retryAfter: "1"}
 	case isStorageFull(err):
-		s.log.Error("storage full", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
-		writeProblem(w, http.StatusInsufficientStorage, "storage is full: nothing was written; reads still work; tell the operator")
-	default:
-		s.internalError(w, r, err)
+		return errorAnswer{status: http.StatusInsufficientStorage, detail: "storage is full: nothing was written; reads still work; tell the operator"}
 	}
+	return errorAnswer{status: http.StatusInternalServerError}
+}
+
+// writeError answers err as classifyError says: an httpError with its own
+// status and text, a store error with the status it stands for, anything
+// else with a 500 whose cause is logged, never sent.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *authError
+	if errors.As(err, &ae) {
+		s.writeAuthError(w, ae)
+		return
+	}
+	a := s.classifyError(err)
+	switch a.status {
+	case http.StatusInternalServerError:
+		s.internalError(w, r, err)
+		return
+	case http.StatusInsufficientStorage:
+		s.log.Error("storage full", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+	}
+	if a.retryAfter != "" {
+		w.Header().Set("Retry-After", a.retryAfter)
+	}
+	writeProblem(w, a.status, a.detail)
 }
 
 // internalError logs err with the request's method and path and sends a 500

@@ -500,8 +500,16 @@ func (s *server) currentSession(r *http.Request) (*session, error) {
 	}
 	addr := s.clientAddr(r)
 	if now.Sub(rec.LastSeenAt) >= sessionTouchEvery || rec.Addr != addr {
-		if err := s.store.TouchSession(h, now, addr); err != nil && !errors.Is(err, errNotFound) {
-			return nil, fmt.Errorf("touch session: %w", err)
+		// Recording it is best effort: a full disk must not stop a page
+		// from showing. The first failure in a row is a warning.
+		err := s.store.TouchSession(h, now, addr)
+		switch {
+		case err == nil || errors.Is(err, errNotFound):
+			s.touchFailing.Store(false)
+		case s.touchFailing.CompareAndSwap(false, true):
+			s.log.Warn("record session last seen", "err", err)
+		default:
+			s.log.Debug("record session last seen", "err", err)
 		}
 		rec.LastSeenAt, rec.Addr = now, addr
 	}
@@ -524,6 +532,7 @@ func (s *server) startSession(w http.ResponseWriter, r *http.Request, u userReco
 		LastSeenAt: now,
 		SignedInAt: now,
 		Addr:       s.clientAddr(r),
+		Agent:      browserLabel(r.UserAgent()),
 	}
 	var replaced *sessionHash
 	if old != nil {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -198,12 +197,6 @@ func (e *throttledError) Error() string {
 // retryAfter is the Retry-After value: whole seconds, rounded up.
 func (e *throttledError) retryAfter() string {
 	return fmt.Sprint(int64(math.Ceil(e.wait.Seconds())))
-}
-
-// writeThrottled answers a throttled API request: 429 with Retry-After.
-func writeThrottled(w http.ResponseWriter, e *throttledError) {
-	w.Header().Set("Retry-After", e.retryAfter())
-	writeProblem(w, http.StatusTooManyRequests, e.Error())
 }
 
 // waitText says how long d is to a person: "40 seconds", "3 minutes".

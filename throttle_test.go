@@ -233,7 +233,7 @@ func TestSudoMode(t *testing.T) {
 	assertUnchanged(t, label(api)+" with a session after an hour", before, ts.snapshot())
 
 	// The right password lets the action through and opens another hour.
-	w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie,
+	w := ts.submit(pageReq{method: "POST", path: "/tokens", cookie: cookie,
 		form: url.Values{"name": {"after sudo"}, "expiry": {"7"}, "sudo_password": {"password-of-alice"}}})
 	checkPage(t, "POST /tokens with the password", w, 200, "Token created", "after sudo")
 	h, _ := parseSessionSecret(cookie)
@@ -242,7 +242,7 @@ func TestSudoMode(t *testing.T) {
 		t.Errorf("after confirming, the session was signed in at %v (err %v); want now", rec.SignedInAt, err)
 	}
 	ts.clock.Add(sudoWindow - time.Minute)
-	checkPage(t, "POST /tokens within the new hour", ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie,
+	checkPage(t, "POST /tokens within the new hour", ts.submit(pageReq{method: "POST", path: "/tokens", cookie: cookie,
 		form: tokenFormValues("no password needed", nil, "7", "")}), 200, "Token created")
 	checkSecretAnswer(t, label(api)+" within the new hour", ts.do(api))
 	if strings.Contains(ts.logs.String(), "password-of-") {
