@@ -268,9 +268,9 @@ func TestSignInBurstBoundsHashing(t *testing.T) {
 	const burst = 500
 	// Each sign-in comes from an address alice has signed in from before,
 	// so that the sign-in throttle lets the whole burst reach the hasher.
-	addr := func(i int) string { return fmt.Sprintf("10.0.%d.%d", i/250, i%250+1) }
-	for i := range burst {
-		ts.throttle.succeeded(u.Name, addr(i), ts.clock.Now())
+	addr := func(i int) string { return fmt.Sprintf("10.0.0.%d", i%maxKnownAddrsPerUser+1) }
+	for i := range maxKnownAddrsPerUser {
+		ts.throttle.succeeded(u.ID, addr(i), ts.clock.Now())
 	}
 	start := make(chan struct{})
 	codes := make([]int, burst)
