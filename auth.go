@@ -61,6 +61,15 @@ type passwordHasher struct {
 // errHashBusy is returned when too many callers already wait to hash.
 var errHashBusy = errors.New("too many password hashes waiting")
 
+// defaultHashConcurrency is the default of -hash-concurrency on a machine
+// that runs procs goroutines at once (GOMAXPROCS): one fewer, and at least
+// one. A hash keeps a core busy for tens of milliseconds, so with as many
+// hashes as cores a burst of sign-ins would stall token checks, which
+// take microseconds; one core left over keeps them quick.
+func defaultHashConcurrency(procs int) int {
+	return max(procs-1, 1)
+}
+
 // newPasswordHasher returns a hasher that runs at most concurrency hashes at once.
 func newPasswordHasher(p argonParams, concurrency int) *passwordHasher {
 	return &passwordHasher{params: p, slots: make(chan struct{}, max(concurrency, 1))}

@@ -261,7 +261,10 @@ var burstArgon = argonParams{Memory: 4 << 10, Time: 1, Threads: 1}
 func TestSignInBurstBoundsHashing(t *testing.T) {
 	ts := newTestServer(t)
 	ts.cfg.MaxTokensPerUser = 0
-	ts.hasher.params = burstArgon
+	// Four slots, whatever the machine's default, so that hashes overlap.
+	ts.cfg.HashConcurrency = 4
+	ts.hasher = newPasswordHasher(burstArgon, ts.cfg.HashConcurrency)
+	ts.hasher.maxWaiting = int64(ts.cfg.HashQueue)
 	u := ts.addUser("alice", false)
 	limit := int64(ts.cfg.HashConcurrency)
 

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -133,7 +134,7 @@ func defaultConfig() config {
 		LogLevel:         "info",
 		LogFormat:        "text",
 		ShutdownTimeout:  10 * time.Second,
-		HashConcurrency:  4,
+		HashConcurrency:  defaultHashConcurrency(runtime.GOMAXPROCS(0)),
 		Argon:            defaultArgonParams,
 		PurgeInterval:    time.Minute,
 		ExpiredRetention: 7 * 24 * time.Hour,
@@ -161,7 +162,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log `format`: text or json")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long to let requests finish at shutdown")
-	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB)")
+	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB; default: one fewer than the CPUs Go uses, at least 1)")
 	fs.DurationVar(&c.PurgeInterval, "purge-interval", c.PurgeInterval, "how often to delete expired tokens")
 	fs.DurationVar(&c.ExpiredRetention, "expired-retention", c.ExpiredRetention, "how long expired tokens stay visible before they are deleted (0s: at expiry)")
 	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
