@@ -379,7 +379,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	log.Info("shutting down: draining requests", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := httpSrv.Shutdown(sctx); err != nil {
+	if err := srv.drain(sctx, httpSrv); err != nil {
 		log.Warn("requests still running at the shutdown timeout; closing them", "err", err)
 		httpSrv.Close()
 	}
@@ -396,6 +396,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// drain shuts httpSrv down gracefully: it stops accepting, answers at once
+// the sign-ins waiting for a hashing slot (503 with Retry-After, so that
+// the restart waits for at most the hashes already running), and waits
+// until ctx ends for the requests still running.
+func (s *server) drain(ctx context.Context, httpSrv *http.Server) error {
+	s.hasher.stop()
+	return httpSrv.Shutdown(ctx)
 }
 
 // versionString describes this build from the information Go embeds in
