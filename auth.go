@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
@@ -55,20 +56,51 @@ type passwordHasher struct {
 	maxWaiting int64
 	waiting    atomic.Int64
 	running    atomic.Int64
-	peak       atomic.Int64 // most hashes that ever ran at once
+	peak       atomic.Int64  // most hashes that ever ran at once
+	stopped    chan struct{} // closed by stop
+	stopOnce   sync.Once
 }
 
 // errHashBusy is returned when too many callers already wait to hash.
 var errHashBusy = errors.New("too many password hashes waiting")
 
+// errHashStopped is returned once the server shuts down to callers that
+// wait for a slot, and to later ones. It is an errHashBusy, answered 503
+// with Retry-After like one.
+var errHashStopped = fmt.Errorf("%w: the server is shutting down", errHashBusy)
+
+// defaultHashConcurrency is the default of -hash-concurrency on a machine
+// that runs procs goroutines at once (GOMAXPROCS): one fewer, and at least
+// one. A hash keeps a core busy for tens of milliseconds, so with as many
+// hashes as cores a burst of sign-ins would stall token checks, which
+// take microseconds; one core left over keeps them quick.
+func defaultHashConcurrency(procs int) int {
+	return max(procs-1, 1)
+}
+
 // newPasswordHasher returns a hasher that runs at most concurrency hashes at once.
 func newPasswordHasher(p argonParams, concurrency int) *passwordHasher {
-	return &passwordHasher{params: p, slots: make(chan struct{}, max(concurrency, 1))}
+	return &passwordHasher{params: p, slots: make(chan struct{}, max(concurrency, 1)), stopped: make(chan struct{})}
+}
+
+// stop makes every caller waiting for a slot fail at once with
+// errHashStopped, and every later one too; hashes already running finish.
+// At shutdown a queued sign-in would otherwise hold the restart up for as
+// many hashes as wait ahead of it, and then be answered by a server that
+// is going away.
+func (h *passwordHasher) stop() {
+	h.stopOnce.Do(func() { close(h.stopped) })
 }
 
 // acquire waits for a hashing slot until ctx ends. It fails at once with
-// errHashBusy when maxWaiting callers are already waiting.
+// errHashBusy when maxWaiting callers are already waiting, and with
+// errHashStopped once stop was called.
 func (h *passwordHasher) acquire(ctx context.Context) error {
+	select {
+	case <-h.stopped:
+		return errHashStopped
+	default:
+	}
 	select {
 	case h.slots <- struct{}{}:
 		h.started()
@@ -86,6 +118,8 @@ func (h *passwordHasher) acquire(ctx context.Context) error {
 	case h.slots <- struct{}{}:
 		h.started()
 		return nil
+	case <-h.stopped:
+		return errHashStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // defaultAuthCacheSize bounds the auth cache: 64 to 128 bytes a token, so
@@ -28,12 +30,13 @@ const defaultAuthCacheSize = 1_000_000
 // A lookup among a million tokens then costs one random memory access where
 // a Go map costs two or three, and the table holds no pointers, so the
 // garbage collector never scans it. A slot names its scope list by its
-// number in scopeSets.
+// number in lists, which counts the slots naming each list.
 type authCache struct {
 	mu    sync.RWMutex
 	slots []authSlot // a power of two long, at most 3/4 full; nil until the first put
 	n     int        // occupied slots
 	max   int
+	lists scopeLists
 }
 
 // authSlot is an authRecord as the cache keeps it.
@@ -44,6 +47,9 @@ type authSlot struct {
 	created, expires int64  // Unix nanoseconds; expires 0: never
 }
 
+// list returns the number of the slot's scope list.
+func (s *authSlot) list() uint32 { return uint32(s.owner >> ownerBits) }
+
 const (
 	ownerBits     = 48
 	ownerMask     = 1<<ownerBits - 1
@@ -51,7 +57,7 @@ const (
 )
 
 func newAuthCache(max int) *authCache {
-	return &authCache{max: max}
+	return &authCache{max: max, lists: newScopeLists()}
 }
 
 // home returns the slot where the search for h starts. Token hashes are
@@ -83,15 +89,16 @@ func (c *authCache) get(h tokenHash) (authRecord, bool) {
 	c.mu.RLock()
 	i, ok := c.find(&h)
 	var s authSlot
+	var scopes []string
 	if ok {
 		s = c.slots[i]
+		scopes = c.lists.list(s.list())
 	}
 	c.mu.RUnlock()
 	if !ok {
 		return authRecord{}, false
 	}
-	a := authRecord{ID: s.id, Owner: s.owner & ownerMask, CreatedAt: time.Unix(0, s.created).UTC(),
-		Scopes: scopeSets.list(uint32(s.owner >> ownerBits))}
+	a := authRecord{ID: s.id, Owner: s.owner & ownerMask, CreatedAt: time.Unix(0, s.created).UTC(), Scopes: scopes}
 	if s.expires != 0 {
 		t := time.Unix(0, s.expires).UTC()
 		a.ExpiresAt = &t
@@ -105,17 +112,21 @@ func (c *authCache) put(h tokenHash, a authRecord, gen *atomic.Uint64, readGen u
 		return
 	}
 	s := authSlot{hash: h, id: a.ID, created: unixNano(a.CreatedAt), expires: expiryNano(a.ExpiresAt)}
-	set, ok := scopeSets.number(a.Scopes)
-	if !ok {
-		return
-	}
-	s.owner = a.Owner | uint64(set)<<ownerBits
+	var buf [256]byte // most lists fit: then only a new one allocates
+	key := appendScopes(buf[:0], a.Scopes)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen.Load() != readGen {
 		return
 	}
+	list, ok := c.lists.intern(key, a.Scopes)
+	if !ok {
+		return
+	}
+	s.owner = a.Owner | uint64(list)<<ownerBits
+	c.lists.hold(list)
 	if i, ok := c.find(&h); ok {
+		c.lists.release(c.slots[i].list())
 		c.slots[i] = s
 		return
 	}
@@ -159,6 +170,7 @@ func (c *authCache) resize(n int) {
 func (c *authCache) removeAt(i int) {
 	mask := len(c.slots) - 1
 	c.n--
+	c.lists.release(c.slots[i].list())
 	for j := i; ; {
 		c.slots[i] = authSlot{}
 		for {
@@ -196,4 +208,38 @@ func (c *authCache) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.n
+}
+
+// authByHash is the package's authByHash, but a scope list the cache
+// already knows is shared rather than decoded afresh, and a new one is
+// kept to be shared: verifying a token that is not cached then allocates
+// nothing for its scopes.
+func (c *authCache) authByHash(tx *bolt.Tx, h tokenHash) (authRecord, error) {
+	var a authRecord
+	v := tx.Bucket(bucketTokensByHash).Get(h[:])
+	if v == nil {
+		return a, errNotFound
+	}
+	if err := a.unmarshalHead(v); err != nil {
+		return a, err
+	}
+	key := v[authRecordHead:]
+	c.mu.RLock()
+	n, ok := c.lists.lookup(key)
+	if ok {
+		a.Scopes = c.lists.list(n)
+	}
+	c.mu.RUnlock()
+	if ok {
+		return a, nil
+	}
+	scopes, err := decodeScopes(key)
+	if err != nil {
+		return a, err
+	}
+	a.Scopes = scopes
+	c.mu.Lock()
+	c.lists.intern(key, scopes)
+	c.mu.Unlock()
+	return a, nil
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestAuthCacheTable checks the open-addressing table against a map through
@@ -35,7 +39,7 @@ func TestAuthCacheTable(t *testing.T) {
 			case op < 5 || len(known) == 0: // insert a new token
 				h := newHash()
 				a := authRecord{ID: uint64(step + 1), Owner: uint64(rng.IntN(5) + 1),
-					CreatedAt: time.Unix(0, rng.Int64()).UTC(), Scopes: []string{scopeTokensRead}}
+					CreatedAt: time.Unix(0, rng.Int64()).UTC(), Scopes: []string{fmt.Sprintf("app:%d", rng.IntN(300))}}
 				if rng.IntN(2) == 0 {
 					e := time.Unix(0, rng.Int64N(1<<62)+1).UTC()
 					a.ExpiresAt = &e
@@ -47,7 +51,7 @@ func TestAuthCacheTable(t *testing.T) {
 				h := known[rng.IntN(len(known))]
 				if _, ok := c.get(h); ok {
 					a := want[h]
-					a.Scopes = []string{scopeTokensRead, scopeTokensWrite}
+					a.Scopes = []string{scopeTokensRead, fmt.Sprintf("app:%d", rng.IntN(300))}
 					c.put(h, a, &gen, gen.Load())
 					want[h] = a
 				}
@@ -88,14 +92,130 @@ func checkAuthCache(t *testing.T, c *authCache, want map[tokenHash]authRecord, k
 			held++
 			if got.ID != w.ID || got.Owner != w.Owner || !got.CreatedAt.Equal(w.CreatedAt) ||
 				(got.ExpiresAt == nil) != (w.ExpiresAt == nil) ||
-				(got.ExpiresAt != nil && !got.ExpiresAt.Equal(*w.ExpiresAt)) ||
-				len(got.Scopes) != len(w.Scopes) || got.Scopes[0] != w.Scopes[0] {
+				(got.ExpiresAt != nil && !got.ExpiresAt.Equal(*w.ExpiresAt)) || !slices.Equal(got.Scopes, w.Scopes) {
 				t.Fatalf("max %d: cached %+v, want %+v", max, got, w)
 			}
 		}
 	}
 	if held != c.len() || held > max {
 		t.Fatalf("max %d: %d tokens found, len() says %d", max, held, c.len())
+	}
+	checkScopeLists(t, c)
+}
+
+// checkScopeLists checks that each scope list of c counts exactly the
+// slots that name it, that the idle ring holds exactly the lists no slot
+// names, and that at most maxIdleScopeLists are idle.
+func checkScopeLists(t *testing.T, c *authCache) {
+	t.Helper()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l := &c.lists
+	named := make([]int, len(l.entries))
+	for _, s := range c.slots {
+		if s.id != 0 {
+			named[s.list()]++
+		}
+	}
+	ring := map[uint32]bool{}
+	for n := l.entries[0].next; n != 0; n = l.entries[n].next {
+		if ring[n] || len(ring) > len(l.entries) {
+			t.Fatalf("the idle ring loops at list %d", n)
+		}
+		ring[n] = true
+	}
+	free := map[uint32]bool{}
+	for _, n := range l.free {
+		free[n] = true
+	}
+	for n := 1; n < len(l.entries); n++ {
+		e := l.entries[n]
+		if free[uint32(n)] {
+			if e.key != "" || e.refs != 0 || named[n] != 0 || ring[uint32(n)] {
+				t.Fatalf("free number %d is in use: %+v, named by %d slots", n, e, named[n])
+			}
+			continue
+		}
+		if e.refs != named[n] {
+			t.Fatalf("scope list %d %v counts %d slots; %d name it", n, e.list, e.refs, named[n])
+		}
+		if ring[uint32(n)] != (e.refs == 0) {
+			t.Fatalf("scope list %d named by %d slots: in the idle ring %v", n, e.refs, ring[uint32(n)])
+		}
+		if got, ok := l.ids[e.key]; !ok || got != uint32(n) {
+			t.Fatalf("scope list %d is not found by its encoding", n)
+		}
+	}
+	if len(ring) != l.idle || l.idle > maxIdleScopeLists || len(free) != len(l.free) || len(l.ids) != len(l.entries)-1-len(free) {
+		t.Fatalf("%d idle lists in the ring, %d counted (at most %d); %d encodings for %d lists, %d of them free",
+			len(ring), l.idle, maxIdleScopeLists, len(l.ids), len(l.entries)-1, len(free))
+	}
+}
+
+// TestOneUserCannotFillTheScopeLists plays the attack on the scope lists
+// the auth cache keeps: one user creates tokens with thousands of distinct
+// scope lists, uses each once so that it is cached, revokes them all, and
+// does it again. Another user's token with a list never seen before must
+// still be cached, and the lists of the revoked tokens must not pile up.
+func TestOneUserCannotFillTheScopeLists(t *testing.T) {
+	ts := newTestServer(t)
+	mallory := ts.addUser("mallory", false)
+	alice := ts.addUser("alice", false)
+	const rounds, perRound = 6, 1000 // 6,000 lists: more than maxIdleScopeLists
+	for round := range rounds {
+		var secrets []string
+		err := ts.store.update(func(tx *bolt.Tx) error {
+			for i := range perRound {
+				secret, err := ts.format.generate()
+				if err != nil {
+					return err
+				}
+				tok := tokenRecord{Owner: mallory.ID, Name: "churn", CreatedAt: ts.clock.Now(), Hint: tokenHint(secret),
+					Scopes: []string{scopeTokensRead, fmt.Sprintf("app:%d", round*perRound+i)}}
+				if err := putNewToken(tx, &tok, hashToken(secret)); err != nil {
+					return err
+				}
+				secrets = append(secrets, secret)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("create round %d: %v", round, err)
+		}
+		for _, secret := range secrets {
+			if _, err := ts.verifyToken(secret); err != nil {
+				t.Fatalf("verify a token of round %d: %v", round, err)
+			}
+		}
+		if _, err := ts.store.RevokeTokensOf(mallory.ID); err != nil {
+			t.Fatalf("revoke round %d: %v", round, err)
+		}
+		if toks, _ := ts.store.TokensByOwner(mallory.ID); len(toks) != 0 {
+			t.Fatalf("after revoking round %d mallory holds %d tokens", round, len(toks))
+		}
+	}
+	checkScopeLists(t, ts.store.auth)
+	if n := len(ts.store.auth.lists.ids); n > maxIdleScopeLists {
+		t.Errorf("after the churn the auth cache keeps %d scope lists; want at most %d", n, maxIdleScopeLists)
+	}
+
+	scopes := []string{scopeTokensRead, "app:alice"}
+	tok, secret := ts.addToken(alice, "ci", scopes, 0)
+	for i := range 2 {
+		c, err := ts.verifyToken(secret)
+		if err != nil || !slices.Equal(c.token.Scopes, scopes) {
+			t.Fatalf("verify alice's token (%d) = %+v, %v; want scopes %v", i, c, err, scopes)
+		}
+	}
+	got, ok := ts.store.auth.get(tok.Hash)
+	if !ok || got.ID != tok.ID || !slices.Equal(got.Scopes, scopes) {
+		t.Fatalf("after the churn alice's verified token is cached: %v, %+v; want cached with scopes %v", ok, got, scopes)
+	}
+	// And her next verification reads nothing: with the database closed,
+	// only the cache can answer.
+	ts.store.db.Close()
+	if _, err := ts.verifyToken(secret); err != nil {
+		t.Errorf("verify alice's cached token with the database closed: %v", err)
 	}
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/binary"
 	"errors"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -64,10 +63,28 @@ func appendScopes(b []byte, scopes []string) []byte {
 	return b
 }
 
+// authRecordHead is the length of an auth record before its scopes.
+const authRecordHead = 1 + 8*4
+
 // unmarshal decodes b, which it does not keep: bytes from bbolt die with
-// their transaction.
+// their transaction. The scope list is a new one; authCache.authByHash
+// shares it instead.
 func (a *authRecord) unmarshal(b []byte) error {
-	if len(b) < 1+8*4+1 || b[0] != authRecordVersion {
+	if err := a.unmarshalHead(b); err != nil {
+		return err
+	}
+	scopes, err := decodeScopes(b[authRecordHead:])
+	if err != nil {
+		return err
+	}
+	a.Scopes = scopes
+	return nil
+}
+
+// unmarshalHead decodes the fields of b before its scopes, and checks
+// that b is long enough to hold a scope count.
+func (a *authRecord) unmarshalHead(b []byte) error {
+	if len(b) < authRecordHead+1 || b[0] != authRecordVersion {
 		return errBadAuthRecord
 	}
 	a.ID = binary.BigEndian.Uint64(b[1:])
@@ -78,85 +95,128 @@ func (a *authRecord) unmarshal(b []byte) error {
 		t := time.Unix(0, int64(exp)).UTC()
 		a.ExpiresAt = &t
 	}
-	scopes, err := scopeSets.decode(b[33:])
-	if err != nil {
-		return err
-	}
-	a.Scopes = scopes
 	return nil
 }
 
-// maxScopeSets bounds the distinct scope lists scopeSets interns. A record
-// with yet another list is decoded into a list of its own, and the auth
-// cache does not keep it.
-const maxScopeSets = 4096
+// Bounds of a scopeLists table. It keeps at most maxIdleScopeLists lists
+// that no cached token names, and never more than maxScopeLists in all:
+// only when more distinct lists than that are held by cached tokens at
+// once is a token with yet another list not cached.
+const (
+	maxIdleScopeLists = 4096
+	maxScopeLists     = 1<<(64-ownerBits) - 1 // numbers 1 to 2^16-1; 0 heads the idle ring
+)
 
-// scopeSets interns the scope lists of auth records, keyed by their
-// encoding, and numbers them: decoding a record allocates nothing for its
-// scopes, and the auth cache keeps a list's number instead of the list.
-// The lists are shared: nothing may change one in place.
-var scopeSets = &scopeSetTable{ids: make(map[string]uint32)}
-
-type scopeSetTable struct {
-	mu    sync.RWMutex
-	ids   map[string]uint32      // encoding → number
-	lists [maxScopeSets][]string // by number; set once, before its number is handed out
+// scopeLists numbers the scope lists of auth records, keyed by their
+// encoding, for one authCache: a cache slot keeps a list's number instead
+// of the list, and decoding a record whose list is known allocates nothing
+// for its scopes. The lists are shared: nothing may change one in place.
+//
+// Each list counts the cache slots that name it. A list no slot names is
+// idle: it stays to be found again, but once maxIdleScopeLists are idle the
+// one idle the longest is dropped and its number handed out again. So the
+// lists of revoked or evicted tokens never crowd out the lists of live
+// ones, whoever made them. The authCache's mu guards the table.
+type scopeLists struct {
+	ids     map[string]uint32 // encoding → number
+	entries []scopeListEntry  // by number; entries[0] heads the idle ring
+	idle    int               // entries in the idle ring
+	free    []uint32          // numbers of dropped lists, to hand out again
 }
 
-// decode returns the scope list encoded in b, which must be exactly the
-// encoding appendScopes writes.
-func (t *scopeSetTable) decode(b []byte) ([]string, error) {
-	t.mu.RLock()
-	id, ok := t.ids[string(b)] // no allocation: the key is not kept
-	t.mu.RUnlock()
-	if ok {
-		return t.lists[id], nil
-	}
-	l, err := decodeScopes(b)
-	if err != nil {
-		return nil, err
-	}
-	if id, ok := t.intern(b, l); ok {
-		return t.lists[id], nil
-	}
-	return l, nil
+type scopeListEntry struct {
+	key        string // the encoding; "" once dropped
+	list       []string
+	refs       int    // cache slots that name this list
+	prev, next uint32 // neighbours in the idle ring while refs is 0, newest after the head
 }
 
-// number returns the number of the list equal to scopes, interning it if
-// need be, or false when the table is full.
-func (t *scopeSetTable) number(scopes []string) (uint32, bool) {
-	var buf [256]byte // most lists fit: then only a new one allocates
-	key := appendScopes(buf[:0], scopes)
-	t.mu.RLock()
-	id, ok := t.ids[string(key)]
-	t.mu.RUnlock()
-	if ok {
-		return id, true
-	}
-	return t.intern(key, scopes)
+func newScopeLists() scopeLists {
+	return scopeLists{ids: make(map[string]uint32), entries: make([]scopeListEntry, 1)}
 }
 
-// intern adds scopes under its encoding key, unless it is there already or
-// the table is full.
-func (t *scopeSetTable) intern(key []byte, scopes []string) (uint32, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if id, ok := t.ids[string(key)]; ok {
-		return id, true
+// lookup returns the number of the list encoded as key.
+func (l *scopeLists) lookup(key []byte) (uint32, bool) {
+	n, ok := l.ids[string(key)] // no allocation: the key is not kept
+	return n, ok
+}
+
+// list returns list number n.
+func (l *scopeLists) list(n uint32) []string { return l.entries[n].list }
+
+// intern returns the number of the list encoded as key, adding scopes
+// under it as an idle list if need be. It returns false when the table is
+// full of lists that cached tokens name.
+func (l *scopeLists) intern(key []byte, scopes []string) (uint32, bool) {
+	if n, ok := l.ids[string(key)]; ok {
+		return n, true
 	}
-	if len(t.ids) >= maxScopeSets {
+	if l.idle >= maxIdleScopeLists || (len(l.free) == 0 && len(l.entries) > maxScopeLists && l.idle > 0) {
+		l.drop(l.entries[0].prev) // the list idle the longest
+	}
+	var n uint32
+	switch {
+	case len(l.free) > 0:
+		n = l.free[len(l.free)-1]
+		l.free = l.free[:len(l.free)-1]
+	case len(l.entries) <= maxScopeLists:
+		n = uint32(len(l.entries))
+		l.entries = append(l.entries, scopeListEntry{})
+	default:
 		return 0, false
 	}
-	id := uint32(len(t.ids))
-	t.lists[id] = append(make([]string, 0, len(scopes)), scopes...)
-	t.ids[string(key)] = id
-	return id, true
+	e := &l.entries[n]
+	e.key = string(key)
+	e.list = append(make([]string, 0, len(scopes)), scopes...)
+	l.ids[e.key] = n
+	l.pushIdle(n)
+	return n, true
 }
 
-// list returns list number id. Whoever learnt id from number or decode, or
-// read it from memory written after that under a lock it has since taken,
-// sees the list.
-func (t *scopeSetTable) list(id uint32) []string { return t.lists[id] }
+// hold counts one more cache slot naming list n.
+func (l *scopeLists) hold(n uint32) {
+	if l.entries[n].refs == 0 {
+		l.unlink(n)
+	}
+	l.entries[n].refs++
+}
+
+// release counts one cache slot fewer naming list n.
+func (l *scopeLists) release(n uint32) {
+	if l.entries[n].refs--; l.entries[n].refs == 0 {
+		l.pushIdle(n)
+		if l.idle > maxIdleScopeLists {
+			l.drop(l.entries[0].prev)
+		}
+	}
+}
+
+// drop forgets idle list n and frees its number. Records decoded with the
+// list keep it: a list is never changed, only forgotten.
+func (l *scopeLists) drop(n uint32) {
+	l.unlink(n)
+	delete(l.ids, l.entries[n].key)
+	l.entries[n] = scopeListEntry{}
+	l.free = append(l.free, n)
+}
+
+// pushIdle puts n at the newest end of the idle ring.
+func (l *scopeLists) pushIdle(n uint32) {
+	head := &l.entries[0]
+	l.entries[n].prev, l.entries[n].next = 0, head.next
+	l.entries[head.next].prev = n
+	head.next = n
+	l.idle++
+}
+
+// unlink takes n out of the idle ring.
+func (l *scopeLists) unlink(n uint32) {
+	e := &l.entries[n]
+	l.entries[e.prev].next = e.next
+	l.entries[e.next].prev = e.prev
+	e.prev, e.next = 0, 0
+	l.idle--
+}
 
 func decodeScopes(b []byte) ([]string, error) {
 	count := int(b[0])

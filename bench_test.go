@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -244,4 +247,128 @@ func BenchmarkHandlers(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkVerifyUnderSignIns measures what a flood of password sign-ins
+// does to token checks, with production argon2id parameters, over real
+// HTTP on loopback: one client sends GET /auth with a valid token, one
+// request after another, first alone and then while 16 clients send
+// sign-ins with made-up names as fast as they are answered (each costs a
+// full hash against the dummy, and X-Forwarded-For spreads them over
+// addresses so that the throttle lets them all through). It reports the
+// /auth latencies of both phases, their p99 ratio, and the sign-ins
+// checked per second, with -hash-concurrency at the old fixed default of 4
+// and at today's default (GOMAXPROCS-1, at least 1). Each phase takes
+// max(b.N, 200) checks and, under the flood, at least 3 seconds: run it
+// with -benchtime 2000x for the figures in BENCHMARKS.md.
+func BenchmarkVerifyUnderSignIns(b *testing.B) {
+	for _, conc := range []int{4, defaultHashConcurrency(runtime.GOMAXPROCS(0))} {
+		b.Run(fmt.Sprintf("hash-concurrency=%d", conc), func(b *testing.B) {
+			benchVerifyUnderSignIns(b, conc)
+		})
+	}
+}
+
+func benchVerifyUnderSignIns(b *testing.B, concurrency int) {
+	st, path := newTestDB(b)
+	cfg := defaultConfig()
+	cfg.DB = path
+	cfg.HashConcurrency = concurrency
+	cfg.TrustProxy = true
+	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := newServer(st, cfg, log, time.Now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hash, err := srv.hasher.Hash(context.Background(), "password-of-alice")
+	if err != nil {
+		b.Fatal(err)
+	}
+	u := newUser("alice", hash, false, time.Now())
+	if err := st.CreateUser(&u); err != nil {
+		b.Fatal(err)
+	}
+	_, secret, err := newToken(st, srv.format, u, tokenSpec{name: "proxy", scopes: []string{scopeTokensRead}}, time.Now(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.routes())
+	defer hs.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+
+	samples := max(b.N, 200)
+	check := func(least time.Duration) []time.Duration {
+		lat := make([]time.Duration, 0, samples)
+		for start := time.Now(); len(lat) < samples || time.Since(start) < least; {
+			req, _ := http.NewRequest("GET", hs.URL+"/auth", nil)
+			req.Header.Set("Authorization", "Bearer "+secret)
+			start := time.Now()
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			lat = append(lat, time.Since(start))
+			if resp.StatusCode != http.StatusNoContent {
+				b.Fatalf("GET /auth = %d; want 204", resp.StatusCode)
+			}
+		}
+		slices.Sort(lat)
+		return lat
+	}
+	pct := func(lat []time.Duration, p float64) float64 {
+		return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000
+	}
+
+	check(0) // connect and warm up
+	b.ResetTimer()
+	idle := check(0)
+
+	const flooders = 16
+	stop := make(chan struct{})
+	var signIns atomic.Int64
+	var wg sync.WaitGroup
+	for f := range flooders {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("POST", hs.URL+"/api/v1/tokens", strings.NewReader(`{"name":"x","scopes":[],"expires_at":null}`))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", basicAuth(fmt.Sprintf("nobody-%d-%d", f, i), "wrong password"))
+				req.Header.Set("X-Forwarded-For", fmt.Sprintf("10.%d.%d.%d", f, i>>8&255, i&255))
+				resp, err := client.Do(req)
+				if err != nil {
+					continue // the server is closing
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusUnauthorized {
+					signIns.Add(1)
+				}
+			}
+		})
+	}
+	// Measure once every hash slot is busy.
+	for srv.hasher.running.Load() < int64(concurrency) {
+		time.Sleep(time.Millisecond)
+	}
+	before, start := signIns.Load(), time.Now()
+	flood := check(3 * time.Second)
+	rate := float64(signIns.Load()-before) / time.Since(start).Seconds()
+	close(stop)
+	wg.Wait()
+	b.StopTimer()
+
+	b.ReportMetric(pct(idle, 0.5), "idle-p50-ms")
+	b.ReportMetric(pct(idle, 0.99), "idle-p99-ms")
+	b.ReportMetric(pct(flood, 0.5), "flood-p50-ms")
+	b.ReportMetric(pct(flood, 0.99), "flood-p99-ms")
+	b.ReportMetric(pct(flood, 0.99)/pct(idle, 0.99), "p99-ratio")
+	b.ReportMetric(rate, "sign-ins/s")
 }

@@ -789,7 +789,7 @@ func (s *store) Authenticate(h tokenHash) (authRecord, userRecord, error) {
 	var u userRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
-		if a, err = authByHash(tx, h); err != nil {
+		if a, err = s.auth.authByHash(tx, h); err != nil {
 			return err
 		}
 		var ok bool

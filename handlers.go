@@ -742,13 +742,17 @@ const basicChallenge = `Basic realm="tokend", charset="UTF-8"`
 // parameters than today's, the hash is replaced.
 func (s *server) signIn(r *http.Request, name, password string) (userRecord, error) {
 	addr := s.clientAddr(r)
-	if wait := s.throttle.begin(name, addr, s.now()); wait > 0 {
-		s.log.Info("sign-in throttled", "remote", addr) // never the name: it may be a token or a password
-		return userRecord{}, &throttledError{wait: wait}
-	}
+	// The user is looked up first, whether the attempt goes ahead or not,
+	// so that the throttle keeps an account's attempts under its id, where
+	// made-up names cannot reach them.
 	u, err := s.store.UserByName(name)
 	if err != nil && !errors.Is(err, errNotFound) {
 		return userRecord{}, err
+	}
+	account := signInAccount{user: u.ID, name: name}
+	if wait := s.throttle.begin(account, addr, s.now()); wait > 0 {
+		s.log.Info("sign-in throttled", "remote", addr) // never the name: it may be a token or a password
+		return userRecord{}, &throttledError{wait: wait}
 	}
 	encoded := u.PasswordHash
 	if u.ID == 0 {
@@ -756,7 +760,7 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 	}
 	ok, rehash, err := s.hasher.Verify(r.Context(), password, encoded)
 	if err != nil {
-		s.throttle.abandoned(name, addr, s.now())
+		s.throttle.abandoned(account, addr, s.now())
 		return userRecord{}, fmt.Errorf("verify password of user %d: %w", u.ID, err)
 	}
 	if !ok || u.ID == 0 {
@@ -770,7 +774,7 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 			}
 		}
 	}
-	s.throttle.succeeded(name, addr, s.now())
+	s.throttle.succeeded(u.ID, addr, s.now())
 	return u, nil
 }
 

@@ -268,16 +268,19 @@ var burstArgon = argonParams{Memory: 4 << 10, Time: 1, Threads: 1}
 func TestSignInBurstBoundsHashing(t *testing.T) {
 	ts := newTestServer(t)
 	ts.cfg.MaxTokensPerUser = 0
-	ts.hasher.params = burstArgon
+	// Four slots, whatever the machine's default, so that hashes overlap.
+	ts.cfg.HashConcurrency = 4
+	ts.hasher = newPasswordHasher(burstArgon, ts.cfg.HashConcurrency)
+	ts.hasher.maxWaiting = int64(ts.cfg.HashQueue)
 	u := ts.addUser("alice", false)
 	limit := int64(ts.cfg.HashConcurrency)
 
 	const burst = 500
 	// Each sign-in comes from an address alice has signed in from before,
 	// so that the sign-in throttle lets the whole burst reach the hasher.
-	addr := func(i int) string { return fmt.Sprintf("10.0.%d.%d", i/250, i%250+1) }
-	for i := range burst {
-		ts.throttle.succeeded(u.Name, addr(i), ts.clock.Now())
+	addr := func(i int) string { return fmt.Sprintf("10.0.0.%d", i%maxKnownAddrsPerUser+1) }
+	for i := range maxKnownAddrsPerUser {
+		ts.throttle.succeeded(u.ID, addr(i), ts.clock.Now())
 	}
 	start := make(chan struct{})
 	codes := make([]int, burst)

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -165,7 +166,7 @@ func defaultConfig() config {
 		LogLevel:         "info",
 		LogFormat:        "text",
 		ShutdownTimeout:  10 * time.Second,
-		HashConcurrency:  4,
+		HashConcurrency:  defaultHashConcurrency(runtime.GOMAXPROCS(0)),
 		Argon:            defaultArgonParams,
 		PurgeInterval:    time.Minute,
 		ExpiredRetention: 7 * 24 * time.Hour,
@@ -195,7 +196,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log `format`: text or json")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long to let requests finish at shutdown")
-	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB)")
+	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB; default: one fewer than the CPUs Go uses, at least 1)")
 	fs.DurationVar(&c.PurgeInterval, "purge-interval", c.PurgeInterval, "how often to delete expired tokens")
 	fs.DurationVar(&c.ExpiredRetention, "expired-retention", c.ExpiredRetention, "how long expired tokens stay visible before they are deleted (0s: at expiry)")
 	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
@@ -520,7 +521,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	log.Info("shutting down: draining requests", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := httpSrv.Shutdown(sctx); err != nil {
+	if err := srv.drain(sctx, httpSrv); err != nil {
 		log.Warn("requests still running at the shutdown timeout; closing them", "err", err)
 		httpSrv.Close()
 	}
@@ -537,6 +538,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// drain shuts httpSrv down gracefully: it stops accepting, answers at once
+// the sign-ins waiting for a hashing slot (503 with Retry-After, so that
+// the restart waits for at most the hashes already running), and waits
+// until ctx ends for the requests still running.
+func (s *server) drain(ctx context.Context, httpSrv *http.Server) error {
+	s.hasher.stop()
+	return httpSrv.Shutdown(ctx)
 }
 
 // versionString describes this build from the information Go embeds in

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +58,9 @@ func TestReadmePrintConfig(t *testing.T) {
 	if !strings.HasPrefix(command, "$ ") || len(words) == 0 || words[0] != "tokend" {
 		t.Fatalf("README's -print-config sample starts %q; want $ [NAME=VALUE…] tokend ARGS", command)
 	}
+	// The default of -hash-concurrency follows the CPUs; the sample is
+	// printed on a machine with two, as the README says.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	got, _, err := runCLI(t, "", words[1:]...)
 	if err != nil {
 		t.Fatalf("%s: %v", command, err)

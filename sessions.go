@@ -109,7 +109,7 @@ func sessionOwnerKey(user uint64, h sessionHash) []byte {
 // sessionOwnerValue is the value of a session's sessions_by_owner entry:
 // its creation time, so that the oldest is found from the index alone.
 func sessionOwnerValue(rec *sessionRecord) []byte {
-	return itob(uint64(max(rec.CreatedAt.UnixNano(), 0)))
+	return itob(uint64(max(unixNano(rec.CreatedAt), 0)))
 }
 
 // putSession writes rec under h with its index entry.

@@ -20,10 +20,13 @@ import (
 // First run. On a database without users, serve logs a link with a random
 // code to the page that creates the first admin. Only the code's hash is
 // kept, in memory: it works once and dies with the process, and the page is
-// gone as soon as any admin exists.
+// gone as soon as any user exists. While the code is live no other user
+// can appear (the CLI cannot open the file the server holds, and every
+// other way to add a user takes an admin), so "no user" is "no admin",
+// and it takes one key to tell rather than a walk over every user.
 
-// errSetupDone is returned by CreateFirstAdmin once an admin exists.
-var errSetupDone = errors.New("an admin already exists")
+// errSetupDone is returned by CreateFirstAdmin once a user exists.
+var errSetupDone = errors.New("setup is done: a user exists")
 
 // setupCode is the one-time code of the setup link. The zero value holds
 // no code. It is safe for concurrent use.
@@ -31,6 +34,7 @@ type setupCode struct {
 	mu   sync.Mutex
 	hash [sha256.Size]byte
 	live bool
+	done bool // a code was spent: setup is complete
 }
 
 // issue makes a new code, forgetting any earlier one, and returns it.
@@ -54,11 +58,18 @@ func (c *setupCode) valid(code string) bool {
 	return c.live && subtle.ConstantTimeCompare(h[:], c.hash[:]) == 1
 }
 
-// spend forgets the code: it has been used.
+// spend forgets the code: it has been used, or setup is complete.
 func (c *setupCode) spend() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.hash, c.live = [sha256.Size]byte{}, false
+	c.hash, c.live, c.done = [sha256.Size]byte{}, false, true
+}
+
+// complete reports whether a code was spent in this process.
+func (c *setupCode) complete() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done
 }
 
 // setupLink issues a new code and returns the link to the setup page under
@@ -100,30 +111,30 @@ func browsableHost(addr net.Addr) string {
 	return net.JoinHostPort(host, port)
 }
 
-// HasAdmin reports whether any user is an admin.
-func (s *store) HasAdmin() (bool, error) {
-	var n int
+// HasUsers reports whether any user exists. It reads one key, however
+// many users there are.
+func (s *store) HasUsers() (bool, error) {
+	var has bool
 	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = countAdmins(tx)
-		return err
+		has = hasUsers(tx)
+		return nil
 	})
-	return n > 0, err
+	return has, err
 }
 
-// CreateFirstAdmin stores u, who must be an admin, setting u.ID, unless an
-// admin exists already: then it returns errSetupDone. It returns
-// errNameTaken when the name is in use.
+func hasUsers(tx *bolt.Tx) bool {
+	k, _ := tx.Bucket(bucketUsers).Cursor().First()
+	return k != nil
+}
+
+// CreateFirstAdmin stores u, who must be an admin, setting u.ID, unless a
+// user exists already: then it returns errSetupDone.
 func (s *store) CreateFirstAdmin(u *userRecord) error {
 	if !u.Admin {
 		return errors.New("the first user must be an admin")
 	}
 	return s.update(func(tx *bolt.Tx) error {
-		admins, err := countAdmins(tx)
-		if err != nil {
-			return err
-		}
-		if admins > 0 {
+		if hasUsers(tx) {
 			return errSetupDone
 		}
 		return putNewUser(tx, u)
@@ -137,19 +148,27 @@ type setupPage struct {
 }
 
 // setupOpen reports whether code opens the setup page now: it is the live
-// code and no admin exists. Otherwise it answers the request itself.
+// code and no user exists. Otherwise it answers the request itself. The
+// code is checked first, in constant time and from memory: a request
+// without it costs no database read, however many users there are.
 func (s *server) setupOpen(w http.ResponseWriter, r *http.Request, code string) bool {
-	hasAdmin, err := s.store.HasAdmin()
+	const done = "Setup is complete: an admin account exists. Sign in instead."
+	if !s.setup.valid(code) {
+		msg := "This setup link is not valid. The server prints a new one-time link to its log each time it starts on a database without users."
+		if s.setup.complete() {
+			msg = done
+		}
+		s.renderMessage(w, r, nil, http.StatusNotFound, "No setup here", msg)
+		return false
+	}
+	hasUsers, err := s.store.HasUsers()
 	if err != nil {
 		s.pageError(w, r, nil, err)
 		return false
 	}
-	if hasAdmin || !s.setup.valid(code) {
-		msg := "This setup link is not valid. The server prints a new one-time link to its log each time it starts on a database without users."
-		if hasAdmin {
-			msg = "Setup is complete: an admin account exists. Sign in instead."
-		}
-		s.renderMessage(w, r, nil, http.StatusNotFound, "No setup here", msg)
+	if hasUsers {
+		s.setup.spend()
+		s.renderMessage(w, r, nil, http.StatusNotFound, "No setup here", done)
 		return false
 	}
 	return true

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // setupCodeOf returns the code of a setup link.
@@ -189,4 +192,47 @@ func TestBrowsableHost(t *testing.T) {
 			t.Errorf("browsableHost(%s) = %s; want %s", in, got, want)
 		}
 	}
+}
+
+// TestSetupPageReadsNoUsers checks what an anonymous request to the setup
+// page costs on a database of 20,000 users: with the live code, one key of
+// the users bucket and no user record (a record that cannot be decoded
+// stays unread); with any other code, no database read at all (the
+// database is closed, and the answer is still a 404, not a 500).
+func TestSetupPageReadsNoUsers(t *testing.T) {
+	ts := newTestServer(t)
+	err := ts.store.update(func(tx *bolt.Tx) error {
+		for i := range 20_000 {
+			u := newUser(fmt.Sprintf("user%d", i), "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", false, ts.clock.Now())
+			if err := putNewUser(tx, &u); err != nil {
+				return err
+			}
+		}
+		users := tx.Bucket(bucketUsers)
+		last, _ := users.Cursor().Last()
+		return users.Put(last, []byte("not a user record"))
+	})
+	if err != nil {
+		t.Fatalf("add users: %v", err)
+	}
+	link, err := ts.setupLink("http://127.0.0.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := setupCodeOf(t, link)
+	checkPage(t, "GET the setup link with 20,000 users", ts.page(pageReq{method: "GET", path: "/setup?code=" + code}),
+		http.StatusNotFound, "Setup is complete")
+
+	if err := ts.store.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkPage(t, "GET /setup with a wrong code", ts.page(pageReq{method: "GET", path: "/setup?code=wrong"}), http.StatusNotFound, "Setup is complete")
+	fresh := newTestServer(t)
+	fresh.setupLink("http://127.0.0.1:8080")
+	if err := fresh.store.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkPage(t, "GET /setup with a wrong code", fresh.page(pageReq{method: "GET", path: "/setup?code=wrong"}), http.StatusNotFound, "not valid")
+	w := fresh.page(pageReq{method: "POST", path: "/setup", form: url.Values{"code": {"wrong"}, "name": {"mallory"}, "password": {"mallory password"}, "confirm": {"mallory password"}}})
+	checkPage(t, "POST /setup with a wrong code", w, http.StatusNotFound, "not valid")
 }

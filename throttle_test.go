@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -137,19 +138,157 @@ func TestSignInThrottle(t *testing.T) {
 }
 
 // TestThrottleMemoryIsBounded checks that made-up names and addresses
-// cannot grow the throttle without bound.
+// cannot grow the throttle without bound, and that drained buckets go.
 func TestThrottleMemoryIsBounded(t *testing.T) {
 	th := newSignInThrottle()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; i < maxThrottleKeys+500; i++ {
-		th.begin(fmt.Sprintf("name%d", i), fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), now)
+		th.begin(signInAccount{name: fmt.Sprintf("name%d", i)}, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), now)
 	}
-	if len(th.accounts) > maxThrottleKeys || len(th.addrs) > maxThrottleKeys {
-		t.Errorf("the throttle holds %d accounts and %d addresses; want at most %d each", len(th.accounts), len(th.addrs), maxThrottleKeys)
+	if len(th.unknown) > unknownNameBuckets || len(th.addrs) > maxThrottleKeys || len(th.users) != 0 {
+		t.Errorf("the throttle holds %d unknown-name buckets, %d addresses and %d users; want at most %d, %d and none",
+			len(th.unknown), len(th.addrs), len(th.users), unknownNameBuckets, maxThrottleKeys)
 	}
-	th.begin("late", "192.0.2.1", now.Add(time.Hour))
-	if len(th.accounts) > 1 || len(th.addrs) > 1 {
-		t.Errorf("an hour later the throttle still holds %d accounts and %d addresses; want the drained ones gone", len(th.accounts), len(th.addrs))
+	th.begin(signInAccount{name: "late"}, "192.0.2.1", now.Add(time.Hour))
+	if len(th.unknown) > 1 || len(th.addrs) > 1 {
+		t.Errorf("an hour later the throttle still holds %d unknown names and %d addresses; want the drained ones gone", len(th.unknown), len(th.addrs))
+	}
+}
+
+// TestJunkNameFloodKeepsAccountThrottled floods the sign-in with 300,000
+// names no user holds, the way a soak test did (half of them refused for
+// a busy hasher), after an attacker has throttled alice's account. The
+// flood must not reset her bucket: the next guesses are refused, not
+// checked. The flood goes straight to the throttle, as each sign-in's does
+// after its user lookup; -short floods with 70,000, still more than the
+// old 65,536 keys.
+func TestJunkNameFloodKeepsAccountThrottled(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	for i := range int(accountLimit.burst) {
+		checkPage(t, fmt.Sprintf("guess %d", i), ts.loginAttempt("alice", "guess", fmt.Sprintf("198.51.100.%d", i)), http.StatusUnauthorized)
+	}
+	checkThrottled(t, "alice's next guess", ts.loginAttempt("alice", "guess", "198.51.100.200"), 60)
+	checked := strings.Count(ts.logs.String(), "sign-in failed")
+
+	flood := 300_000
+	if testing.Short() {
+		flood = 70_000
+	}
+	now := ts.clock.Now()
+	for i := range flood {
+		junk := signInAccount{name: fmt.Sprintf("junk-%d", i)}
+		addr := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+		if ts.throttle.begin(junk, addr, now) == 0 && i%2 == 0 {
+			ts.throttle.abandoned(junk, addr, now) // answered 503
+		}
+	}
+	if len(ts.throttle.unknown) > unknownNameBuckets {
+		t.Errorf("after the flood the throttle holds %d unknown-name buckets; want at most %d", len(ts.throttle.unknown), unknownNameBuckets)
+	}
+
+	before := ts.snapshot()
+	for i := range 10 {
+		checkThrottled(t, fmt.Sprintf("guess %d at alice after the flood", i), ts.loginAttempt("alice", "guess", fmt.Sprintf("203.0.113.%d", i)), 60)
+	}
+	checkThrottled(t, "alice's password after the flood", ts.loginAttempt("alice", "password-of-alice", "203.0.113.99"), 60)
+	assertUnchanged(t, "throttled guesses after the flood", before, ts.snapshot())
+	if n := strings.Count(ts.logs.String(), "sign-in failed") - checked; n != 0 {
+		t.Errorf("%d guesses at alice were checked after the flood; want none", n)
+	}
+}
+
+// TestRefusedSignInsLeaveNoState checks that sign-ins refused for a busy
+// hasher (503) or by the throttle (429), for real and made-up names, leave
+// nothing behind in the throttle.
+func TestRefusedSignInsLeaveNoState(t *testing.T) {
+	ts := newTestServer(t)
+	u := ts.addUser("alice", false)
+	ts.hasher.maxWaiting = 1
+	for range cap(ts.hasher.slots) {
+		if err := ts.hasher.acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One sign-in waits for a slot; the queue is full.
+	ctx, cancel := context.WithCancel(context.Background())
+	waited := make(chan error, 1)
+	go func() { waited <- ts.hasher.acquire(ctx) }()
+	waitFor(t, func() bool { return ts.hasher.waiting.Load() == 1 })
+	for i, name := range []string{u.Name, "nobody"} {
+		req := request{method: "POST", path: "/api/v1/tokens", remote: fmt.Sprintf("198.51.100.%d:4711", i),
+			header: map[string]string{"Authorization": basicAuth(name, "password-of-alice")}, body: tokenRequest("busy", nil, nil)}
+		checkProblem(t, label(req)+" as "+name+" with the hasher busy", ts.do(req), http.StatusServiceUnavailable)
+	}
+	cancel()
+	<-waited
+	for range cap(ts.hasher.slots) {
+		ts.hasher.release()
+	}
+	checkThrottleEmpty(t, ts.throttle, "after sign-ins answered 503")
+
+	// Throttled by address: the refused attempts add no account.
+	for i := range int(addrLimit.burst) {
+		ts.loginAttempt(fmt.Sprintf("user%d", i), "guess", "198.51.100.9")
+	}
+	users, unknown := len(ts.throttle.users), len(ts.throttle.unknown)
+	checkThrottled(t, "alice from a throttled address", ts.loginAttempt("alice", "guess", "198.51.100.9"), 10)
+	checkThrottled(t, "a new name from a throttled address", ts.loginAttempt("someone-new", "guess", "198.51.100.9"), 10)
+	if len(ts.throttle.users) != users || len(ts.throttle.unknown) != unknown {
+		t.Errorf("refused sign-ins added state: %d users and %d unknown names, were %d and %d",
+			len(ts.throttle.users), len(ts.throttle.unknown), users, unknown)
+	}
+}
+
+// checkThrottleEmpty fails unless th holds no bucket.
+func checkThrottleEmpty(t *testing.T, th *signInThrottle, when string) {
+	t.Helper()
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	if len(th.users)+len(th.unknown)+len(th.addrs) != 0 {
+		t.Errorf("%s the throttle holds %d user, %d unknown-name and %d address buckets; want none",
+			when, len(th.users), len(th.unknown), len(th.addrs))
+	}
+}
+
+// TestKnownAddressesKeepLearning checks the memory of the addresses an
+// account signed in from: each account keeps its latest
+// maxKnownAddrsPerUser, and once maxKnownAddrs are known in all the oldest
+// success makes room, so that a full memory still learns alice's home and
+// an attack on her account does not lock her out of it.
+func TestKnownAddressesKeepLearning(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	start := ts.clock.Now()
+	// Other accounts fill the memory, each from more addresses than it keeps.
+	for user := uint64(1000); ts.throttle.known.order.Len() < maxKnownAddrs; user++ {
+		for i := range maxKnownAddrsPerUser + 3 {
+			ts.throttle.succeeded(user, fmt.Sprintf("10.%d.%d.%d", user>>8&255, user&255, i), start)
+		}
+	}
+	if n := len(ts.throttle.known.byUser[1000]); n != maxKnownAddrsPerUser {
+		t.Errorf("an account that signed in from %d addresses has %d known; want the latest %d", maxKnownAddrsPerUser+3, n, maxKnownAddrsPerUser)
+	}
+	if ts.throttle.known.has(1000, "10.3.232.0", start) || !ts.throttle.known.has(1000, fmt.Sprintf("10.3.232.%d", maxKnownAddrsPerUser+2), start) {
+		t.Errorf("an account's oldest address is still known or its latest is not")
+	}
+
+	ts.clock.Add(time.Minute)
+	checkRedirect(t, "alice signs in at home with the memory full", ts.loginAttempt("alice", "password-of-alice", "192.0.2.10"), "/")
+	if n := ts.throttle.known.order.Len(); n != maxKnownAddrs {
+		t.Errorf("%d addresses known; want the bound %d", n, maxKnownAddrs)
+	}
+	for i := range 3 * int(accountLimit.burst) {
+		ts.loginAttempt("alice", "guess", fmt.Sprintf("198.51.100.%d", i))
+	}
+	checkThrottled(t, "alice from a new address during the attack", ts.loginAttempt("alice", "password-of-alice", "203.0.113.5"), 60)
+	checkRedirect(t, "alice at home during the attack", ts.loginAttempt("alice", "password-of-alice", "192.0.2.10"), "/")
+
+	// After knownAddrFor without signing in from it, home is forgotten.
+	ts.clock.Add(knownAddrFor)
+	ts.throttle.begin(signInAccount{user: alice.ID}, "192.0.2.11", ts.clock.Now()) // prunes
+	if ts.throttle.known.has(alice.ID, "192.0.2.10", ts.clock.Now()) || ts.throttle.known.order.Len() != 0 {
+		t.Errorf("%d addresses still known %v later", ts.throttle.known.order.Len(), knownAddrFor)
 	}
 }
 
