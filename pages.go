@@ -530,7 +530,7 @@ type tokensPage struct {
 	Form     tokenForm
 	Today    string // the earliest custom date
 	MaxDate  string // the latest
-	Limit    int
+	Count    string // "3 of 100 tokens", or "3 tokens" with no limit
 	Pattern  string // what tokens look like, for secret scanners
 	FormKey  string // makes one submission of the form make one token
 }
@@ -548,9 +548,12 @@ func (s *server) showTokenPage(w http.ResponseWriter, r *http.Request, sess *ses
 		Form:     form,
 		Today:    now.Format(time.DateOnly),
 		MaxDate:  now.AddDate(maxTokenYears, 0, -1).Format(time.DateOnly),
-		Limit:    s.cfg.MaxTokensPerUser,
+		Count:    plural(len(tokens), "token"),
 		Pattern:  s.format.pattern(),
 		FormKey:  newFormKey(),
+	}
+	if limit := s.cfg.MaxTokensPerUser; limit > 0 {
+		data.Count = fmt.Sprintf("%d of %s", len(tokens), plural(limit, "token"))
 	}
 	for _, t := range tokens {
 		data.Tokens = append(data.Tokens, s.tokenView(t))
