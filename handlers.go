@@ -130,6 +130,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/admin/users/:id/password", s.form(s.signedIn(s.adminOnly(s.handleResetPassword))))
 	r.POST("/admin/users/:id/admin", s.form(s.signedIn(s.adminOnly(s.handleSetAdmin))))
 	r.POST("/admin/users/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveUser))))
+	r.POST("/admin/users/:id/revoke-tokens", s.form(s.signedIn(s.adminOnly(s.handleRevokeUserTokens))))
 
 	r.GET("/api/v1/user", s.withToken("", s.handleGetUser))
 	r.GET("/api/v1/token", s.withToken("", s.handleGetSelf))
