@@ -430,3 +430,41 @@ func TestCLIAdminAndRevokeTokens(t *testing.T) {
 		t.Errorf("user revoke-tokens alice twice printed %q", out)
 	}
 }
+
+// TestRevokeOwnTokensPage checks the account page's "revoke all my
+// tokens" form: without the ticked box it changes nothing and says so
+// beside the form; with it every token of the person is refused at once
+// (although the auth cache held them), their sessions stay, and nobody
+// else's tokens are touched.
+func TestRevokeOwnTokensPage(t *testing.T) {
+	f := newActionFixture(t, false)
+	checkPage(t, "GET /account", f.ts.page(pageReq{method: "GET", path: "/account", cookie: f.aliceCookie}), 200,
+		"Revoke all my tokens", "Revokes your 2 tokens", "Yes, revoke 2 tokens")
+
+	before := f.ts.snapshot()
+	w := f.ts.page(pageReq{method: "POST", path: "/account/revoke-tokens", cookie: f.aliceCookie})
+	text := pageText(checkPage(t, "POST /account/revoke-tokens without the box", w, http.StatusBadRequest, "Tick the box"))
+	card := text[strings.Index(text, "Revoke all my tokens"):]
+	if i := strings.Index(card, "Tick the box"); i < 0 || i > strings.Index(card, "Sessions") {
+		t.Errorf("the error of the revoke form is not beside it:\n%s", text)
+	}
+	if strings.Count(text, "Tick the box") != 1 {
+		t.Errorf("the error shows more than once:\n%s", text)
+	}
+	assertUnchanged(t, "POST /account/revoke-tokens without the box", before, f.ts.snapshot())
+
+	w = f.ts.page(pageReq{method: "POST", path: "/account/revoke-tokens", cookie: f.aliceCookie, form: url.Values{"confirm": {"1"}}})
+	checkRedirect(t, "POST /account/revoke-tokens", w, "/account")
+	if got := flashOf(t, f.ts, w); !strings.HasPrefix(got, "Revoked 2 tokens.") {
+		t.Errorf("POST /account/revoke-tokens says %q; want Revoked 2 tokens.", got)
+	}
+	for _, s := range f.aliceSecrets {
+		checkDead(t, f.ts, "alice's token after revoking all of hers", s)
+	}
+	f.check(t, "account page", outcome{sessions: 2, tokens: 0})
+	checkWorks(t, f.ts, "root's token after alice revoked hers", f.rootToken, mustTokenID(t, f.ts, f.rootToken))
+	page := checkPage(t, "GET /account without tokens", f.ts.page(pageReq{method: "GET", path: "/account", cookie: f.aliceCookie}), 200)
+	if strings.Contains(page, "/account/revoke-tokens") {
+		t.Errorf("the account page offers to revoke the tokens of someone who holds none")
+	}
+}

@@ -124,6 +124,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/account/password", s.form(s.signedIn(s.handleChangePassword)))
 	r.POST("/account/sessions/end", s.form(s.signedIn(s.handleEndSession)))
 	r.POST("/account/sessions/end-others", s.form(s.signedIn(s.handleEndOtherSessions)))
+	r.POST("/account/revoke-tokens", s.form(s.signedIn(s.handleRevokeOwnTokens)))
 	r.GET("/admin/users", s.signedIn(s.adminOnly(s.handleUsersPage)))
 	r.POST("/admin/users", s.form(s.signedIn(s.adminOnly(s.handleAddUser))))
 	r.GET("/admin/users/:id", s.signedIn(s.adminOnly(s.handleUserPage)))

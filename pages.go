@@ -843,6 +843,7 @@ type accountPage struct {
 	PasswordChanged when
 	// The checkboxes of the password form, as last sent.
 	RevokeTokens, EndSessions bool
+	TokensText                string // "3 tokens": what revoking all of them takes
 }
 
 func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *session, status int, data accountPage, errMsg string) {
@@ -866,7 +867,24 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 		})
 	}
 	data.PasswordChanged = s.when(sess.user.PasswordChangedAt)
-	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, ErrorAt: "password", Data: data})
+	tokens, err := s.store.TokensByOwner(sess.user.ID)
+	if err != nil {
+		s.pageError(w, r, sess, err)
+		return
+	}
+	if len(tokens) > 0 {
+		data.TokensText = plural(len(tokens), "token")
+	}
+	// The error goes beside the form that was sent; the revoke form is
+	// shown only to someone who holds tokens.
+	at := "password"
+	if r.URL.Path == "/account/revoke-tokens" {
+		at = ""
+		if data.TokensText != "" {
+			at = "revoke-tokens"
+		}
+	}
+	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, ErrorAt: at, Data: data})
 }
 
 func (s *server) handleAccountPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
@@ -913,6 +931,22 @@ func (s *server) handleChangePassword(w http.ResponseWriter, r *http.Request, _ 
 func capitalize(s string) string {
 	r, n := utf8.DecodeRuneInString(s)
 	return string(unicode.ToUpper(r)) + s[n:]
+}
+
+func (s *server) handleRevokeOwnTokens(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
+	if r.PostForm.Get("confirm") == "" {
+		s.showAccountPage(w, r, sess, http.StatusBadRequest, accountPage{EndSessions: true},
+			"Tick the box to confirm that every one of your tokens stops working.")
+		return
+	}
+	done, err := s.accounts().RevokeAllTokens(sess.user.ID)
+	if err != nil {
+		s.pageError(w, r, sess, err)
+		return
+	}
+	s.log.Info("tokens revoked", "user_id", sess.user.ID, "tokens", done.Tokens, "by", "page")
+	s.setFlash(w, r, fmt.Sprintf("Revoked %s. Anything that used one now gets 401.", plural(done.Tokens, "token")))
+	seeOther(w, r, "/account")
 }
 
 func (s *server) handleEndSession(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
