@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -220,14 +221,23 @@ func TestAccountActionsAgree(t *testing.T) {
 				"api": func(t *testing.T, f *actionFixture) {
 					f.api(t, "PUT", fmt.Sprintf("/api/v1/users/%d/admin", f.alice.ID), f.rootToken, `{"admin":false}`, 200)
 				},
+				"cli": func(t *testing.T, f *actionFixture) {
+					f.cli(t, "", "user", "demote", "alice")
+				},
 			},
 			want: outcome{sessions: 2, tokens: 2, admin: false, adminByToken: false},
 		},
 		{
 			action: "revoke all tokens",
 			transports: map[string]via{
+				"page": func(t *testing.T, f *actionFixture) {
+					f.pagePost(t, f.rootCookie, fmt.Sprintf("/admin/users/%d/revoke-tokens", f.alice.ID), url.Values{"confirm": {"1"}})
+				},
 				"api": func(t *testing.T, f *actionFixture) {
 					f.api(t, "DELETE", fmt.Sprintf("/api/v1/users/%d/tokens", f.alice.ID), f.rootToken, "", 200)
+				},
+				"cli": func(t *testing.T, f *actionFixture) {
+					f.cli(t, "", "user", "revoke-tokens", "alice")
 				},
 			},
 			want: outcome{sessions: 2, tokens: 0},
@@ -275,5 +285,186 @@ func TestAccountActionsRefuseBadInput(t *testing.T) {
 			t.Errorf("%s %s %s = %d %s; want %d saying %q", tt.method, tt.path, tt.body, w.Code, w.Body, tt.want, tt.says)
 		}
 		assertUnchanged(t, tt.method+" "+tt.path, before, f.ts.snapshot())
+	}
+}
+
+// TestRevokeAllTokensPage checks the user page's "revoke all tokens" form:
+// it asks for a ticked box, shows its error beside itself, changes nothing
+// without the box, and with it revokes every token of the user at once
+// while their sessions stay.
+func TestRevokeAllTokensPage(t *testing.T) {
+	f := newActionFixture(t, false)
+	userPath := fmt.Sprintf("/admin/users/%d", f.alice.ID)
+	checkPage(t, "GET "+userPath, f.ts.page(pageReq{method: "GET", path: userPath, cookie: f.rootCookie}), 200,
+		"Revoke all tokens", "Yes, revoke 2 tokens")
+
+	before := f.ts.snapshot()
+	w := f.ts.page(pageReq{method: "POST", path: userPath + "/revoke-tokens", cookie: f.rootCookie})
+	text := pageText(checkPage(t, "POST revoke-tokens without the box", w, http.StatusBadRequest, "Tick the box"))
+	// The error sits in the revoke card, after its heading and before the
+	// next card's.
+	card := text[strings.Index(text, "Revoke all tokens"):]
+	if i := strings.Index(card, "Tick the box"); i < 0 || i > strings.Index(card, "Remove user") {
+		t.Errorf("the error of the revoke form is not beside it:\n%s", text)
+	}
+	assertUnchanged(t, "POST revoke-tokens without the box", before, f.ts.snapshot())
+	for _, s := range f.aliceSecrets {
+		checkWorks(t, f.ts, "alice's token after an unconfirmed revoke", s, mustTokenID(t, f.ts, s))
+	}
+
+	w = f.ts.page(pageReq{method: "POST", path: userPath + "/revoke-tokens", cookie: f.rootCookie, form: url.Values{"confirm": {"1"}}})
+	checkRedirect(t, "POST revoke-tokens", w, userPath)
+	if got, want := flashOf(t, f.ts, w), "Revoked 2 tokens of alice."; got != want {
+		t.Errorf("POST revoke-tokens says %q; want %q", got, want)
+	}
+	for _, s := range f.aliceSecrets {
+		checkDead(t, f.ts, "alice's token after revoke-tokens", s)
+	}
+	f.check(t, "page", outcome{sessions: 2, tokens: 0})
+	page := checkPage(t, "GET "+userPath+" without tokens", f.ts.page(pageReq{method: "GET", path: userPath, cookie: f.rootCookie}), 200, "0 tokens")
+	if strings.Contains(page, "/revoke-tokens") {
+		t.Errorf("the user page offers to revoke the tokens of a user who holds none")
+	}
+
+	// A user who is not an admin cannot post it.
+	_, bobToken := f.ts.addToken(f.ts.addUser("bob", false), "b", scopesRead, 0)
+	bob, _ := f.ts.store.UserByName("bob")
+	before = f.ts.snapshot()
+	w = f.ts.page(pageReq{method: "POST", path: fmt.Sprintf("/admin/users/%d/revoke-tokens", bob.ID), cookie: f.aliceCookie, form: url.Values{"confirm": {"1"}}})
+	checkPage(t, "POST revoke-tokens by a user who is not an admin", w, http.StatusForbidden, "Admins only")
+	assertUnchanged(t, "POST revoke-tokens by a user who is not an admin", before, f.ts.snapshot())
+	checkWorks(t, f.ts, "bob's token after a refused revoke", bobToken, mustTokenID(t, f.ts, bobToken))
+}
+
+// TestCLIAdminAndRevokeTokens checks user promote, demote and
+// revoke-tokens: what they print, what they refuse (the last admin, an
+// unknown user) without changing anything, and what the database holds.
+func TestCLIAdminAndRevokeTokens(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "tokend.db")
+	mustRun := func(stdin string, args ...string) string {
+		t.Helper()
+		out, errOut, err := runCLI(t, stdin, append(args, "-db", db)...)
+		if err != nil {
+			t.Fatalf("tokend %s = %v; stderr %q", strings.Join(args, " "), err, errOut)
+		}
+		return out
+	}
+	dump := func() map[string]string {
+		t.Helper()
+		st, err := openStore(db, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		return dumpStore(t, st)
+	}
+	user := func(name string) (userRecord, int) {
+		t.Helper()
+		st, err := openStore(db, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		u, err := st.UserByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens, err := st.TokensByOwner(u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u, len(tokens)
+	}
+	mustRun("root password here\n", "user", "add", "-admin", "-password-stdin", "root")
+	mustRun("alice password here\n", "user", "add", "-password-stdin", "alice")
+	mustRun("", "token", "create", "-user", "alice", "-name", "one")
+
+	for _, tt := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"user", "demote", "root"}, `"root" is the last admin; make another user an admin first`},
+		{[]string{"user", "demote", "nobody"}, `no user called "nobody"`},
+		{[]string{"user", "promote", "nobody"}, `no user called "nobody"`},
+		{[]string{"user", "revoke-tokens", "nobody"}, `no user called "nobody"`},
+		{[]string{"user", "revoke-tokens"}, "want 1 argument"},
+		{[]string{"user", "demote", "root", "alice"}, "want 1 argument"},
+	} {
+		before := dump()
+		_, _, err := runCLI(t, "", append(tt.args, "-db", db)...)
+		if err == nil || !strings.Contains(err.Error(), tt.says) {
+			t.Errorf("tokend %s = %v; want an error saying %s", strings.Join(tt.args, " "), err, tt.says)
+		}
+		assertUnchanged(t, "tokend "+strings.Join(tt.args, " "), before, dump())
+	}
+
+	if out := mustRun("", "user", "promote", "alice"); out != "\"alice\" is now an admin\n" {
+		t.Errorf("user promote alice printed %q", out)
+	}
+	if u, _ := user("alice"); !u.Admin {
+		t.Errorf("alice is not an admin after user promote")
+	}
+	// With a second admin, root may be demoted; alice is then the last.
+	if out := mustRun("", "user", "demote", "root"); !strings.Contains(out, `"root" is no longer an admin`) {
+		t.Errorf("user demote root printed %q", out)
+	}
+	if u, _ := user("root"); u.Admin {
+		t.Errorf("root is still an admin after user demote")
+	}
+	if out := mustRun("", "user", "demote", "root"); out != "\"root\" is not an admin; nothing changed\n" {
+		t.Errorf("user demote root twice printed %q", out)
+	}
+	before := dump()
+	if _, _, err := runCLI(t, "", "user", "demote", "-db", db, "alice"); err == nil || !strings.Contains(err.Error(), "last admin") {
+		t.Errorf("user demote of the new last admin = %v; want refused", err)
+	}
+	assertUnchanged(t, "user demote of the new last admin", before, dump())
+
+	if out := mustRun("", "user", "revoke-tokens", "alice"); out != "revoked 1 token of \"alice\"\n" {
+		t.Errorf("user revoke-tokens alice printed %q; want 1 token", out)
+	}
+	if _, n := user("alice"); n != 0 {
+		t.Errorf("alice holds %d tokens after user revoke-tokens", n)
+	}
+	if out := mustRun("", "user", "revoke-tokens", "alice"); out != "revoked 0 tokens of \"alice\"\n" {
+		t.Errorf("user revoke-tokens alice twice printed %q", out)
+	}
+}
+
+// TestRevokeOwnTokensPage checks the account page's "revoke all my
+// tokens" form: without the ticked box it changes nothing and says so
+// beside the form; with it every token of the person is refused at once
+// (although the auth cache held them), their sessions stay, and nobody
+// else's tokens are touched.
+func TestRevokeOwnTokensPage(t *testing.T) {
+	f := newActionFixture(t, false)
+	checkPage(t, "GET /account", f.ts.page(pageReq{method: "GET", path: "/account", cookie: f.aliceCookie}), 200,
+		"Revoke all my tokens", "Revokes your 2 tokens", "Yes, revoke 2 tokens")
+
+	before := f.ts.snapshot()
+	w := f.ts.page(pageReq{method: "POST", path: "/account/revoke-tokens", cookie: f.aliceCookie})
+	text := pageText(checkPage(t, "POST /account/revoke-tokens without the box", w, http.StatusBadRequest, "Tick the box"))
+	card := text[strings.Index(text, "Revoke all my tokens"):]
+	if i := strings.Index(card, "Tick the box"); i < 0 || i > strings.Index(card, "Sessions") {
+		t.Errorf("the error of the revoke form is not beside it:\n%s", text)
+	}
+	if strings.Count(text, "Tick the box") != 1 {
+		t.Errorf("the error shows more than once:\n%s", text)
+	}
+	assertUnchanged(t, "POST /account/revoke-tokens without the box", before, f.ts.snapshot())
+
+	w = f.ts.page(pageReq{method: "POST", path: "/account/revoke-tokens", cookie: f.aliceCookie, form: url.Values{"confirm": {"1"}}})
+	checkRedirect(t, "POST /account/revoke-tokens", w, "/account")
+	if got := flashOf(t, f.ts, w); !strings.HasPrefix(got, "Revoked 2 tokens.") {
+		t.Errorf("POST /account/revoke-tokens says %q; want Revoked 2 tokens.", got)
+	}
+	for _, s := range f.aliceSecrets {
+		checkDead(t, f.ts, "alice's token after revoking all of hers", s)
+	}
+	f.check(t, "account page", outcome{sessions: 2, tokens: 0})
+	checkWorks(t, f.ts, "root's token after alice revoked hers", f.rootToken, mustTokenID(t, f.ts, f.rootToken))
+	page := checkPage(t, "GET /account without tokens", f.ts.page(pageReq{method: "GET", path: "/account", cookie: f.aliceCookie}), 200)
+	if strings.Contains(page, "/account/revoke-tokens") {
+		t.Errorf("the account page offers to revoke the tokens of someone who holds none")
 	}
 }

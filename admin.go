@@ -14,7 +14,8 @@ import (
 
 // The users page, for admins: list users with their token counts, add a
 // user, reset a password, make or unmake an admin (never the last one),
-// remove a user with their tokens and sessions. Every change is a
+// revoke every token of a user, remove a user with their tokens and
+// sessions. Every change is a
 // sensitive action (sudo mode).
 
 // TokenCounts returns how many tokens each user holds; users without
@@ -197,7 +198,7 @@ func (s *server) showUserPage(w http.ResponseWriter, r *http.Request, sess *sess
 	// part of its path; the top of the page when it is not on the page
 	// (your own has no remove form).
 	at := path.Base(r.URL.Path)
-	if at != "password" && at != "admin" && (at != "remove" || data.You) {
+	if at != "password" && at != "admin" && (at != "remove" || data.You) && (at != "revoke-tokens" || data.Tokens == 0) {
 		at = ""
 	}
 	s.renderPage(w, r, sess, status, "user.html", &page{Title: u.Name, Nav: "users", Error: errMsg, ErrorAt: at, Data: data})
@@ -282,6 +283,25 @@ func (s *server) handleSetAdmin(w http.ResponseWriter, r *http.Request, ps httpr
 		seeOther(w, r, "/")
 		return
 	}
+	seeOther(w, r, fmt.Sprintf("/admin/users/%d", u.ID))
+}
+
+func (s *server) handleRevokeUserTokens(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
+	u, ok := s.userForm(w, r, ps, sess, false)
+	if !ok {
+		return
+	}
+	if r.PostForm.Get("confirm") == "" {
+		s.showUserPage(w, r, sess, http.StatusBadRequest, u, false, "Tick the box to confirm that every token of "+u.Name+" stops working.")
+		return
+	}
+	done, err := s.accounts().RevokeAllTokens(u.ID)
+	if err != nil {
+		s.formFailed(w, r, sess, err, func(status int, msg string) { s.showUserPage(w, r, sess, status, u, false, msg) })
+		return
+	}
+	s.log.Info("tokens revoked", "user_id", u.ID, "tokens", done.Tokens, "by_user_id", sess.user.ID, "by", "page")
+	s.setFlash(w, r, fmt.Sprintf("Revoked %s of %s.", plural(done.Tokens, "token"), u.Name))
 	seeOther(w, r, fmt.Sprintf("/admin/users/%d", u.ID))
 }
 

@@ -79,7 +79,7 @@ func subcommand(group string, args []string, stderr io.Writer, names string) (st
 // ---- user ----
 
 func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("user", args, stderr, "add|list|passwd|remove")
+	sub, args, err := subcommand("user", args, stderr, "add|list|passwd|promote|demote|revoke-tokens|remove")
 	if err != nil {
 		return err
 	}
@@ -90,10 +90,16 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return userList(args, stdout, stderr)
 	case "passwd":
 		return userPasswd(ctx, args, stdin, stdout, stderr)
+	case "promote":
+		return userSetAdmin(args, stdout, stderr, true)
+	case "demote":
+		return userSetAdmin(args, stdout, stderr, false)
+	case "revoke-tokens":
+		return userRevokeTokens(args, stdout, stderr)
 	case "remove":
 		return userRemove(args, stdout, stderr)
 	}
-	return fmt.Errorf("user: unknown subcommand %q (want add, list, passwd or remove)", sub)
+	return fmt.Errorf("user: unknown subcommand %q (want add, list, passwd, promote, demote, revoke-tokens or remove)", sub)
 }
 
 func userAdd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -193,6 +199,67 @@ func userPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return fmt.Errorf("user passwd: %w", err)
 	}
 	fmt.Fprintf(stdout, "password of %q changed; %s\n", u.Name, done.describe())
+	return nil
+}
+
+// userSetAdmin is user promote (admin) and user demote: two commands
+// rather than one with a flag, so that a forgotten flag can never grant
+// admin rights to the account being locked out.
+func userSetAdmin(args []string, stdout, stderr io.Writer, admin bool) error {
+	cmd := command{"user promote", "NAME", "Make a user an admin."}
+	if !admin {
+		cmd = command{"user demote", "NAME", "Take a user's admin rights away. Their sessions and tokens stay, without admin powers. The last admin cannot be demoted."}
+	}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	st, u, err := openStoreForUser(db, cmd.name, pos[0])
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if u.Admin == admin && admin {
+		fmt.Fprintf(stdout, "%q is already an admin; nothing changed\n", u.Name)
+		return nil
+	} else if u.Admin == admin {
+		fmt.Fprintf(stdout, "%q is not an admin; nothing changed\n", u.Name)
+		return nil
+	}
+	if _, err := (accounts{store: st}).SetAdmin(u.ID, admin); err != nil {
+		if errors.Is(err, errLastAdmin) {
+			return fmt.Errorf("%s: %q is the last admin; make another user an admin first", cmd.name, u.Name)
+		}
+		return err
+	}
+	if admin {
+		fmt.Fprintf(stdout, "%q is now an admin\n", u.Name)
+	} else {
+		fmt.Fprintf(stdout, "%q is no longer an admin; their sessions and tokens stay, without admin powers\n", u.Name)
+	}
+	return nil
+}
+
+func userRevokeTokens(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"user revoke-tokens", "NAME", "Revoke every token a user holds: they stop working at once. Their sessions stay."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	st, u, err := openStoreForUser(db, cmd.name, pos[0])
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	done, err := (accounts{store: st}).RevokeAllTokens(u.ID)
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd.name, err)
+	}
+	fmt.Fprintf(stdout, "revoked %s of %q\n", plural(done.Tokens, "token"), u.Name)
 	return nil
 }
 

@@ -1271,6 +1271,9 @@ func TestCreateTokenBadInput(t *testing.T) {
 				ts.addToken(u, "second", nil, 0) // the caller is the first
 			},
 			wantStatus: 409, wantDetail: []string{"2 tokens"}},
+		{name: "per-user token cap of one", body: tokenRequest("x", nil, nil),
+			setup:      func(ts *testServer, u userRecord) { ts.cfg.MaxTokensPerUser = 1 },
+			wantStatus: 409, wantDetail: []string{"you already hold 1 token, the most allowed"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -43,6 +43,9 @@ Commands:
   user add NAME         add a user; asks for the password
   user list             list users with their token counts
   user passwd NAME      set a user's password
+  user promote NAME     make a user an admin
+  user demote NAME      take a user's admin rights away; never the last admin's
+  user revoke-tokens    revoke every token of user NAME; sessions stay
   user remove NAME      remove a user with their tokens and sessions
   token create          print a new token: -user NAME -name N [-scopes a,b] [-expires 30d]
   token list            list tokens: everyone's, or one user's

@@ -530,7 +530,7 @@ type tokensPage struct {
 	Form     tokenForm
 	Today    string // the earliest custom date
 	MaxDate  string // the latest
-	Limit    int
+	Count    string // "3 of 100 tokens", or "3 tokens" with no limit
 	Pattern  string // what tokens look like, for secret scanners
 	FormKey  string // makes one submission of the form make one token
 }
@@ -548,9 +548,12 @@ func (s *server) showTokenPage(w http.ResponseWriter, r *http.Request, sess *ses
 		Form:     form,
 		Today:    now.Format(time.DateOnly),
 		MaxDate:  now.AddDate(maxTokenYears, 0, -1).Format(time.DateOnly),
-		Limit:    s.cfg.MaxTokensPerUser,
+		Count:    plural(len(tokens), "token"),
 		Pattern:  s.format.pattern(),
 		FormKey:  newFormKey(),
+	}
+	if limit := s.cfg.MaxTokensPerUser; limit > 0 {
+		data.Count = fmt.Sprintf("%d of %s", len(tokens), plural(limit, "token"))
 	}
 	for _, t := range tokens {
 		data.Tokens = append(data.Tokens, s.tokenView(t))
@@ -840,6 +843,7 @@ type accountPage struct {
 	PasswordChanged when
 	// The checkboxes of the password form, as last sent.
 	RevokeTokens, EndSessions bool
+	TokensText                string // "3 tokens": what revoking all of them takes
 }
 
 func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *session, status int, data accountPage, errMsg string) {
@@ -863,7 +867,24 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 		})
 	}
 	data.PasswordChanged = s.when(sess.user.PasswordChangedAt)
-	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, ErrorAt: "password", Data: data})
+	tokens, err := s.store.TokensByOwner(sess.user.ID)
+	if err != nil {
+		s.pageError(w, r, sess, err)
+		return
+	}
+	if len(tokens) > 0 {
+		data.TokensText = plural(len(tokens), "token")
+	}
+	// The error goes beside the form that was sent; the revoke form is
+	// shown only to someone who holds tokens.
+	at := "password"
+	if r.URL.Path == "/account/revoke-tokens" {
+		at = ""
+		if data.TokensText != "" {
+			at = "revoke-tokens"
+		}
+	}
+	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, ErrorAt: at, Data: data})
 }
 
 func (s *server) handleAccountPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
@@ -910,6 +931,22 @@ func (s *server) handleChangePassword(w http.ResponseWriter, r *http.Request, _ 
 func capitalize(s string) string {
 	r, n := utf8.DecodeRuneInString(s)
 	return string(unicode.ToUpper(r)) + s[n:]
+}
+
+func (s *server) handleRevokeOwnTokens(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
+	if r.PostForm.Get("confirm") == "" {
+		s.showAccountPage(w, r, sess, http.StatusBadRequest, accountPage{EndSessions: true},
+			"Tick the box to confirm that every one of your tokens stops working.")
+		return
+	}
+	done, err := s.accounts().RevokeAllTokens(sess.user.ID)
+	if err != nil {
+		s.pageError(w, r, sess, err)
+		return
+	}
+	s.log.Info("tokens revoked", "user_id", sess.user.ID, "tokens", done.Tokens, "by", "page")
+	s.setFlash(w, r, fmt.Sprintf("Revoked %s. Anything that used one now gets 401.", plural(done.Tokens, "token")))
+	seeOther(w, r, "/account")
 }
 
 func (s *server) handleEndSession(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {

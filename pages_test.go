@@ -442,7 +442,11 @@ func TestCreateTokenPageBadInput(t *testing.T) {
 		checkPage(t, "first token", ts.submit(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: tokenFormValues("one", nil, "7", "")}), 200)
 		before := ts.snapshot()
 		w := ts.page(pageReq{method: "POST", path: "/tokens", cookie: cookie, form: tokenFormValues("two", nil, "7", "")})
-		checkPage(t, "POST /tokens past the limit", w, http.StatusConflict, "the most allowed")
+		text := pageText(checkPage(t, "POST /tokens past the limit", w, http.StatusConflict,
+			"You already hold 1 token, the most allowed", "1 of 1 token."))
+		if strings.Contains(text, "1 tokens") {
+			t.Errorf("POST /tokens past a limit of 1 says %q:\n%s", "1 tokens", text)
+		}
 		assertUnchanged(t, "POST /tokens past the limit", before, ts.snapshot())
 	})
 }

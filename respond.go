@@ -142,7 +142,7 @@ func (s *server) classifyError(err error) errorAnswer {
 	case errors.Is(err, errNotFound):
 		return errorAnswer{status: http.StatusNotFound, detail: "no such object"}
 	case errors.Is(err, errTooManyTokens):
-		return errorAnswer{status: http.StatusConflict, detail: fmt.Sprintf("you already hold %d tokens, the most allowed; revoke some first", s.cfg.MaxTokensPerUser)}
+		return errorAnswer{status: http.StatusConflict, detail: fmt.Sprintf("you already hold %s, the most allowed; revoke some first", plural(s.cfg.MaxTokensPerUser, "token"))}
 	case errors.Is(err, errTokenExpired):
 		return errorAnswer{status: http.StatusConflict, detail: "the token has expired; create a new one instead"}
 	case errors.Is(err, errLastAdmin):

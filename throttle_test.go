@@ -342,6 +342,7 @@ func TestSudoMode(t *testing.T) {
 		{"/admin/users/" + itoa(bob.ID) + "/password", url.Values{"password": {"bob password 2"}, "confirm": {"bob password 2"}}},
 		{"/admin/users/" + itoa(bob.ID) + "/admin", url.Values{"admin": {"true"}}},
 		{"/admin/users/" + itoa(bob.ID) + "/remove", url.Values{"confirm": {"bob"}}},
+		{"/admin/users/" + itoa(alice.ID) + "/revoke-tokens", url.Values{"confirm": {"1"}}},
 	}
 	for _, s := range sensitive {
 		for _, pw := range []string{"", "password-of-bob"} {
