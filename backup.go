@@ -116,25 +116,114 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	}
 	defer st.Close()
 	var n int64
-	err = placeFile(pos[0], *force, func(tmp string) error {
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_TRUNC, 0o600)
-		if err != nil {
-			return err
-		}
-		if n, err = st.WriteBackup(f, nil); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
+	err = placeFile(pos[0], *force, func(tmp string) (err error) {
+		n, err = writeBackupFile(st, tmp)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	fmt.Fprintf(stdout, "backed up %s to %s (%d bytes)\n", db, pos[0], n)
+	return nil
+}
+
+// writeBackupFile writes a consistent copy of st over the file at path,
+// which exists, and syncs it. It returns how many bytes it wrote.
+func writeBackupFile(st *store, path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	n, err := st.WriteBackup(f, nil)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
+}
+
+// runRestore is `tokend restore [-db FILE] [-force] BACKUP`: it puts a
+// backup in place of the database, with the server stopped, and moves the
+// id sequences of the copy past every id that may have been handed out
+// since the backup was taken (see idFloorRates): past the backup's own, the
+// replaced database's and the id floor of the clock, which alone stands in
+// for a database that is lost or unreadable.
+func runRestore(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"restore", "[-force] BACKUP", "Put the backup BACKUP in place of the database (mode 0600), with the server stopped.\n" +
+		"The backup must open as a tokend database and pass the consistency check. User and token\n" +
+		"ids then continue past every id handed out since the backup, so none is handed out twice.\n" +
+		"A database that exists is replaced only with -force."}
+	var db string
+	fset := cmd.newFlagSet(stderr, &db)
+	force := fset.Bool("force", false, "replace the database at -db if it exists")
+	pos, err := parseArgs(fset, args, 1)
+	if err != nil {
+		return err
+	}
+	backup := pos[0]
+	if a, err := os.Stat(backup); err == nil {
+		if b, err := os.Stat(db); err == nil && os.SameFile(a, b) {
+			return fmt.Errorf("restore: %s is the database itself; name a backup", backup)
+		}
+	}
+
+	// The database being replaced: its sequences count, and it stays open
+	// until the copy is in place, so that no server starts on it meanwhile.
+	var current idSequences
+	cur, err := openCLIStore(db, readOnlyDB)
+	switch {
+	case errors.Is(err, errDatabaseInUse):
+		return fmt.Errorf("restore: %w; stop it before restoring", err)
+	case errors.Is(err, errNoDatabase):
+		// Lost: the clock's floor alone stands for the ids it handed out.
+	case err != nil:
+		if !*force {
+			return fmt.Errorf("restore: %s exists; pass -force to replace it", db)
+		}
+		fmt.Fprintf(stderr, "tokend restore: the database being replaced does not open, so only the clock keeps its ids from being handed out again: %v\n", err)
+	default:
+		defer cur.Close()
+		if current, err = cur.IDSequences(); err != nil {
+			return fmt.Errorf("restore: read %s: %w", db, err)
+		}
+	}
+
+	src, err := openSource(backup)
+	if errors.Is(err, errNoDatabase) {
+		return fmt.Errorf("restore: no backup at %s", backup)
+	} else if err != nil {
+		return fmt.Errorf("restore: backup: %w", err)
+	}
+	defer src.Close()
+	if err := src.Check(); err != nil {
+		return fmt.Errorf("restore: the backup %s does not pass the consistency check, so nothing was restored: %w", backup, err)
+	}
+	from, err := src.IDSequences()
+	if err != nil {
+		return fmt.Errorf("restore: read %s: %w", backup, err)
+	}
+
+	var ids idSequences
+	err = placeFile(db, *force, func(tmp string) error {
+		if _, err := writeBackupFile(src, tmp); err != nil {
+			return err
+		}
+		st, err := openStore(tmp, lockTimeout)
+		if err != nil {
+			return err
+		}
+		ids, err = st.RaiseIDSequences(from.atLeast(current).atLeast(idFloorAt(time.Now())))
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	fmt.Fprintf(stdout, "restored %s from %s; new user ids start after %d, new token ids after %d\n", db, backup, ids.Users, ids.Tokens)
 	return nil
 }
 

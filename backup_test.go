@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -272,8 +274,8 @@ func TestBackupWhileWriting(t *testing.T) {
 
 // TestBackupRestore takes a backup from the real server over HTTP, makes
 // a token after it, then restores the backup as the README says (stop,
-// copy over the database, start): the earlier token works, the later one
-// is gone, and the restored file is sound.
+// tokend restore, start): the earlier token works, the later one is gone,
+// and the restored file is sound.
 func TestBackupRestore(t *testing.T) {
 	cfg := testServeConfig(t)
 	st, err := openStore(cfg.DB, time.Second)
@@ -325,9 +327,9 @@ func TestBackupRestore(t *testing.T) {
 	}
 	stop()
 
-	// Restore: the server is stopped; copy the backup over the database.
-	if err := os.Rename(backupFile, cfg.DB); err != nil {
-		t.Fatal(err)
+	// Restore: the server is stopped.
+	if _, _, err := runCLI(t, "", "restore", "-db", cfg.DB, "-force", backupFile); err != nil {
+		t.Fatalf("tokend restore = %v", err)
 	}
 	addr, _, stop = startServe(t, cfg)
 	if resp, _ := get("/api/v1/user", secret); resp.StatusCode != 200 {
@@ -608,63 +610,280 @@ func TestBackupStalledClientCutOff(t *testing.T) {
 	waitFor(t, func() bool { return strings.Contains(logs.String(), "backup interrupted") })
 }
 
+// idLedger records the user and token ids a test hands out and fails the
+// test when one is handed out twice.
+type idLedger struct {
+	t      *testing.T
+	issued map[string]string // "user 7" → the run that issued it
+}
+
+// issue opens the database at path, as a restarted server would, hands out
+// three user and three token ids in it, and closes it. It returns the
+// users made.
+func (l *idLedger) issue(path, run string) []userRecord {
+	l.t.Helper()
+	st, err := openStore(path, time.Second)
+	if err != nil {
+		l.t.Fatalf("open %s for the %s run: %v", path, run, err)
+	}
+	defer st.Close()
+	var users []userRecord
+	for i := range 3 {
+		u := storeUser(l.t, st, fmt.Sprintf("%s%d", run, i), false)
+		tok, _ := storeToken(l.t, st, u.ID, run, nil)
+		for _, id := range []string{fmt.Sprint("user ", u.ID), fmt.Sprint("token ", tok.ID)} {
+			if before, ok := l.issued[id]; ok {
+				l.t.Errorf("%s run: %s was issued before, in the %s run", run, id, before)
+			}
+			l.issued[id] = run
+		}
+		users = append(users, u)
+	}
+	return users
+}
+
+// restoreIDs parses what tokend restore prints: where user and token ids
+// continue.
+func restoreIDs(t *testing.T, stdout string) idSequences {
+	t.Helper()
+	var q idSequences
+	i := strings.Index(stdout, "new user ids")
+	if i < 0 {
+		t.Fatalf("tokend restore printed %q; want where ids continue", stdout)
+	}
+	if _, err := fmt.Sscanf(stdout[i:], "new user ids start after %d, new token ids after %d", &q.Users, &q.Tokens); err != nil {
+		t.Fatalf("tokend restore printed %q: %v", stdout, err)
+	}
+	return q
+}
+
 // TestIDsNeverReusedAfterRestore backs a database up, hands out more user
-// and token ids (across a restart), puts the backup back and hands out
-// more: none of the ids issued after the backup may be issued again, or
-// X-Auth-User-Id would name another person to the apps behind the proxy.
+// and token ids (across a restart), restores the backup with tokend
+// restore and hands out more: none of the ids issued after the backup may
+// be issued again, or X-Auth-User-Id would name another person to the
+// apps behind the proxy. The restore moves past the replaced database's
+// sequences even where they lie above the clock's floor (a clock that went
+// back), and the restored file holds the backup's data.
 func TestIDsNeverReusedAfterRestore(t *testing.T) {
-	st, path := newTestDB(t)
-	clock := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	alice := storeUser(t, st, "alice", false)
-	storeToken(t, st, alice.ID, "before", nil)
-	var backup bytes.Buffer
-	if _, err := st.WriteBackup(&backup, nil); err != nil {
+	dir := t.TempDir()
+	db, backup := filepath.Join(dir, "tokend.db"), filepath.Join(dir, "backup.db")
+	ids := &idLedger{t: t, issued: map[string]string{}}
+	ids.issue(db, "first")
+	if _, _, err := runCLI(t, "", "backup", "-db", db, backup); err != nil {
+		t.Fatalf("tokend backup = %v", err)
+	}
+	ids.issue(db, "second")
+	ids.issue(db, "third") // after a restart
+
+	// The replaced database's user sequence lies past the clock's floor.
+	ahead := idFloor(time.Now().Add(365*24*time.Hour), 1)
+	st, err := openStore(db, time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
-	issued := map[string]bool{}
-	issue := func(st *store, run string) {
-		t.Helper()
-		for i := range 3 {
-			u := storeUser(t, st, fmt.Sprintf("%s%d", run, i), false)
-			tok, _ := storeToken(t, st, u.ID, run, nil)
-			for _, id := range []string{fmt.Sprint("user ", u.ID), fmt.Sprint("token ", tok.ID)} {
-				if issued[id] {
-					t.Errorf("%s: %s was issued before", run, id)
-				}
-				issued[id] = true
-			}
-		}
+	err = st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUsers).SetSequence(ahead) })
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
-	reopen := func() *store {
-		t.Helper()
+
+	floor := idFloorAt(time.Now())
+	stdout, _, err := runCLI(t, "", "restore", "-db", db, "-force", backup)
+	if err != nil {
+		t.Fatalf("tokend restore -force = %v", err)
+	}
+	next := restoreIDs(t, stdout)
+	if next.Users != ahead {
+		t.Errorf("tokend restore: new user ids start after %d; want after %d, the replaced database's sequence", next.Users, ahead)
+	}
+	if next.Tokens < floor.Tokens || next.Tokens > idFloorAt(time.Now()).Tokens {
+		t.Errorf("tokend restore: new token ids start after %d; want after the clock's floor, %d or a little more", next.Tokens, floor.Tokens)
+	}
+	if mode, _ := fileMode(db); mode != 0o600 {
+		t.Errorf("the restored database has mode %#o; want 0600", mode)
+	}
+	if names := dirNames(t, dir); strings.Join(names, " ") != "backup.db tokend.db" {
+		t.Errorf("the folder holds %v; want the database and the backup, no temporary files", names)
+	}
+
+	users := ids.issue(db, "restored")
+	if users[0].ID != next.Users+1 {
+		t.Errorf("the first user after the restore has id %d; want %d", users[0].ID, next.Users+1)
+	}
+	st, err = openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Check(); err != nil {
+		t.Errorf("Check after the restore: %v", err)
+	}
+	if _, err := st.UserByName("first0"); err != nil {
+		t.Errorf("a user from the backup, after the restore: %v", err)
+	}
+	if _, err := st.UserByName("second0"); !errors.Is(err, errNotFound) {
+		t.Errorf("a user made after the backup, after the restore = %v; want errNotFound", err)
+	}
+}
+
+// TestRestoreWithTheDatabaseLost restores a backup where the database is
+// gone (its disk died): only the clock's floor knows what ids were handed
+// out since the backup, and none is handed out again. User ids stay within
+// what the auth cache holds.
+func TestRestoreWithTheDatabaseLost(t *testing.T) {
+	dir := t.TempDir()
+	db, backup := filepath.Join(dir, "tokend.db"), filepath.Join(dir, "backup.db")
+	ids := &idLedger{t: t, issued: map[string]string{}}
+	ids.issue(db, "first")
+	if _, _, err := runCLI(t, "", "backup", "-db", db, backup); err != nil {
+		t.Fatalf("tokend backup = %v", err)
+	}
+	ids.issue(db, "second")
+	if err := os.Remove(db); err != nil {
+		t.Fatal(err)
+	}
+
+	floor := idFloorAt(time.Now())
+	stdout, _, err := runCLI(t, "", "restore", "-db", db, backup)
+	if err != nil {
+		t.Fatalf("tokend restore onto a lost database = %v; want it restored without -force", err)
+	}
+	if next, later := restoreIDs(t, stdout), idFloorAt(time.Now()); next.Users < floor.Users || next.Users > later.Users ||
+		next.Tokens < floor.Tokens || next.Tokens > later.Tokens {
+		t.Errorf("tokend restore: ids continue after %+v; want the clock's floor, %+v or a little more", next, floor)
+	}
+	users := ids.issue(db, "restored")
+	if users[0].ID > ownerMask {
+		t.Errorf("the first user after the restore has id %d; want one the auth cache can hold (below 2^%d)", users[0].ID, ownerBits)
+	}
+}
+
+// TestPlainRestartKeepsIDsSequential: a server restarted on its own file
+// carries on where it stopped, so ids read 1, 2, 3 and not some number
+// taken from the clock.
+func TestPlainRestartKeepsIDsSequential(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokend.db")
+	for run := uint64(1); run <= 3; run++ {
 		st, err := openStore(path, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		clock = clock.Add(time.Second) // a run of three sign-ups and a restart take at least that
-		st.idClock = func() time.Time { return clock }
-		return st
+		u := storeUser(t, st, fmt.Sprint("user", run), false)
+		tok, _ := storeToken(t, st, u.ID, "t", nil)
+		st.Close()
+		if u.ID != run || tok.ID != run {
+			t.Errorf("run %d handed out user %d and token %d; want %d and %d", run, u.ID, tok.ID, run, run)
+		}
 	}
-	issue(st, "first")
-	st.Close()
-	st = reopen()
-	issue(st, "second")
-	st.Close()
+}
 
-	if err := os.WriteFile(path, backup.Bytes(), 0o600); err != nil {
+// TestRestoreRefusals: tokend restore refuses a backup that is missing,
+// not a tokend database, of a schema this binary does not read, or
+// unsound; a database a server holds; an existing database without
+// -force; and the database as its own backup. Each refusal says why and
+// leaves the database and its folder as they were.
+func TestRestoreRefusals(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "tokend.db")
+	st, err := openStore(db, time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
-	st = reopen()
-	defer st.Close()
-	issue(st, "restored")
-	if err := st.Check(); err != nil {
-		t.Errorf("Check after the restore: %v", err)
+	alice := storeUser(t, st, "alice", true)
+	storeToken(t, st, alice.ID, "kept", nil)
+	st.Close()
+	good := filepath.Join(dir, "good.db")
+	if _, _, err := runCLI(t, "", "backup", "-db", db, good); err != nil {
+		t.Fatal(err)
 	}
+
+	// makeBackup writes a bbolt file named name, filled by fill.
+	makeBackup := func(name string, fill func(tx *bolt.Tx) error) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if _, _, err := runCLI(t, "", "backup", "-db", db, path); err != nil {
+			t.Fatal(err)
+		}
+		bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bdb.Close()
+		if err := bdb.Update(fill); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	foreign := filepath.Join(dir, "foreign.db")
+	fdb, err := bolt.Open(foreign, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fdb.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("widgets")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	fdb.Close()
+	garbage := filepath.Join(dir, "garbage.db")
+	if err := os.WriteFile(garbage, bytes.Repeat([]byte("not a database "), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newer := makeBackup("newer.db", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion+1)) })
+	unsound := makeBackup("unsound.db", func(tx *bolt.Tx) error { return tx.Bucket(bucketUsersByName).Delete([]byte("alice")) })
+
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing backup", []string{"-force", filepath.Join(dir, "typo.db")}, "no backup at " + filepath.Join(dir, "typo.db")},
+		{"garbage", []string{"-force", garbage}, errNotTokendDB.Error()},
+		{"another program's bbolt file", []string{"-force", foreign}, errNotTokendDB.Error()},
+		{"a newer schema", []string{"-force", newer}, errUnsupportedData.Error()},
+		{"unsound", []string{"-force", unsound}, "does not pass the consistency check"},
+		{"without -force", []string{good}, "exists; pass -force"},
+		{"the database itself", []string{"-force", db}, "is the database itself"},
+		{"no backup named", []string{"-force"}, "want 1 argument"},
+	}
+	data, _ := os.ReadFile(db)
+	files := dirNames(t, dir)
+	check := func(what string) {
+		t.Helper()
+		if got, _ := os.ReadFile(db); !bytes.Equal(got, data) {
+			t.Errorf("%s changed the database", what)
+		}
+		if got := dirNames(t, dir); !slices.Equal(got, files) {
+			t.Errorf("%s left the folder holding %v; want %v", what, got, files)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := runCLI(t, "", append([]string{"restore", "-db", db}, tt.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("tokend restore %s = %v; want an error saying %q", strings.Join(tt.args, " "), err, tt.want)
+			}
+			check("tokend restore " + strings.Join(tt.args, " "))
+		})
+	}
+
+	// A server holds the database.
+	held, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	data, _ = os.ReadFile(db) // opening it for writing committed a transaction
+	before := dumpStore(t, held)
+	_, _, err = runCLI(t, "", "restore", "-db", db, "-force", good)
+	if !errors.Is(err, errDatabaseInUse) || !strings.Contains(err.Error(), "stop it before restoring") {
+		t.Errorf("tokend restore while a server holds the database = %v; want %v and what to do", err, errDatabaseInUse)
+	}
+	check("tokend restore beside a server")
+	assertUnchanged(t, "tokend restore beside a server", before, dumpStore(t, held))
 }
 
 // TestUserIDFloorFitsTheAuthCache pins the user id floor's rate: the auth
 // cache packs owner ids into 48 bits, and a user id past them is never
-// cached, so every restart must leave user ids far below 2^48.
+// cached, so every restore must leave user ids far below 2^48.
 func TestUserIDFloorFitsTheAuthCache(t *testing.T) {
 	year3000 := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, r := range idFloorRates {

@@ -118,12 +118,6 @@ type store struct {
 	// busy token costs no transaction at all.
 	auth   *authCache
 	closed atomic.Bool
-	// idsRaised is set once this process may hand out ids from the
-	// sequences as they stand: the file was created by this process, or
-	// its sequences were raised to the id floor (see raiseIDFloor).
-	idsRaised atomic.Bool
-	// idClock is the wall clock the id floor is read from.
-	idClock func() time.Time
 	// creationLimit is the bytes of pages in use past which creations are
 	// refused (0: never), keeping the rest for deletions; see roomToCreate.
 	creationLimit int
@@ -145,9 +139,6 @@ func (s *store) update(fn func(*bolt.Tx) error) error {
 	s.writeTxs.Add(1)
 	return s.db.Update(func(tx *bolt.Tx) error {
 		s.evict = nil // a fresh list: the last one may still be in use
-		if err := s.raiseIDFloor(tx); err != nil {
-			return err
-		}
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -191,26 +182,25 @@ func openStoreWith(path string, opts bolt.Options) (*store, error) {
 	if opts.ReadOnly {
 		initTx = db.View // checks an existing database, creates nothing
 	}
-	var created bool
-	if err := initTx(func(tx *bolt.Tx) (err error) { created, err = initSchema(tx); return err }); err != nil {
+	if err := initTx(initSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}
-	s := &store{db: db, auth: newAuthCache(defaultAuthCacheSize), idClock: time.Now,
-		creationLimit: creationLimit(opts.MaxSize, db.AllocSize)}
-	s.idsRaised.Store(created)
-	return s, nil
+	return &store{db: db, auth: newAuthCache(defaultAuthCacheSize), creationLimit: creationLimit(opts.MaxSize, db.AllocSize)}, nil
 }
 
 // Ids of users and tokens are never handed out twice for one deployment,
-// even when the database file is put back from a backup: the apps behind
-// the proxy know people by X-Auth-User-Id. A restored file still holds the
-// sequences of its backup, so before the first id of each run on a file
-// it did not create, tokend raises both sequences to the id floor of the
-// wall-clock time: a number of ids for every millisecond since idEpoch.
-// Every id a run hands out lies below the floor of any later run, as long
-// as no run hands out more ids per millisecond it has run than its rate,
-// and the clock does not go back between runs.
+// even when the database is put back from a backup: the apps behind the
+// proxy know people by X-Auth-User-Id. Ids come from each bucket's
+// sequence, one after another, and a restarted server carries on where the
+// last run stopped. A backup holds the sequences of its time, so `tokend
+// restore` (see runRestore) raises them past every id handed out since:
+// past the sequences of the database it replaces, and past the id floor of
+// the wall-clock time, a number of ids for every millisecond since idEpoch,
+// for when that database is lost. No id handed out before time t lies at
+// or above the floor of t, as long as the deployment never hands out more
+// ids than its rate for every millisecond since idEpoch (or since the last
+// restore), and the clock does not go back.
 //
 // Tokens get 1,024 ids a millisecond (a million a second; each id costs a
 // commit). Users get one a millisecond (each costs a password hash), which
@@ -227,8 +217,8 @@ var idFloorRates = []struct {
 
 var idEpoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// idFloor returns the lowest id a run that starts at t may hand out when
-// it hands out at most perMilli ids a millisecond.
+// idFloor returns the lowest id that may be handed out from t on by a
+// deployment that hands out at most perMilli ids a millisecond.
 func idFloor(t time.Time, perMilli uint64) uint64 {
 	ms := t.Sub(idEpoch).Milliseconds()
 	if ms <= 0 {
@@ -237,64 +227,101 @@ func idFloor(t time.Time, perMilli uint64) uint64 {
 	return uint64(ms) * perMilli
 }
 
-// raiseIDFloor raises the id sequences to the floor of the current time,
-// once per run, in the first write transaction of the run (so that opening
-// a file writes nothing).
-func (s *store) raiseIDFloor(tx *bolt.Tx) error {
-	if s.idsRaised.Load() {
-		return nil
-	}
-	now := s.idClock()
-	for _, r := range idFloorRates {
-		b := tx.Bucket(r.bucket)
-		if floor := idFloor(now, r.perMilli); b.Sequence() < floor {
-			if err := b.SetSequence(floor); err != nil {
-				return err
-			}
-		}
-	}
-	tx.OnCommit(func() { s.idsRaised.Store(true) })
-	return nil
+// idSequences holds the last user id and the last token id handed out.
+type idSequences struct {
+	Users, Tokens uint64
 }
 
-// initSchema creates every bucket of a new database, and reports true, or
-// checks that an existing one is a tokend database of a version this
+// of returns where q holds the sequence of bucket, one of idFloorRates'.
+func (q *idSequences) of(bucket []byte) *uint64 {
+	if bytes.Equal(bucket, bucketUsers) {
+		return &q.Users
+	}
+	return &q.Tokens
+}
+
+// idFloorAt returns the id floor of every sequence at t.
+func idFloorAt(t time.Time) idSequences {
+	var q idSequences
+	for _, r := range idFloorRates {
+		*q.of(r.bucket) = idFloor(t, r.perMilli)
+	}
+	return q
+}
+
+// atLeast returns, sequence by sequence, the larger of q and o.
+func (q idSequences) atLeast(o idSequences) idSequences {
+	return idSequences{Users: max(q.Users, o.Users), Tokens: max(q.Tokens, o.Tokens)}
+}
+
+// IDSequences returns the last user and token ids handed out.
+func (s *store) IDSequences() (idSequences, error) {
+	var q idSequences
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for _, r := range idFloorRates {
+			*q.of(r.bucket) = tx.Bucket(r.bucket).Sequence()
+		}
+		return nil
+	})
+	return q, err
+}
+
+// RaiseIDSequences raises each id sequence to at least its value in to,
+// never lowering one, so that every id handed out from now on lies above
+// it. It returns the sequences as they now stand.
+func (s *store) RaiseIDSequences(to idSequences) (idSequences, error) {
+	var q idSequences
+	err := s.update(func(tx *bolt.Tx) error {
+		for _, r := range idFloorRates {
+			b := tx.Bucket(r.bucket)
+			v := max(b.Sequence(), *to.of(r.bucket))
+			if err := b.SetSequence(v); err != nil {
+				return err
+			}
+			*q.of(r.bucket) = v
+		}
+		return nil
+	})
+	return q, err
+}
+
+// initSchema creates every bucket of a new database, or checks that an existing one is a tokend database of a version this
 // binary understands.
-func initSchema(tx *bolt.Tx) (created bool, err error) {
+func initSchema(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		empty := true
 		tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
 		if !empty {
-			return false, errNotTokendDB
+			return errNotTokendDB
 		}
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucket(name); err != nil {
-				return false, fmt.Errorf("create bucket %s: %w", name, err)
+				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
 		}
-		return true, tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
+		return tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
 	}
 	v := meta.Get(keySchema)
 	if len(v) != 8 {
-		return false, errNotTokendDB
+		return errNotTokendDB
 	}
 	switch version := btoi(v); {
 	case version == 1 && tx.Writable():
 		if err := upgradeSchema1(tx); err != nil {
-			return false, fmt.Errorf("upgrade schema 1 to %d: %w", schemaVersion, err)
+			return fmt.Errorf("upgrade schema 1 to %d: %w", schemaVersion, err)
 		}
 	case version == 1:
-		return false, fmt.Errorf("%w 1: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData)
+		return fmt.Errorf("%w 1: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData)
 	case version != schemaVersion:
-		return false, fmt.Errorf("%w %d (this tokend understands %d)", errUnsupportedData, version, schemaVersion)
+		return fmt.Errorf("%w %d (this tokend understands %d)", errUnsupportedData, version, schemaVersion)
 	}
 	for _, name := range allBuckets {
 		if tx.Bucket(name) == nil {
-			return false, fmt.Errorf("%w: bucket %s is missing", errNotTokendDB, name)
+			return fmt.Errorf("%w: bucket %s is missing", errNotTokendDB, name)
 		}
 	}
-	return false, nil
+	return nil
 }
 
 // upgradeSchema1 brings a database of schema 1 to the current one in the
@@ -649,9 +676,6 @@ func (s *store) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
 	// Batch may run this function twice: it starts afresh from *t each time.
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		rec = *t
-		if err := s.raiseIDFloor(tx); err != nil {
-			return err
-		}
 		if err := s.roomToCreate(tx); err != nil {
 			return err
 		}

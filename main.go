@@ -52,6 +52,7 @@ Commands:
   token revoke ID       revoke a token
   purge                 delete long-expired tokens and expired sessions, offline
   backup FILE           write a consistent copy of the database, offline
+  restore BACKUP        put a backup in place of the database, offline
   compact SRC DST       write a compacted copy of the database, offline
   healthcheck           exit 0 when the server at -addr answers /readyz
   version               print the version, commit and build time
@@ -107,6 +108,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runPurge(ctx, args, stdout, stderr)
 	case "backup":
 		err = runBackup(args, stdout, stderr)
+	case "restore":
+		err = runRestore(args, stdout, stderr)
 	case "compact":
 		err = runCompact(args, stdout, stderr)
 	case "version":
