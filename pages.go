@@ -661,7 +661,7 @@ func formKey(r *http.Request) (string, error) {
 // to the secret if it still waits to be shown (two clicks on one
 // button), else to the token page, with nothing new made.
 func (s *server) formSentAgain(w http.ResponseWriter, r *http.Request, sess *session, key string) {
-	s.log.Info("token form sent again", "user_id", sess.user.ID, "path", r.URL.Path)
+	s.log.Info("token form sent again", "user_id", sess.user.ID, "path", redactPath(r.URL.Path))
 	if s.forms.waiting(sess.hash, key, s.now()) {
 		seeOther(w, r, "/secret")
 		return
