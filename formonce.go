@@ -163,7 +163,8 @@ func (f *formOnce) waiting(h sessionHash, key string, now time.Time) bool {
 }
 
 // take returns the secret waiting for session h and forgets it, or nil.
-func (f *formOnce) take(h sessionHash, now time.Time) *newSecret {
+// With peek it returns the secret and keeps it waiting.
+func (f *formOnce) take(h sessionHash, now time.Time, peek bool) *newSecret {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e := f.sessions[h]
@@ -171,7 +172,9 @@ func (f *formOnce) take(h sessionHash, now time.Time) *newSecret {
 		return nil
 	}
 	s := e.secret
-	e.secret = nil
+	if !peek {
+		e.secret = nil
+	}
 	if now.Sub(s.at) >= secretWait {
 		return nil
 	}

@@ -27,17 +27,20 @@ func TestFormOnceBounds(t *testing.T) {
 	if ran, _ := f.once(a, "K1", now, made("again")); ran {
 		t.Fatal("a used key ran its form again")
 	}
-	if s := f.take(sessionHash{2}, now); s != nil {
+	if s := f.take(sessionHash{2}, now, false); s != nil {
 		t.Fatal("another session took the secret")
 	}
-	if s := f.take(a, now); s == nil || s.secret != "s1" {
+	if s := f.take(a, now, true); s == nil || s.secret != "s1" {
+		t.Fatalf("peek = %v; want s1", s)
+	}
+	if s := f.take(a, now, false); s == nil || s.secret != "s1" {
 		t.Fatalf("take = %v; want s1", s)
 	}
-	if s := f.take(a, now); s != nil {
+	if s := f.take(a, now, false); s != nil {
 		t.Fatal("a secret was taken twice")
 	}
 	f.once(a, "K2", now, made("s2"))
-	if s := f.take(a, now.Add(secretWait)); s != nil {
+	if s := f.take(a, now.Add(secretWait), false); s != nil {
 		t.Fatal("a secret was still shown after secretWait")
 	}
 

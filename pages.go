@@ -636,7 +636,9 @@ func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *sessio
 // handleSecretPage shows the secret the session's last token form made,
 // once: a second look finds nothing.
 func (s *server) handleSecretPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
-	n := s.forms.take(sess.hash, s.now())
+	// HEAD answers as GET would but sends no body, so it must not use up
+	// the one showing of the secret.
+	n := s.forms.take(sess.hash, s.now(), r.Method == http.MethodHead)
 	if n == nil {
 		s.renderMessage(w, r, sess, http.StatusGone, "Already shown",
 			"A new token's secret is shown only once, and this one has been. If you did not copy it, rotate the token to get a new secret.")

@@ -816,8 +816,12 @@ func TestTokenFormSentTwice(t *testing.T) {
 	if err != nil || len(tokens) != 1 {
 		t.Fatalf("one form sent twice left %d tokens (err %v); want 1", len(tokens), err)
 	}
+	// A HEAD (a link checker, a prefetch) does not use up the showing.
+	if w := ts.page(pageReq{method: "HEAD", path: "/secret", cookie: cookie}); w.Code != http.StatusOK {
+		t.Fatalf("HEAD /secret = %d; want 200", w.Code)
+	}
 	w := ts.page(pageReq{method: "GET", path: "/secret", cookie: cookie})
-	checkPage(t, "GET /secret", w, http.StatusOK, "Token created", "deploy script")
+	checkPage(t, "GET /secret after a HEAD", w, http.StatusOK, "Token created", "deploy script")
 	secret := secretOnPage(t, "GET /secret", w)
 	checkWorks(t, ts, "the token shown", secret, tokens[0].ID)
 	if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
