@@ -882,7 +882,7 @@ func (s *pgStore) TokenByHash(h tokenHash) (tokenRecord, userRecord, error) {
 func (s *pgStore) TokenByID(id, owner uint64) (tokenRecord, error) {
 	ctx, cancel := s.opContext()
 	defer cancel()
-	t, err := scanToken(s.pool.QueryRow(ctx, "SELECT "+pgTokenColumns+" FROM tokens t WHERE t.id = $1 AND ($2 = 0 OR t.owner = $2)",
+	t, err := scanToken(s.pool.QueryRow(ctx, "SELECT "+pgTokenColumns+" FROM tokens t WHERE t.id = $1 AND ($2::bigint = 0 OR t.owner = $2)",
 		idParam(id), idParam(owner)))
 	return t, pgError(notFound(err))
 }
@@ -926,7 +926,7 @@ func (s *pgStore) DeleteToken(id, owner uint64) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		var err error
-		t, err = scanToken(tx.QueryRow(ctx, "DELETE FROM tokens t WHERE t.id = $1 AND ($2 = 0 OR t.owner = $2) RETURNING "+pgTokenColumns,
+		t, err = scanToken(tx.QueryRow(ctx, "DELETE FROM tokens t WHERE t.id = $1 AND ($2::bigint = 0 OR t.owner = $2) RETURNING "+pgTokenColumns,
 			idParam(id), idParam(owner)))
 		if err != nil {
 			return notFound(err)
@@ -963,7 +963,7 @@ func (s *pgStore) RotateToken(id, owner uint64, h tokenHash, hint string, now ti
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		// The owner's row first (see the locking order at the top), then the token's.
 		var holder int64
-		err := tx.QueryRow(ctx, "SELECT owner FROM tokens WHERE id = $1 AND ($2 = 0 OR owner = $2)", idParam(id), idParam(owner)).Scan(&holder)
+		err := tx.QueryRow(ctx, "SELECT owner FROM tokens WHERE id = $1 AND ($2::bigint = 0 OR owner = $2)", idParam(id), idParam(owner)).Scan(&holder)
 		if err != nil {
 			return notFound(err)
 		}
@@ -1196,7 +1196,7 @@ func (s *pgStore) ConfirmSession(h sessionHash, now time.Time) error {
 // DeleteSession deletes the session under h if it belongs to user (or user
 // is anyOwner). It returns errNotFound otherwise.
 func (s *pgStore) DeleteSession(h sessionHash, user uint64) error {
-	return s.execOne("DELETE FROM sessions WHERE hash = $1 AND ($2 = 0 OR user_id = $2)", h[:], idParam(user))
+	return s.execOne("DELETE FROM sessions WHERE hash = $1 AND ($2::bigint = 0 OR user_id = $2)", h[:], idParam(user))
 }
 
 // SessionsOf returns the sessions of user, newest first, expired ones
