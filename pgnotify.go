@@ -156,9 +156,10 @@ type pgListener struct {
 	trusted atomic.Bool
 	// losses counts the times the channel was lost, for the metrics.
 	losses atomic.Uint64
-	// pid is the listening connection's backend process, for tests.
-	mu  sync.Mutex
-	pid uint32
+	// The backend processes of the listening and the heartbeat
+	// connections, for tests that cut them.
+	mu                 sync.Mutex
+	listenPID, sendPID uint32
 }
 
 // startInvalidations makes sink hear every change to tokens and users,
@@ -247,7 +248,7 @@ func (l *pgListener) listenOnce(ctx context.Context) (heard bool, err error) {
 		return false, pgError(err)
 	}
 	l.mu.Lock()
-	l.pid = listen.PgConn().PID()
+	l.listenPID, l.sendPID = listen.PgConn().PID(), send.PgConn().PID()
 	l.mu.Unlock()
 
 	var seq uint64
@@ -321,10 +322,16 @@ func (l *pgListener) listenOnce(ctx context.Context) (heard bool, err error) {
 	}
 }
 
-// listenerPID returns the backend pid of the listening connection, for
-// tests that cut it.
+// listenerPID returns the backend pid of the listening connection.
 func (l *pgListener) listenerPID() uint32 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.pid
+	return l.listenPID
+}
+
+// senderPID returns the backend pid of the heartbeat connection.
+func (l *pgListener) senderPID() uint32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sendPID
 }
