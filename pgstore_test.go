@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -726,4 +727,75 @@ func TestPGServerShutdownIsUnavailable(t *testing.T) {
 	if _, err := st.UserByID(alice.ID); err != nil {
 		t.Fatalf("UserByID once reconnected: %v", err)
 	}
+}
+
+// TestPGHotQueriesUseIndexes shows, with EXPLAIN on tables of realistic
+// shape and fresh statistics, that no hot path reads a table from end to
+// end: verification, a user's tokens and sessions, a session, and both
+// purges each go through an index.
+func TestPGHotQueriesUseIndexes(t *testing.T) {
+	st, dbURL := newTestPGStore(t)
+	// 5,000 users; 20,000 tokens, 5% expired long ago, half the rest never
+	// expiring; 20,000 sessions, 2% ended and 2% idle.
+	pgExec(t, dbURL, `INSERT INTO users (name, name_key, password_hash, admin, created_at, password_changed_at)
+		SELECT 'u' || i, 'u' || i, 'h', i = 1, 0, 0 FROM generate_series(1, 5000) AS i`)
+	pgExec(t, dbURL, `INSERT INTO tokens (owner, hash, name, scopes, created_at, expires_at, hint)
+		SELECT (SELECT min(id) FROM users) + i % 5000, sha256(('t' || i)::bytea), 't', '{tokens:read}', 0,
+			CASE WHEN i % 20 = 0 THEN 1000 WHEN i % 2 = 0 THEN 9000000000000000000 END, 'abcd'
+		FROM generate_series(1, 20000) AS i`)
+	pgExec(t, dbURL, `INSERT INTO sessions (hash, user_id, created_at, expires_at, last_seen_at, signed_in_at, addr, agent)
+		SELECT sha256(('s' || i)::bytea), (SELECT min(id) FROM users) + i % 5000, i,
+			CASE WHEN i % 50 = 0 THEN 10 ELSE 9000000000000000000 END,
+			CASE WHEN i % 50 = 1 THEN 10 ELSE 9000000000000000000 END, 0, '', ''
+		FROM generate_series(1, 20000) AS i`)
+	pgExec(t, dbURL, "ANALYZE")
+	owner := pgQueryInt(t, dbURL, "SELECT min(id) + 7 FROM users")
+	tokenHash := sha256Bytes("t77")
+	sessHash := sha256Bytes("s77")
+
+	for _, tc := range []struct {
+		name    string
+		sql     string
+		args    []any
+		indexes []string
+	}{
+		{"verification", pgSQLAuthenticate, []any{tokenHash}, []string{"tokens_hash_key", "users_pkey"}},
+		{"a user's tokens", pgSQLTokensByOwner, []any{owner}, []string{"tokens_owner"}},
+		{"expired tokens purge", pgSQLPurgeTokens, []any{int64(2000), purgeBatch}, []string{"tokens_expiry", "tokens_pkey"}},
+		{"a session", pgSQLSessionByHash, []any{sessHash}, []string{"sessions_pkey", "users_pkey"}},
+		{"a user's sessions", pgSQLSessionsOf, []any{owner}, []string{"sessions_owner"}},
+		{"sessions purge", pgSQLPurgeSessions, []any{int64(100), int64(100), sessionPurgeBatch}, []string{"sessions_expiry", "sessions_last_seen", "sessions_pkey"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rows, err := st.pool.Query(t.Context(), "EXPLAIN "+tc.sql, tc.args...)
+			if err != nil {
+				t.Fatalf("EXPLAIN: %v", err)
+			}
+			var plan strings.Builder
+			for rows.Next() {
+				var line string
+				if err := rows.Scan(&line); err != nil {
+					t.Fatal(err)
+				}
+				plan.WriteString(line + "\n")
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("plan:\n%s", plan.String())
+			if strings.Contains(plan.String(), "Seq Scan") {
+				t.Errorf("the plan reads a table sequentially")
+			}
+			for _, idx := range tc.indexes {
+				if !strings.Contains(plan.String(), idx) {
+					t.Errorf("the plan does not use %s", idx)
+				}
+			}
+		})
+	}
+}
+
+func sha256Bytes(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
 }
