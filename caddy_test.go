@@ -19,7 +19,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 		// Caddy keeps state under HOME and the XDG folders: keep it in dir,
 		// with no admin endpoint and no certificates.
 		conf := "{\n\tadmin off\n\tauto_https off\n\tdefault_bind 127.0.0.1\n}\n\n" + replaceAll(t, site,
-			"app.example.com {", "http://"+addr+" {",
+			"http://127.0.0.1:8000 {", "http://"+addr+" {",
 			"127.0.0.1:8080", f.tokend.Listener.Addr().String(),
 			"127.0.0.1:3000", f.app.Listener.Addr().String(),
 		)
@@ -35,6 +35,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 		return nil
 	})
 	checkThroughProxy(t, f, addr)
+	runReadmeProxyExamples(t, f, addr)
 	if t.Failed() {
 		t.Logf("tokend's log:\n%s", f.ts.logs)
 	}

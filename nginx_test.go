@@ -346,7 +346,7 @@ func TestNginxForwardAuth(t *testing.T) {
 	addr := startProxy(t, func(addr string) error {
 		dir := t.TempDir()
 		conf := nginxConfig(dir, replaceAll(t, server,
-			"listen 80;", "listen "+addr+";",
+			"listen 127.0.0.1:8000;", "listen "+addr+";",
 			"127.0.0.1:8080", f.tokend.Listener.Addr().String(),
 			"127.0.0.1:3000", f.app.Listener.Addr().String(),
 		))
@@ -364,6 +364,7 @@ func TestNginxForwardAuth(t *testing.T) {
 		return err
 	})
 	checkThroughProxy(t, f, addr)
+	runReadmeProxyExamples(t, f, addr)
 	if t.Failed() {
 		t.Logf("tokend's log:\n%s", f.ts.logs)
 	}
