@@ -20,7 +20,7 @@ import (
 
 // TokenCounts returns how many tokens each user holds; users without
 // tokens are missing from the map.
-func (s *store) TokenCounts() (map[uint64]int, error) {
+func (s *boltStore) TokenCounts() (map[uint64]int, error) {
 	counts := make(map[uint64]int)
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTokensByOwner).ForEach(func(k, _ []byte) error {
@@ -36,7 +36,7 @@ func (s *store) TokenCounts() (map[uint64]int, error) {
 // SetAdmin makes user id an admin or not and returns the record. It
 // returns errNotFound for an unknown user and errLastAdmin when that would
 // leave no admin.
-func (s *store) SetAdmin(id uint64, admin bool) (userRecord, error) {
+func (s *boltStore) SetAdmin(id uint64, admin bool) (userRecord, error) {
 	var u userRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)

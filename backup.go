@@ -21,7 +21,7 @@ import (
 // transaction committed before it began and none after. begin, when not
 // nil, is called with the copy's size before its first byte. It returns
 // how many bytes it wrote.
-func (s *store) WriteBackup(w io.Writer, begin func(size int64)) (int64, error) {
+func (s *boltStore) WriteBackup(w io.Writer, begin func(size int64)) (int64, error) {
 	var n int64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if begin != nil {
@@ -94,7 +94,7 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 // openSource opens the database at path read-only for an offline command
 // that copies it: it neither creates a database where the user probably
 // mistyped the name, nor writes to the one it copies.
-func openSource(path string) (*store, error) {
+func openSource(path string) (*boltStore, error) {
 	return openCLIStore(path, readOnlyDB)
 }
 
@@ -129,7 +129,7 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 
 // writeBackupFile writes a consistent copy of st over the file at path,
 // which exists, and syncs it. It returns how many bytes it wrote.
-func writeBackupFile(st *store, path string) (int64, error) {
+func writeBackupFile(st *boltStore, path string) (int64, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return 0, err

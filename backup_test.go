@@ -31,7 +31,7 @@ var scopesAdmin = []string{scopeAdmin}
 // openBackup writes data to a file and opens it as a store, failing the
 // test unless it opens and passes Check. The store is closed at the end of
 // the test.
-func openBackup(t *testing.T, data []byte) *store {
+func openBackup(t *testing.T, data []byte) *boltStore {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "backup.db")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -131,7 +131,7 @@ func TestBackupNeedsAdmin(t *testing.T) {
 }
 
 // revokeAll deletes the tokens of secrets in one transaction.
-func revokeAll(t *testing.T, st *store, secrets []string) {
+func revokeAll(t *testing.T, st *boltStore, secrets []string) {
 	t.Helper()
 	err := st.update(func(tx *bolt.Tx) error {
 		for _, s := range secrets {

@@ -49,7 +49,7 @@ func (c *fakeClock) Add(d time.Duration) {
 
 // newTestDB opens a fresh store in a temporary folder and closes it when the
 // test ends. It returns the store and its file's path.
-func newTestDB(t testing.TB) (*store, string) {
+func newTestDB(t testing.TB) (*boltStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tokend.db")
 	st, err := openStore(path, time.Second)
@@ -188,7 +188,7 @@ func (ts *testServer) snapshot() map[string]string {
 }
 
 // dumpStore returns every key and value of every bucket of st.
-func dumpStore(t testing.TB, st *store) map[string]string {
+func dumpStore(t testing.TB, st *boltStore) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := st.db.View(func(tx *bolt.Tx) error {

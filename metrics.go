@@ -64,7 +64,7 @@ type requestSeries struct {
 // newMetrics registers tokend's metrics, the Go runtime's and the process's
 // on a new registry. The totals of users and tokens and the database size
 // are read from st at each scrape.
-func newMetrics(st *store, log *slog.Logger) *metrics {
+func newMetrics(st *boltStore, log *slog.Logger) *metrics {
 	reg := prometheus.NewRegistry()
 	m := &metrics{
 		registry: reg,
@@ -158,7 +158,7 @@ var (
 // storeCollector reads the totals of users and tokens in one read
 // transaction, the size of the database file and how much of it holds
 // data, when Prometheus scrapes.
-type storeCollector struct{ st *store }
+type storeCollector struct{ st *boltStore }
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- usersDesc

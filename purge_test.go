@@ -18,7 +18,7 @@ import (
 // bulkTokens stores n tokens for owner in large transactions, the i-th
 // expiring at expires(i) (nil: never), and returns their secrets. It is for
 // tests and benchmarks that need many tokens quickly.
-func bulkTokens(tb testing.TB, st *store, owner uint64, n int, created time.Time, expires func(i int) *time.Time) []string {
+func bulkTokens(tb testing.TB, st *boltStore, owner uint64, n int, created time.Time, expires func(i int) *time.Time) []string {
 	tb.Helper()
 	f := mustFormat(tb, defaultTokenPrefix)
 	secrets := make([]string, 0, n)

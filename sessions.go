@@ -154,7 +154,7 @@ func sessionsIndexOf(tx *bolt.Tx, user uint64) []ownedSession {
 // user then holds more than limit sessions (0: no limit), the oldest end.
 // It returns errNotFound when rec.User does not exist, and
 // errSpaceReserved when the database is too full for creations.
-func (s *store) CreateSession(h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error {
+func (s *boltStore) CreateSession(h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error {
 	return s.update(func(tx *bolt.Tx) error {
 		if err := s.roomToCreate(tx); err != nil {
 			return err
@@ -210,7 +210,7 @@ func (s *store) CreateSession(h sessionHash, rec sessionRecord, replaced *sessio
 
 // SessionByHash returns the session stored under h and its user, or
 // errNotFound. It does not check the lifetimes.
-func (s *store) SessionByHash(h sessionHash) (sessionRecord, userRecord, error) {
+func (s *boltStore) SessionByHash(h sessionHash) (sessionRecord, userRecord, error) {
 	var rec sessionRecord
 	var u userRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -224,7 +224,7 @@ func (s *store) SessionByHash(h sessionHash) (sessionRecord, userRecord, error) 
 
 // updateSession applies change to the session under h. It returns
 // errNotFound when there is none.
-func (s *store) updateSession(h sessionHash, change func(*sessionRecord)) error {
+func (s *boltStore) updateSession(h sessionHash, change func(*sessionRecord)) error {
 	return s.update(func(tx *bolt.Tx) error {
 		sessions := tx.Bucket(bucketSessions)
 		var rec sessionRecord
@@ -238,7 +238,7 @@ func (s *store) updateSession(h sessionHash, change func(*sessionRecord)) error 
 
 // TouchSession records that the session under h was seen at now from addr.
 // It returns errNotFound when there is no such session.
-func (s *store) TouchSession(h sessionHash, now time.Time, addr string) error {
+func (s *boltStore) TouchSession(h sessionHash, now time.Time, addr string) error {
 	return s.updateSession(h, func(rec *sessionRecord) {
 		rec.LastSeenAt = now
 		rec.Addr = addr
@@ -248,7 +248,7 @@ func (s *store) TouchSession(h sessionHash, now time.Time, addr string) error {
 // ConfirmSession records that the session under h gave its password at
 // now, which opens sudo mode. It returns errNotFound when there is no such
 // session.
-func (s *store) ConfirmSession(h sessionHash, now time.Time) error {
+func (s *boltStore) ConfirmSession(h sessionHash, now time.Time) error {
 	return s.updateSession(h, func(rec *sessionRecord) {
 		rec.SignedInAt = now
 		rec.LastSeenAt = now
@@ -257,7 +257,7 @@ func (s *store) ConfirmSession(h sessionHash, now time.Time) error {
 
 // DeleteSession deletes the session under h if it belongs to user (or user
 // is anyOwner). It returns errNotFound otherwise.
-func (s *store) DeleteSession(h sessionHash, user uint64) error {
+func (s *boltStore) DeleteSession(h sessionHash, user uint64) error {
 	return s.update(func(tx *bolt.Tx) error {
 		sessions := tx.Bucket(bucketSessions)
 		var rec sessionRecord
@@ -280,7 +280,7 @@ type storedSession struct {
 // SessionsOf returns the sessions of user, newest first, expired ones
 // included (the caller knows the lifetimes). It reads only user's
 // sessions, through sessions_by_owner.
-func (s *store) SessionsOf(user uint64) ([]storedSession, error) {
+func (s *boltStore) SessionsOf(user uint64) ([]storedSession, error) {
 	var out []storedSession
 	err := s.db.View(func(tx *bolt.Tx) error {
 		sessions := tx.Bucket(bucketSessions)
@@ -299,7 +299,7 @@ func (s *store) SessionsOf(user uint64) ([]storedSession, error) {
 
 // EndOtherSessions deletes every session of user but keep and returns how
 // many it deleted.
-func (s *store) EndOtherSessions(user uint64, keep sessionHash) (int, error) {
+func (s *boltStore) EndOtherSessions(user uint64, keep sessionHash) (int, error) {
 	var n int
 	err := s.update(func(tx *bolt.Tx) error {
 		var err error
@@ -339,7 +339,7 @@ type passwordChange struct {
 // revokes their tokens and ends their other sessions; the kept session
 // counts as having just given its password. It returns how many tokens and
 // sessions went, or errNotFound for an unknown user.
-func (s *store) ChangePassword(id uint64, c passwordChange) (tokens, sessions int, err error) {
+func (s *boltStore) ChangePassword(id uint64, c passwordChange) (tokens, sessions int, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		var u userRecord
@@ -379,7 +379,7 @@ func (s *store) ChangePassword(id uint64, c passwordChange) (tokens, sessions in
 // many it deleted. It looks at most sessionPurgeBatch sessions per write
 // transaction, so that many sessions never hold the write lock for long,
 // and stops early, without error, when ctx ends.
-func (s *store) PurgeSessions(ctx context.Context, now time.Time, idle time.Duration) (int, error) {
+func (s *boltStore) PurgeSessions(ctx context.Context, now time.Time, idle time.Duration) (int, error) {
 	total := 0
 	var after []byte // the last key a batch looked at
 	for ctx.Err() == nil {

@@ -113,7 +113,7 @@ func browsableHost(addr net.Addr) string {
 
 // HasUsers reports whether any user exists. It reads one key, however
 // many users there are.
-func (s *store) HasUsers() (bool, error) {
+func (s *boltStore) HasUsers() (bool, error) {
 	var has bool
 	err := s.db.View(func(tx *bolt.Tx) error {
 		has = hasUsers(tx)
@@ -129,7 +129,7 @@ func hasUsers(tx *bolt.Tx) bool {
 
 // CreateFirstAdmin stores u, who must be an admin, setting u.ID, unless a
 // user exists already: then it returns errSetupDone.
-func (s *store) CreateFirstAdmin(u *userRecord) error {
+func (s *boltStore) CreateFirstAdmin(u *userRecord) error {
 	if !u.Admin {
 		return errors.New("the first user must be an admin")
 	}

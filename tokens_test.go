@@ -234,7 +234,7 @@ func TestScopeRegistry(t *testing.T) {
 
 // checkIndexes fails the test unless every index entry points at a live
 // record and every record has its entries.
-func checkIndexes(t testing.TB, st *store, after string) {
+func checkIndexes(t testing.TB, st *boltStore, after string) {
 	t.Helper()
 	if err := st.Check(); err != nil {
 		t.Fatalf("after %s, Check() = %v", after, err)
@@ -243,7 +243,7 @@ func checkIndexes(t testing.TB, st *store, after string) {
 
 // storeToken stores a token holding tokens:read, or the given scopes, and
 // returns its record and secret.
-func storeToken(t testing.TB, st *store, owner uint64, name string, expires *time.Time, scopes ...string) (tokenRecord, string) {
+func storeToken(t testing.TB, st *boltStore, owner uint64, name string, expires *time.Time, scopes ...string) (tokenRecord, string) {
 	t.Helper()
 	if scopes == nil {
 		scopes = []string{scopeTokensRead}
@@ -257,7 +257,7 @@ func storeToken(t testing.TB, st *store, owner uint64, name string, expires *tim
 	return tok, secret
 }
 
-func storeUser(t testing.TB, st *store, name string, admin bool) userRecord {
+func storeUser(t testing.TB, st *boltStore, name string, admin bool) userRecord {
 	t.Helper()
 	u := userRecord{Name: name, PasswordHash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", Admin: admin, CreatedAt: time.Now()}
 	if err := st.CreateUser(&u); err != nil {
