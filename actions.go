@@ -17,7 +17,7 @@ import (
 // accounts performs account actions on a store. It needs no server: the
 // command line builds one over the database file it opened.
 type accounts struct {
-	store  *boltStore
+	store  store
 	hasher *passwordHasher
 	now    func() time.Time
 }

@@ -39,6 +39,11 @@ func backupFileName(t time.Time) string {
 	return "tokend-" + t.UTC().Format("20060102T150405Z") + ".db"
 }
 
+// errNoFileBackup answers a backup request to a store that keeps no file
+// of its own to copy.
+var errNoFileBackup = clientError(http.StatusNotImplemented,
+	"this tokend keeps its data in a database server, not a file: back that database up with its own tools (pg_dump for PostgreSQL)")
+
 // handleBackup streams a consistent copy of the database. It needs an
 // admin's token with the admin scope: the copy holds every user's
 // password hash.
@@ -47,9 +52,14 @@ func (s *server) handleBackup(w http.ResponseWriter, r *http.Request, _ httprout
 		s.writeAuthError(w, insufficientScope(scopeAdmin))
 		return
 	}
+	file, ok := s.store.(fileStore)
+	if !ok {
+		s.writeError(w, r, errNoFileBackup)
+		return
+	}
 	out := &progressWriter{w: w, rc: http.NewResponseController(w), timeout: s.cfg.WriteTimeout}
 	started := false
-	n, err := s.store.WriteBackup(out, func(size int64) {
+	n, err := file.WriteBackup(out, func(size int64) {
 		h := w.Header()
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Content-Disposition", `attachment; filename="`+backupFileName(s.now())+`"`)

@@ -12,7 +12,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,14 +107,8 @@ type boltStore struct {
 	// writeTxs counts write transactions, so that tests and benchmarks can
 	// show which paths write and which never do.
 	writeTxs atomic.Uint64
-	// gen grows after every write transaction. A cached user is good only
-	// while gen is what it was before the user was read: any write, to
-	// anything, makes the next verification read the user afresh. tokend is
-	// the only process on the file, so this keeps the cache exactly coherent.
-	gen   atomic.Uint64
-	users sync.Map // user id → *cachedUser
-	// auth caches the auth records of tokens verified lately, so that a
-	// busy token costs no transaction at all.
+	// auth is the auth cache (see authCache): it answers Authenticate
+	// when it can, and hears of every write once it has committed.
 	auth   *authCache
 	closed atomic.Bool
 	// creationLimit is the bytes of pages in use past which creations are
@@ -126,15 +119,10 @@ type boltStore struct {
 	evict []tokenHash
 }
 
-type cachedUser struct {
-	user userRecord // without its password hash
-	gen  uint64
-}
-
 // update runs fn in a write transaction. Every write goes through here.
 // Once the transaction has committed, and before anyone can see its
-// effects through a cache, the tokens it deleted leave the auth cache and
-// gen grows.
+// effects through a cache, it reports to the auth cache: the tokens it
+// deleted leave the cache and the cache's generation grows.
 func (s *boltStore) update(fn func(*bolt.Tx) error) error {
 	s.writeTxs.Add(1)
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -145,7 +133,13 @@ func (s *boltStore) update(fn func(*bolt.Tx) error) error {
 		deleted := s.evict
 		// Commit handlers run after bbolt releases its writer lock, before
 		// Update returns: before any answer to this write is sent.
-		tx.OnCommit(func() { s.auth.committed(&s.gen, deleted) })
+		tx.OnCommit(func() {
+			if len(deleted) > 0 {
+				s.auth.tokensGone(deleted)
+			} else {
+				s.auth.changed()
+			}
+		})
 		return nil
 	})
 }
@@ -685,7 +679,7 @@ func (s *boltStore) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
 		if limit > 0 && hasTokensAtLeast(tx, rec.Owner, limit) {
 			return errTooManyTokens
 		}
-		// Creating a token changes nothing that is cached (see boltStore.gen),
+		// Creating a token changes nothing that is cached (see authCache.gen),
 		// so this transaction needs no commit handler.
 		return putNewToken(tx, &rec, h)
 	})
@@ -796,54 +790,46 @@ func (s *boltStore) deleteTokensOf(tx *bolt.Tx, owner uint64) error {
 
 // Authenticate returns what verification needs of the token whose hash is
 // h, and its owner (without the password hash). A token verified lately
-// and an owner unchanged since are answered from memory; otherwise it is
-// one read transaction with one binary lookup and no JSON for the token.
-// It returns errNotFound for an unknown token. It does not check expiry.
+// and an owner unchanged since are answered from the auth cache; otherwise
+// it is readAuth's one read transaction. It returns errNotFound for an
+// unknown token. It does not check expiry.
 func (s *boltStore) Authenticate(h tokenHash) (authRecord, userRecord, error) {
 	if s.closed.Load() {
 		return authRecord{}, userRecord{}, bolterrors.ErrDatabaseNotOpen
 	}
-	gen := s.gen.Load() // before anything is read: see boltStore.gen
-	if a, ok := s.auth.get(h); ok {
-		if u, ok := s.cachedUser(a.Owner, gen); ok {
-			return a, u, nil
-		}
-	}
-	var a authRecord
-	var u userRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		if a, err = s.auth.authByHash(tx, h); err != nil {
-			return err
-		}
-		var ok bool
-		if u, ok = s.cachedUser(a.Owner, gen); ok {
-			return nil
-		}
-		var fresh userRecord // on the heap only when the owner is not cached
-		if err := getJSON(tx.Bucket(bucketUsers), itob(a.Owner), &fresh); err != nil {
-			return err
-		}
-		fresh.PasswordHash = ""
-		u = fresh
-		s.users.Store(a.Owner, &cachedUser{user: u, gen: gen})
-		return nil
-	})
-	if err != nil {
-		return a, u, err
-	}
-	s.auth.put(h, a, &s.gen, gen)
-	return a, u, nil
+	return s.auth.authenticate(h, s)
 }
 
-// cachedUser returns user id from the owner cache if it was read under
-// generation gen, the one current when the caller began.
-func (s *boltStore) cachedUser(id, gen uint64) (userRecord, bool) {
-	c, ok := s.users.Load(id)
-	if !ok || c.(*cachedUser).gen != gen {
-		return userRecord{}, false
-	}
-	return c.(*cachedUser).user, true
+// readAuth is the auth cache's read (see authReader): one read
+// transaction with one binary lookup and no JSON for the token, and the
+// owner's JSON only when c does not hold the owner.
+func (s *boltStore) readAuth(h tokenHash, c *authCache, gen uint64) (a authRecord, u userRecord, fresh bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketTokensByHash).Get(h[:])
+		if v == nil {
+			return errNotFound
+		}
+		if err := a.unmarshalHead(v); err != nil {
+			return err
+		}
+		scopes, err := c.scopesOf(v[authRecordHead:])
+		if err != nil {
+			return err
+		}
+		a.Scopes = scopes
+		var ok bool
+		if u, ok = c.cachedUser(a.Owner, gen); ok {
+			return nil
+		}
+		var rec userRecord // on the heap only when the owner is not cached
+		if err := getJSON(tx.Bucket(bucketUsers), itob(a.Owner), &rec); err != nil {
+			return err
+		}
+		rec.PasswordHash = ""
+		u, fresh = rec, true
+		return nil
+	})
+	return a, u, fresh, err
 }
 
 // TokenByHash returns the token whose hash is h and its owner, or

@@ -27,7 +27,7 @@ const (
 
 // server holds everything a request needs. Build it with newServer.
 type server struct {
-	store     *boltStore
+	store     store
 	format    tokenFormat
 	scopes    *scopeRegistry
 	hasher    *passwordHasher
@@ -56,7 +56,7 @@ type server struct {
 }
 
 // newServer returns a server over st configured by cfg.
-func newServer(st *boltStore, cfg config, log *slog.Logger, now func() time.Time) (*server, error) {
+func newServer(st store, cfg config, log *slog.Logger, now func() time.Time) (*server, error) {
 	format, err := newTokenFormat(cfg.TokenPrefix)
 	if err != nil {
 		return nil, err
@@ -715,7 +715,7 @@ func (s *server) createToken(owner userRecord, spec tokenSpec, now time.Time) (t
 
 // newToken generates a token of format for owner and stores its hash. It
 // returns the record and the secret, which exists nowhere else.
-func newToken(st *boltStore, format tokenFormat, owner userRecord, spec tokenSpec, now time.Time, limit int) (tokenRecord, string, error) {
+func newToken(st store, format tokenFormat, owner userRecord, spec tokenSpec, now time.Time, limit int) (tokenRecord, string, error) {
 	secret, err := format.generate()
 	if err != nil {
 		return tokenRecord{}, "", err

@@ -63,6 +63,9 @@ func newTestDB(t testing.TB) (*boltStore, string) {
 // testServer is a server over a fresh database, driven through its router.
 type testServer struct {
 	*server
+	// store is the server's store as the bbolt engine it is, for tests
+	// that look inside it; it hides server.store.
+	store   *boltStore
 	t       testing.TB
 	handler http.Handler
 	clock   *fakeClock
@@ -103,7 +106,7 @@ func newTestServer(t testing.TB) *testServer {
 	if err != nil {
 		t.Fatalf("newServer: %v", err)
 	}
-	return &testServer{server: s, t: t, handler: s.routes(), clock: clock, dbPath: path, logs: logs}
+	return &testServer{server: s, store: st, t: t, handler: s.routes(), clock: clock, dbPath: path, logs: logs}
 }
 
 // addUser creates a user with password "password-of-NAME".
