@@ -897,3 +897,29 @@ func TestUserIDFloorFitsTheAuthCache(t *testing.T) {
 	}
 	t.Fatal("idFloorRates has no rate for users")
 }
+
+// storeWithoutFile is a store that keeps no file of its own, as a
+// database server's engine: it offers the contract and nothing more.
+type storeWithoutFile struct{ store }
+
+// TestBackupWithoutAFile asks a server whose store keeps no file of its
+// own for a backup: a 501 problem that names the way to back it up, and
+// nothing written; its metrics leave out the file's size.
+func TestBackupWithoutAFile(t *testing.T) {
+	ts := newTestServer(t)
+	admin := ts.addUser("alice", true)
+	_, secret := ts.addToken(admin, "backups", scopesAdmin, 0)
+	ts.server.store = storeWithoutFile{ts.store}
+	ts.metrics = newMetrics(ts.server.store, ts.log)
+	writes := ts.store.writeTxs.Load()
+	w := ts.do(request{method: "GET", path: "/api/v1/admin/backup", token: secret})
+	p := checkProblem(t, "backup of a store without a file", w, http.StatusNotImplemented)
+	checkDetail(t, "backup of a store without a file", p, "pg_dump")
+	if got := ts.store.writeTxs.Load() - writes; got != 0 {
+		t.Errorf("the refused backup made %d write transactions", got)
+	}
+	mw := ts.do(request{method: "GET", path: "/metrics", token: secret})
+	if body := mw.Body.String(); mw.Code != http.StatusOK || !strings.Contains(body, "tokend_users 1") || strings.Contains(body, "tokend_database_size_bytes") {
+		t.Errorf("GET /metrics = %d; want the totals and no file size:\n%s", mw.Code, body)
+	}
+}
