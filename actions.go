@@ -12,12 +12,12 @@ import (
 // cannot drift apart: the transports only read their input, check who may
 // ask, and present the outcome. Every action commits in one transaction,
 // and the auth cache forgets every token it deletes and every user it
-// changes before the action returns (see store.update).
+// changes before the action returns (see boltStore.update).
 
 // accounts performs account actions on a store. It needs no server: the
 // command line builds one over the database file it opened.
 type accounts struct {
-	store  *store
+	store  store
 	hasher *passwordHasher
 	now    func() time.Time
 }

@@ -63,7 +63,7 @@ func (f *actionFixture) cli(t *testing.T, stdin string, args ...string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f.ts.server.store = st
+	f.ts.server.store, f.ts.store = st, st
 }
 
 func (f *actionFixture) pagePost(t *testing.T, cookie, path string, form url.Values) {

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/julienschmidt/httprouter"
-	bolt "go.etcd.io/bbolt"
 )
 
 // The users page, for admins: list users with their token counts, add a
@@ -17,49 +16,6 @@ import (
 // revoke every token of a user, remove a user with their tokens and
 // sessions. Every change is a
 // sensitive action (sudo mode).
-
-// TokenCounts returns how many tokens each user holds; users without
-// tokens are missing from the map.
-func (s *store) TokenCounts() (map[uint64]int, error) {
-	counts := make(map[uint64]int)
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketTokensByOwner).ForEach(func(k, _ []byte) error {
-			if len(k) == 16 {
-				counts[btoi(k[:8])]++
-			}
-			return nil
-		})
-	})
-	return counts, err
-}
-
-// SetAdmin makes user id an admin or not and returns the record. It
-// returns errNotFound for an unknown user and errLastAdmin when that would
-// leave no admin.
-func (s *store) SetAdmin(id uint64, admin bool) (userRecord, error) {
-	var u userRecord
-	err := s.update(func(tx *bolt.Tx) error {
-		users := tx.Bucket(bucketUsers)
-		if err := getJSON(users, itob(id), &u); err != nil {
-			return err
-		}
-		if u.Admin == admin {
-			return nil
-		}
-		if !admin {
-			n, err := countAdmins(tx)
-			if err != nil {
-				return err
-			}
-			if n <= 1 {
-				return errLastAdmin
-			}
-		}
-		u.Admin = admin
-		return putJSON(users, itob(id), &u)
-	})
-	return u, err
-}
 
 // adminOnly lets only admins through to h.
 func (s *server) adminOnly(h pageHandler) pageHandler {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -256,3 +257,49 @@ var commonPasswords = func() map[string]bool {
 	}
 	return m
 }()
+
+var errBadCredentials = &httpError{status: http.StatusUnauthorized, detail: "wrong user name or password"}
+
+// basicChallenge is sent with a failed Basic sign-in: every 401 names a way in.
+const basicChallenge = `Basic realm="tokend", charset="UTF-8"`
+
+// signIn checks a name and password. A failure takes as long whether or not
+// the user exists, and says the same. On success with a hash of weaker
+// parameters than today's, the hash is replaced.
+func (s *server) signIn(r *http.Request, name, password string) (userRecord, error) {
+	addr := s.clientAddr(r)
+	// The user is looked up first, whether the attempt goes ahead or not,
+	// so that the throttle keeps an account's attempts under its id, where
+	// made-up names cannot reach them.
+	u, err := s.store.UserByName(name)
+	if err != nil && !errors.Is(err, errNotFound) {
+		return userRecord{}, err
+	}
+	account := signInAccount{user: u.ID, name: name}
+	if wait := s.throttle.begin(account, addr, s.now()); wait > 0 {
+		s.log.Info("sign-in throttled", "remote", addr) // never the name: it may be a token or a password
+		return userRecord{}, &throttledError{wait: wait}
+	}
+	encoded := u.PasswordHash
+	if u.ID == 0 {
+		encoded = s.dummyHash
+	}
+	ok, rehash, err := s.hasher.Verify(r.Context(), password, encoded)
+	if err != nil {
+		s.throttle.abandoned(account, addr, s.now())
+		return userRecord{}, fmt.Errorf("verify password of user %d: %w", u.ID, err)
+	}
+	if !ok || u.ID == 0 {
+		s.log.Info("sign-in failed", "user", signInName(u), "remote", addr)
+		return userRecord{}, errBadCredentials
+	}
+	if rehash {
+		if h, err := s.hasher.Hash(r.Context(), password); err == nil {
+			if err := s.store.UpgradePasswordHash(u.ID, encoded, h); err != nil {
+				s.log.Warn("re-hash password", "user_id", u.ID, "err", err)
+			}
+		}
+	}
+	s.throttle.succeeded(u.ID, addr, s.now())
+	return u, nil
+}

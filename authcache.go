@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // defaultAuthCacheSize bounds the auth cache: 64 to 128 bytes a token, so
@@ -15,13 +13,18 @@ import (
 const defaultAuthCacheSize = 1_000_000
 
 // authCache holds the auth records of tokens verified lately, keyed by
-// token hash. It is exactly coherent with the database because
+// token hash, and their owners. It sits above every engine, written once:
+// an engine reads for it (authReader) and reports to it
+// (invalidationSink). It is exactly coherent with the database because
 //
-//   - every write transaction, once committed, removes the tokens it
-//     deleted and increments the store's generation, both under mu;
+//   - every write, once committed and before it returns, reports what it
+//     changed: the cache removes the tokens it deleted and increments gen,
+//     both under mu;
 //   - an entry read from the database is inserted, under mu, only if the
 //     generation is still what it was before the read began: a write that
-//     committed in between may have deleted it.
+//     committed in between may have deleted it;
+//   - while the engine cannot promise to report every change (trust(false))
+//     the cache answers nothing and holds nothing.
 //
 // It never holds unknown tokens, so guessing cannot fill it.
 //
@@ -37,6 +40,78 @@ type authCache struct {
 	n     int        // occupied slots
 	max   int
 	lists scopeLists
+	// gen grows after every write. A cached owner is good only while gen
+	// is what it was before the owner was read: any write, to anything,
+	// makes the next verification read the owner afresh.
+	gen   atomic.Uint64
+	users sync.Map // user id → *cachedUser
+	// distrusted is set by trust(false): the engine may be missing
+	// changes, so nothing is answered from memory nor kept. It changes
+	// under mu.
+	distrusted atomic.Bool
+}
+
+type cachedUser struct {
+	user userRecord // without its password hash
+	gen  uint64
+}
+
+// authReader is the read an engine does for the auth cache when the cache
+// cannot answer.
+type authReader interface {
+	// readAuth reads, in one transaction, the auth record stored under h
+	// (errNotFound when there is none) and its owner without the password
+	// hash. An owner that c holds under generation gen (c.cachedUser) may
+	// be taken from there rather than read, and a scope list in the
+	// cache's encoding may be shared through c.scopesOf; fresh reports
+	// that the owner was read from the database.
+	readAuth(h tokenHash, c *authCache, gen uint64) (a authRecord, u userRecord, fresh bool, err error)
+}
+
+// authenticate returns what verification needs of the token whose hash is
+// h, and its owner (without the password hash). A token verified lately
+// and an owner unchanged since are answered from memory; otherwise r reads
+// them, and they are kept for next time unless a write committed
+// meanwhile.
+func (c *authCache) authenticate(h tokenHash, r authReader) (authRecord, userRecord, error) {
+	gen := c.gen.Load() // before anything is read: see authCache.gen
+	if a, ok := c.get(h); ok {
+		if u, ok := c.cachedUser(a.Owner, gen); ok {
+			return a, u, nil
+		}
+	}
+	a, u, fresh, err := r.readAuth(h, c, gen)
+	if err != nil {
+		return a, u, err
+	}
+	if fresh {
+		c.keepUser(u, gen)
+	}
+	c.put(h, a, gen)
+	return a, u, nil
+}
+
+// cachedUser returns user id from the owner cache if it was read under
+// generation gen, the one current when the caller began.
+func (c *authCache) cachedUser(id, gen uint64) (userRecord, bool) {
+	if c.distrusted.Load() {
+		return userRecord{}, false
+	}
+	v, ok := c.users.Load(id)
+	if !ok || v.(*cachedUser).gen != gen {
+		return userRecord{}, false
+	}
+	return v.(*cachedUser).user, true
+}
+
+// keepUser caches u, read under generation gen. An owner kept after a
+// write bumped gen is never answered: cachedUser compares generations.
+func (c *authCache) keepUser(u userRecord, gen uint64) {
+	if c.distrusted.Load() {
+		return
+	}
+	u.PasswordHash = ""
+	c.users.Store(u.ID, &cachedUser{user: u, gen: gen})
 }
 
 // authSlot is an authRecord as the cache keeps it.
@@ -88,6 +163,7 @@ func (c *authCache) find(h *tokenHash) (int, bool) {
 func (c *authCache) get(h tokenHash) (authRecord, bool) {
 	c.mu.RLock()
 	i, ok := c.find(&h)
+	ok = ok && !c.distrusted.Load()
 	var s authSlot
 	var scopes []string
 	if ok {
@@ -106,8 +182,9 @@ func (c *authCache) get(h tokenHash) (authRecord, bool) {
 	return a, true
 }
 
-// put caches a, read under generation readGen, unless gen has moved since.
-func (c *authCache) put(h tokenHash, a authRecord, gen *atomic.Uint64, readGen uint64) {
+// put caches a, read under generation readGen, unless gen has moved since
+// or the cache is not trusted.
+func (c *authCache) put(h tokenHash, a authRecord, readGen uint64) {
 	if c.max <= 0 || a.ID == 0 || a.Owner > ownerMask {
 		return
 	}
@@ -116,7 +193,7 @@ func (c *authCache) put(h tokenHash, a authRecord, gen *atomic.Uint64, readGen u
 	key := appendScopes(buf[:0], a.Scopes)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if gen.Load() != readGen {
+	if c.gen.Load() != readGen || c.distrusted.Load() {
 		return
 	}
 	list, ok := c.lists.intern(key, a.Scopes)
@@ -190,17 +267,51 @@ func (c *authCache) removeAt(i int) {
 	}
 }
 
-// committed is called once a write transaction has committed: it removes
-// the tokens the transaction deleted and increments gen.
-func (c *authCache) committed(gen *atomic.Uint64, deleted []tokenHash) {
+// tokensGone is called once a write that deleted tokens has committed,
+// before the write returns: it removes them and increments gen.
+func (c *authCache) tokensGone(hashes []tokenHash) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	gen.Add(1)
-	for k := range deleted {
-		if i, ok := c.find(&deleted[k]); ok {
+	c.gen.Add(1)
+	for k := range hashes {
+		if i, ok := c.find(&hashes[k]); ok {
 			c.removeAt(i)
 		}
 	}
+}
+
+// allTokensGone forgets every token and increments gen.
+func (c *authCache) allTokensGone() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen.Add(1)
+	c.clear()
+}
+
+// changed is called once a write that deleted no token has committed,
+// before the write returns: it increments gen.
+func (c *authCache) changed() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen.Add(1)
+}
+
+// trust(false) stops the cache answering or keeping anything, and
+// forgets what it holds; trust(true) starts it again, empty. Either way a
+// new generation begins, so that no read begun before is kept after.
+func (c *authCache) trust(ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.distrusted.Store(!ok)
+	c.gen.Add(1)
+	c.clear()
+}
+
+// clear forgets every token and owner. c.mu must be held for writing.
+func (c *authCache) clear() {
+	c.slots, c.n = nil, 0
+	c.lists = newScopeLists()
+	c.users.Clear()
 }
 
 // len returns the number of cached tokens.
@@ -210,36 +321,27 @@ func (c *authCache) len() int {
 	return c.n
 }
 
-// authByHash is the package's authByHash, but a scope list the cache
-// already knows is shared rather than decoded afresh, and a new one is
-// kept to be shared: verifying a token that is not cached then allocates
-// nothing for its scopes.
-func (c *authCache) authByHash(tx *bolt.Tx, h tokenHash) (authRecord, error) {
-	var a authRecord
-	v := tx.Bucket(bucketTokensByHash).Get(h[:])
-	if v == nil {
-		return a, errNotFound
-	}
-	if err := a.unmarshalHead(v); err != nil {
-		return a, err
-	}
-	key := v[authRecordHead:]
+// scopesOf returns the scope list encoded as key (an auth record's scopes,
+// see appendScopes). A list the cache already knows is shared rather than
+// decoded afresh, and a new one is kept to be shared: verifying a token
+// that is not cached then allocates nothing for its scopes.
+func (c *authCache) scopesOf(key []byte) ([]string, error) {
 	c.mu.RLock()
 	n, ok := c.lists.lookup(key)
+	var scopes []string
 	if ok {
-		a.Scopes = c.lists.list(n)
+		scopes = c.lists.list(n)
 	}
 	c.mu.RUnlock()
 	if ok {
-		return a, nil
+		return scopes, nil
 	}
 	scopes, err := decodeScopes(key)
 	if err != nil {
-		return a, err
+		return nil, err
 	}
-	a.Scopes = scopes
 	c.mu.Lock()
 	c.lists.intern(key, scopes)
 	c.mu.Unlock()
-	return a, nil
+	return scopes, nil
 }

@@ -1,10 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,7 +20,6 @@ func TestAuthCacheTable(t *testing.T) {
 	for _, max := range []int{1, 7, 700, 5000} {
 		rng := rand.New(rand.NewPCG(uint64(max), 9))
 		c := newAuthCache(max)
-		var gen atomic.Uint64
 		want := map[tokenHash]authRecord{}
 		var known []tokenHash
 		newHash := func() tokenHash {
@@ -44,7 +44,7 @@ func TestAuthCacheTable(t *testing.T) {
 					e := time.Unix(0, rng.Int64N(1<<62)+1).UTC()
 					a.ExpiresAt = &e
 				}
-				c.put(h, a, &gen, gen.Load())
+				c.put(h, a, c.gen.Load())
 				want[h] = a
 				known = append(known, h)
 			case op < 7: // overwrite a known token
@@ -52,7 +52,7 @@ func TestAuthCacheTable(t *testing.T) {
 				if _, ok := c.get(h); ok {
 					a := want[h]
 					a.Scopes = []string{scopeTokensRead, fmt.Sprintf("app:%d", rng.IntN(300))}
-					c.put(h, a, &gen, gen.Load())
+					c.put(h, a, c.gen.Load())
 					want[h] = a
 				}
 			default: // delete some known tokens in one commit
@@ -60,7 +60,7 @@ func TestAuthCacheTable(t *testing.T) {
 				for range rng.IntN(4) + 1 {
 					deleted = append(deleted, known[rng.IntN(len(known))])
 				}
-				c.committed(&gen, deleted)
+				c.tokensGone(deleted)
 				for _, h := range deleted {
 					delete(want, h)
 				}
@@ -223,12 +223,11 @@ func TestOneUserCannotFillTheScopeLists(t *testing.T) {
 // read before a commit, and records it cannot pack.
 func TestAuthCacheRefusesStaleAndOutOfRange(t *testing.T) {
 	c := newAuthCache(10)
-	var gen atomic.Uint64
-	read := gen.Load()
-	c.committed(&gen, nil)
-	c.put(tokenHash{1}, authRecord{ID: 1, Owner: 1}, &gen, read)
-	c.put(tokenHash{2}, authRecord{ID: 2, Owner: 1 << 48}, &gen, gen.Load())
-	c.put(tokenHash{3}, authRecord{ID: 3, Owner: 1<<48 - 1, Scopes: []string{}}, &gen, gen.Load())
+	read := c.gen.Load()
+	c.changed()
+	c.put(tokenHash{1}, authRecord{ID: 1, Owner: 1}, read)
+	c.put(tokenHash{2}, authRecord{ID: 2, Owner: 1 << 48}, c.gen.Load())
+	c.put(tokenHash{3}, authRecord{ID: 3, Owner: 1<<48 - 1, Scopes: []string{}}, c.gen.Load())
 	if _, ok := c.get(tokenHash{1}); ok {
 		t.Error("a record read before a commit was cached")
 	}
@@ -241,5 +240,87 @@ func TestAuthCacheRefusesStaleAndOutOfRange(t *testing.T) {
 	}
 	if c.len() != 1 {
 		t.Errorf("len = %d, want 1", c.len())
+	}
+}
+
+// TestUntrustedCacheAnswersFromTheDatabase plays an engine that can no
+// longer promise to report every change (trust(false)): the cache forgets
+// what it holds, keeps nothing, and every verification reads the
+// database, so that a token deleted and an owner demoted behind the
+// cache's back, with nothing reported, are seen at once. After
+// trust(true) the cache starts empty and fills again.
+func TestUntrustedCacheAnswersFromTheDatabase(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", true)
+	early, earlySecret := ts.addToken(alice, "early", scopesReadWrite, 0)
+	late, lateSecret := ts.addToken(alice, "late", scopesReadWrite, 0)
+	verified := func(secret string) (*caller, bool) {
+		t.Helper()
+		c, err := ts.verifyToken(secret)
+		var ae *authError
+		if err != nil && (!errors.As(err, &ae) || ae.status != http.StatusUnauthorized) {
+			t.Fatalf("verify = %v; want a 401 or nothing", err)
+		}
+		return c, err == nil
+	}
+	// Writes the engine does not report, as when its notifications are lost.
+	behindTheBack := func(fn func(tx *bolt.Tx) error) {
+		t.Helper()
+		if err := ts.store.db.Update(fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache := ts.store.auth
+
+	verified(earlySecret)
+	if n := cache.len(); n != 1 {
+		t.Fatalf("before: the cache holds %d tokens; want 1", n)
+	}
+	cache.trust(false)
+	if n := cache.len(); n != 0 {
+		t.Fatalf("trust(false): the cache still holds %d tokens", n)
+	}
+	// A token cached before: forgotten, so its deletion is seen.
+	behindTheBack(func(tx *bolt.Tx) error { return ts.store.deleteToken(tx, &early) })
+	if _, ok := verified(earlySecret); ok {
+		t.Error("untrusted: a token cached before trust(false) and deleted unreported still verifies")
+	}
+	// A token verified while untrusted: answered, but not kept.
+	if c, ok := verified(lateSecret); !ok || !c.user.Admin {
+		t.Fatalf("untrusted: a live token = %v, %+v; want verified, its owner an admin", ok, c)
+	}
+	if n := cache.len(); n != 0 {
+		t.Errorf("untrusted: the cache keeps %d tokens; want none", n)
+	}
+	behindTheBack(func(tx *bolt.Tx) error {
+		var u userRecord
+		if err := getJSON(tx.Bucket(bucketUsers), itob(alice.ID), &u); err != nil {
+			return err
+		}
+		u.Admin = false
+		return putJSON(tx.Bucket(bucketUsers), itob(alice.ID), &u)
+	})
+	if c, ok := verified(lateSecret); !ok || c.user.Admin {
+		t.Errorf("untrusted: after an unreported demotion the owner = %v, %+v; want verified, not an admin", ok, c)
+	}
+	behindTheBack(func(tx *bolt.Tx) error { return ts.store.deleteToken(tx, &late) })
+	if _, ok := verified(lateSecret); ok {
+		t.Error("untrusted: a token verified while untrusted and then deleted unreported still verifies")
+	}
+
+	cache.trust(true)
+	if n := cache.len(); n != 0 {
+		t.Fatalf("trust(true): the cache holds %d tokens; want it empty", n)
+	}
+	_, secret := ts.addToken(alice, "after", scopesReadWrite, 0)
+	verified(secret)
+	if n := cache.len(); n != 1 {
+		t.Errorf("trusted again: the cache holds %d tokens after a verification; want 1", n)
+	}
+	if _, _, err := ts.store.TokenByHash(early.Hash); !errors.Is(err, errNotFound) {
+		t.Errorf("the early token in the database: %v; want errNotFound", err)
+	}
+	if err := ts.store.Check(); err != nil {
+		t.Errorf("Check: %v", err)
 	}
 }

@@ -21,7 +21,7 @@ import (
 // transaction committed before it began and none after. begin, when not
 // nil, is called with the copy's size before its first byte. It returns
 // how many bytes it wrote.
-func (s *store) WriteBackup(w io.Writer, begin func(size int64)) (int64, error) {
+func (s *boltStore) WriteBackup(w io.Writer, begin func(size int64)) (int64, error) {
 	var n int64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if begin != nil {
@@ -39,6 +39,11 @@ func backupFileName(t time.Time) string {
 	return "tokend-" + t.UTC().Format("20060102T150405Z") + ".db"
 }
 
+// errNoFileBackup answers a backup request to a store that keeps no file
+// of its own to copy.
+var errNoFileBackup = clientError(http.StatusNotImplemented,
+	"this tokend keeps its data in a database server, not a file: back that database up with its own tools (pg_dump for PostgreSQL)")
+
 // handleBackup streams a consistent copy of the database. It needs an
 // admin's token with the admin scope: the copy holds every user's
 // password hash.
@@ -47,9 +52,14 @@ func (s *server) handleBackup(w http.ResponseWriter, r *http.Request, _ httprout
 		s.writeAuthError(w, insufficientScope(scopeAdmin))
 		return
 	}
+	file, ok := s.store.(fileStore)
+	if !ok {
+		s.writeError(w, r, errNoFileBackup)
+		return
+	}
 	out := &progressWriter{w: w, rc: http.NewResponseController(w), timeout: s.cfg.WriteTimeout}
 	started := false
-	n, err := s.store.WriteBackup(out, func(size int64) {
+	n, err := file.WriteBackup(out, func(size int64) {
 		h := w.Header()
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Content-Disposition", `attachment; filename="`+backupFileName(s.now())+`"`)
@@ -94,7 +104,7 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 // openSource opens the database at path read-only for an offline command
 // that copies it: it neither creates a database where the user probably
 // mistyped the name, nor writes to the one it copies.
-func openSource(path string) (*store, error) {
+func openSource(path string) (*boltStore, error) {
 	return openCLIStore(path, readOnlyDB)
 }
 
@@ -129,7 +139,7 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 
 // writeBackupFile writes a consistent copy of st over the file at path,
 // which exists, and syncs it. It returns how many bytes it wrote.
-func writeBackupFile(st *store, path string) (int64, error) {
+func writeBackupFile(st *boltStore, path string) (int64, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return 0, err

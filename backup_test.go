@@ -31,7 +31,7 @@ var scopesAdmin = []string{scopeAdmin}
 // openBackup writes data to a file and opens it as a store, failing the
 // test unless it opens and passes Check. The store is closed at the end of
 // the test.
-func openBackup(t *testing.T, data []byte) *store {
+func openBackup(t *testing.T, data []byte) *boltStore {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "backup.db")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -131,7 +131,7 @@ func TestBackupNeedsAdmin(t *testing.T) {
 }
 
 // revokeAll deletes the tokens of secrets in one transaction.
-func revokeAll(t *testing.T, st *store, secrets []string) {
+func revokeAll(t *testing.T, st *boltStore, secrets []string) {
 	t.Helper()
 	err := st.update(func(tx *bolt.Tx) error {
 		for _, s := range secrets {
@@ -896,4 +896,30 @@ func TestUserIDFloorFitsTheAuthCache(t *testing.T) {
 		return
 	}
 	t.Fatal("idFloorRates has no rate for users")
+}
+
+// storeWithoutFile is a store that keeps no file of its own, as a
+// database server's engine: it offers the contract and nothing more.
+type storeWithoutFile struct{ store }
+
+// TestBackupWithoutAFile asks a server whose store keeps no file of its
+// own for a backup: a 501 problem that names the way to back it up, and
+// nothing written; its metrics leave out the file's size.
+func TestBackupWithoutAFile(t *testing.T) {
+	ts := newTestServer(t)
+	admin := ts.addUser("alice", true)
+	_, secret := ts.addToken(admin, "backups", scopesAdmin, 0)
+	ts.server.store = storeWithoutFile{ts.store}
+	ts.metrics = newMetrics(ts.server.store, ts.log)
+	writes := ts.store.writeTxs.Load()
+	w := ts.do(request{method: "GET", path: "/api/v1/admin/backup", token: secret})
+	p := checkProblem(t, "backup of a store without a file", w, http.StatusNotImplemented)
+	checkDetail(t, "backup of a store without a file", p, "pg_dump")
+	if got := ts.store.writeTxs.Load() - writes; got != 0 {
+		t.Errorf("the refused backup made %d write transactions", got)
+	}
+	mw := ts.do(request{method: "GET", path: "/metrics", token: secret})
+	if body := mw.Body.String(); mw.Code != http.StatusOK || !strings.Contains(body, "tokend_users 1") || strings.Contains(body, "tokend_database_size_bytes") {
+		t.Errorf("GET /metrics = %d; want the totals and no file size:\n%s", mw.Code, body)
+	}
 }

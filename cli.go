@@ -304,7 +304,7 @@ var errNoDatabase = errors.New("no database")
 // missing file, so that a mistyped -db never leaves an empty database
 // behind or lists an empty one. It waits lockTimeout for a server holding
 // the file.
-func openCLIStore(path string, mode openMode) (*store, error) {
+func openCLIStore(path string, mode openMode) (*boltStore, error) {
 	if mode == createDB {
 		if err := checkDBDir(path); err != nil {
 			return nil, err
@@ -333,7 +333,7 @@ func checkDBDir(path string) error {
 
 // openStoreForUser opens the database and finds the user called name. On
 // success the caller closes the store.
-func openStoreForUser(db, cmd, name string) (*store, userRecord, error) {
+func openStoreForUser(db, cmd, name string) (*boltStore, userRecord, error) {
 	st, err := openCLIStore(db, existingDB)
 	if err != nil {
 		return nil, userRecord{}, err

@@ -12,7 +12,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,20 +101,14 @@ func (t *tokenRecord) expired(now time.Time) bool {
 	return t.ExpiresAt != nil && !now.Before(*t.ExpiresAt)
 }
 
-// store owns the bbolt database. Each exported method is one transaction.
-type store struct {
+// boltStore owns the bbolt database. Each exported method is one transaction.
+type boltStore struct {
 	db *bolt.DB
 	// writeTxs counts write transactions, so that tests and benchmarks can
 	// show which paths write and which never do.
 	writeTxs atomic.Uint64
-	// gen grows after every write transaction. A cached user is good only
-	// while gen is what it was before the user was read: any write, to
-	// anything, makes the next verification read the user afresh. tokend is
-	// the only process on the file, so this keeps the cache exactly coherent.
-	gen   atomic.Uint64
-	users sync.Map // user id → *cachedUser
-	// auth caches the auth records of tokens verified lately, so that a
-	// busy token costs no transaction at all.
+	// auth is the auth cache (see authCache): it answers Authenticate
+	// when it can, and hears of every write once it has committed.
 	auth   *authCache
 	closed atomic.Bool
 	// creationLimit is the bytes of pages in use past which creations are
@@ -126,16 +119,11 @@ type store struct {
 	evict []tokenHash
 }
 
-type cachedUser struct {
-	user userRecord // without its password hash
-	gen  uint64
-}
-
 // update runs fn in a write transaction. Every write goes through here.
 // Once the transaction has committed, and before anyone can see its
-// effects through a cache, the tokens it deleted leave the auth cache and
-// gen grows.
-func (s *store) update(fn func(*bolt.Tx) error) error {
+// effects through a cache, it reports to the auth cache: the tokens it
+// deleted leave the cache and the cache's generation grows.
+func (s *boltStore) update(fn func(*bolt.Tx) error) error {
 	s.writeTxs.Add(1)
 	return s.db.Update(func(tx *bolt.Tx) error {
 		s.evict = nil // a fresh list: the last one may still be in use
@@ -145,7 +133,13 @@ func (s *store) update(fn func(*bolt.Tx) error) error {
 		deleted := s.evict
 		// Commit handlers run after bbolt releases its writer lock, before
 		// Update returns: before any answer to this write is sent.
-		tx.OnCommit(func() { s.auth.committed(&s.gen, deleted) })
+		tx.OnCommit(func() {
+			if len(deleted) > 0 {
+				s.auth.tokensGone(deleted)
+			} else {
+				s.auth.changed()
+			}
+		})
 		return nil
 	})
 }
@@ -154,7 +148,7 @@ func (s *store) update(fn func(*bolt.Tx) error) error {
 // lockTimeout for another process to release the file and then fails with
 // errDatabaseInUse. A file that is not a tokend database is refused with
 // errNotTokendDB and left untouched.
-func openStore(path string, lockTimeout time.Duration) (*store, error) {
+func openStore(path string, lockTimeout time.Duration) (*boltStore, error) {
 	return openStoreWith(path, bolt.Options{Timeout: lockTimeout})
 }
 
@@ -163,7 +157,7 @@ func openStore(path string, lockTimeout time.Duration) (*store, error) {
 // fails with an error that isStorageFull recognises, and reads keep
 // working. With ReadOnly the file is neither created nor written, and other
 // readers may hold it too, but never a server.
-func openStoreWith(path string, opts bolt.Options) (*store, error) {
+func openStoreWith(path string, opts bolt.Options) (*boltStore, error) {
 	db, err := bolt.Open(path, 0o600, &opts)
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):
@@ -186,7 +180,7 @@ func openStoreWith(path string, opts bolt.Options) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}
-	return &store{db: db, auth: newAuthCache(defaultAuthCacheSize), creationLimit: creationLimit(opts.MaxSize, db.AllocSize)}, nil
+	return &boltStore{db: db, auth: newAuthCache(defaultAuthCacheSize), creationLimit: creationLimit(opts.MaxSize, db.AllocSize)}, nil
 }
 
 // Ids of users and tokens are never handed out twice for one deployment,
@@ -255,7 +249,7 @@ func (q idSequences) atLeast(o idSequences) idSequences {
 }
 
 // IDSequences returns the last user and token ids handed out.
-func (s *store) IDSequences() (idSequences, error) {
+func (s *boltStore) IDSequences() (idSequences, error) {
 	var q idSequences
 	err := s.db.View(func(tx *bolt.Tx) error {
 		for _, r := range idFloorRates {
@@ -269,7 +263,7 @@ func (s *store) IDSequences() (idSequences, error) {
 // RaiseIDSequences raises each id sequence to at least its value in to,
 // never lowering one, so that every id handed out from now on lies above
 // it. It returns the sequences as they now stand.
-func (s *store) RaiseIDSequences(to idSequences) (idSequences, error) {
+func (s *boltStore) RaiseIDSequences(to idSequences) (idSequences, error) {
 	var q idSequences
 	err := s.update(func(tx *bolt.Tx) error {
 		for _, r := range idFloorRates {
@@ -349,7 +343,7 @@ func upgradeSchema1(tx *bolt.Tx) error {
 
 // Close closes the database. From then on nothing is answered from the
 // caches either: a closed store authenticates nobody.
-func (s *store) Close() error {
+func (s *boltStore) Close() error {
 	s.closed.Store(true)
 	return s.db.Close()
 }
@@ -442,7 +436,7 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 // CreateUser stores u, setting u.ID. It returns errNameTaken when a user of
 // the same name (ignoring case) exists, and errSpaceReserved when the
 // database is too full for creations.
-func (s *store) CreateUser(u *userRecord) error {
+func (s *boltStore) CreateUser(u *userRecord) error {
 	return s.update(func(tx *bolt.Tx) error {
 		if err := s.roomToCreate(tx); err != nil {
 			return err
@@ -477,7 +471,7 @@ func putNewUser(tx *bolt.Tx, u *userRecord) error {
 }
 
 // UserByID returns the user with id, or errNotFound.
-func (s *store) UserByID(id uint64) (userRecord, error) {
+func (s *boltStore) UserByID(id uint64) (userRecord, error) {
 	var u userRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return getJSON(tx.Bucket(bucketUsers), itob(id), &u)
@@ -486,7 +480,7 @@ func (s *store) UserByID(id uint64) (userRecord, error) {
 }
 
 // UserByName returns the user called name (ignoring case), or errNotFound.
-func (s *store) UserByName(name string) (userRecord, error) {
+func (s *boltStore) UserByName(name string) (userRecord, error) {
 	var u userRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
@@ -506,7 +500,7 @@ func userByName(tx *bolt.Tx, name string) (userRecord, error) {
 }
 
 // Users returns every user in order of creation.
-func (s *store) Users() ([]userRecord, error) {
+func (s *boltStore) Users() ([]userRecord, error) {
 	var out []userRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
@@ -522,7 +516,7 @@ func (s *store) Users() ([]userRecord, error) {
 }
 
 // CountUsers returns the number of users.
-func (s *store) CountUsers() (int, error) {
+func (s *boltStore) CountUsers() (int, error) {
 	var n int
 	err := s.db.View(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketUsers).Stats().KeyN
@@ -533,7 +527,7 @@ func (s *store) CountUsers() (int, error) {
 
 // Totals returns the number of users and of tokens, read in one
 // transaction. It walks both buckets' pages: for scrapes, not requests.
-func (s *store) Totals() (users, tokens int, err error) {
+func (s *boltStore) Totals() (users, tokens int, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
 		users = tx.Bucket(bucketUsers).Stats().KeyN
 		tokens = tx.Bucket(bucketTokens).Stats().KeyN
@@ -543,7 +537,7 @@ func (s *store) Totals() (users, tokens int, err error) {
 }
 
 // FileSize returns the size in bytes of the database file.
-func (s *store) FileSize() (int64, error) {
+func (s *boltStore) FileSize() (int64, error) {
 	fi, err := os.Stat(s.db.Path())
 	if err != nil {
 		return 0, err
@@ -556,7 +550,7 @@ func (s *store) FileSize() (int64, error) {
 // may still see count as free, since a write can use them once it is
 // done). Writes fail at -max-db-size when this nears the cap, which the
 // file's size alone does not tell: the file keeps its size as data goes.
-func (s *store) UsedBytes() (int64, error) {
+func (s *boltStore) UsedBytes() (int64, error) {
 	var used int64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		used = s.usedBytes(tx)
@@ -567,13 +561,13 @@ func (s *store) UsedBytes() (int64, error) {
 
 // usedBytes returns the bytes of pages in use as tx sees the file: its
 // pages up to the high-water mark less the free ones.
-func (s *store) usedBytes(tx *bolt.Tx) int64 {
+func (s *boltStore) usedBytes(tx *bolt.Tx) int64 {
 	return max(0, tx.Size()-int64(s.db.Stats().FreeAlloc))
 }
 
 // Ping runs a read transaction that reads the schema version, so that it
 // fails when the database cannot answer (closed, or its file unreadable).
-func (s *store) Ping() error {
+func (s *boltStore) Ping() error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketMeta).Get(keySchema) == nil {
 			return errNotTokendDB
@@ -585,7 +579,7 @@ func (s *store) Ping() error {
 // UpgradePasswordHash replaces the hash of user id with newHash if it is
 // still oldHash, for re-hashing with stronger parameters at sign-in. A
 // password changed in the meantime is left alone.
-func (s *store) UpgradePasswordHash(id uint64, oldHash, newHash string) error {
+func (s *boltStore) UpgradePasswordHash(id uint64, oldHash, newHash string) error {
 	return s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		var u userRecord
@@ -603,7 +597,7 @@ func (s *store) UpgradePasswordHash(id uint64, oldHash, newHash string) error {
 // DeleteUser removes user id with all of their tokens and sessions. It
 // returns errNotFound for an unknown user and errLastAdmin when id is the
 // only admin.
-func (s *store) DeleteUser(id uint64) error {
+func (s *boltStore) DeleteUser(id uint64) error {
 	return s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		var u userRecord
@@ -649,7 +643,7 @@ func countAdmins(tx *bolt.Tx) (int, error) {
 
 // RevokeTokensOf deletes every token of user id and returns how many. It
 // returns errNotFound for an unknown user.
-func (s *store) RevokeTokensOf(id uint64) (int, error) {
+func (s *boltStore) RevokeTokensOf(id uint64) (int, error) {
 	var n int
 	err := s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketUsers).Get(itob(id)) == nil {
@@ -670,7 +664,7 @@ func (s *store) RevokeTokensOf(id uint64) (int, error) {
 // Concurrent calls share write transactions (bbolt's Batch), so that many
 // creators pay for one commit; each call still returns only after the
 // transaction holding its token is durably committed.
-func (s *store) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
+func (s *boltStore) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
 	s.writeTxs.Add(1)
 	var rec tokenRecord
 	// Batch may run this function twice: it starts afresh from *t each time.
@@ -685,7 +679,7 @@ func (s *store) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
 		if limit > 0 && hasTokensAtLeast(tx, rec.Owner, limit) {
 			return errTooManyTokens
 		}
-		// Creating a token changes nothing that is cached (see store.gen),
+		// Creating a token changes nothing that is cached (see authCache.gen),
 		// so this transaction needs no commit handler.
 		return putNewToken(tx, &rec, h)
 	})
@@ -751,7 +745,7 @@ func putNewToken(tx *bolt.Tx, t *tokenRecord, h tokenHash) error {
 
 // deleteToken removes token t and every index entry that points at it, and
 // marks it to leave the auth cache when the transaction commits.
-func (s *store) deleteToken(tx *bolt.Tx, t *tokenRecord) error {
+func (s *boltStore) deleteToken(tx *bolt.Tx, t *tokenRecord) error {
 	if err := tx.Bucket(bucketTokensByHash).Delete(t.Hash[:]); err != nil {
 		return err
 	}
@@ -780,7 +774,7 @@ func tokenIDsOf(tx *bolt.Tx, owner uint64) []uint64 {
 
 // deleteTokensOf deletes every token of owner. Keys are collected before
 // anything is deleted: deleting under a cursor skips entries.
-func (s *store) deleteTokensOf(tx *bolt.Tx, owner uint64) error {
+func (s *boltStore) deleteTokensOf(tx *bolt.Tx, owner uint64) error {
 	tokens := tx.Bucket(bucketTokens)
 	for _, id := range tokenIDsOf(tx, owner) {
 		var t tokenRecord
@@ -796,59 +790,51 @@ func (s *store) deleteTokensOf(tx *bolt.Tx, owner uint64) error {
 
 // Authenticate returns what verification needs of the token whose hash is
 // h, and its owner (without the password hash). A token verified lately
-// and an owner unchanged since are answered from memory; otherwise it is
-// one read transaction with one binary lookup and no JSON for the token.
-// It returns errNotFound for an unknown token. It does not check expiry.
-func (s *store) Authenticate(h tokenHash) (authRecord, userRecord, error) {
+// and an owner unchanged since are answered from the auth cache; otherwise
+// it is readAuth's one read transaction. It returns errNotFound for an
+// unknown token. It does not check expiry.
+func (s *boltStore) Authenticate(h tokenHash) (authRecord, userRecord, error) {
 	if s.closed.Load() {
 		return authRecord{}, userRecord{}, bolterrors.ErrDatabaseNotOpen
 	}
-	gen := s.gen.Load() // before anything is read: see store.gen
-	if a, ok := s.auth.get(h); ok {
-		if u, ok := s.cachedUser(a.Owner, gen); ok {
-			return a, u, nil
-		}
-	}
-	var a authRecord
-	var u userRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		if a, err = s.auth.authByHash(tx, h); err != nil {
-			return err
-		}
-		var ok bool
-		if u, ok = s.cachedUser(a.Owner, gen); ok {
-			return nil
-		}
-		var fresh userRecord // on the heap only when the owner is not cached
-		if err := getJSON(tx.Bucket(bucketUsers), itob(a.Owner), &fresh); err != nil {
-			return err
-		}
-		fresh.PasswordHash = ""
-		u = fresh
-		s.users.Store(a.Owner, &cachedUser{user: u, gen: gen})
-		return nil
-	})
-	if err != nil {
-		return a, u, err
-	}
-	s.auth.put(h, a, &s.gen, gen)
-	return a, u, nil
+	return s.auth.authenticate(h, s)
 }
 
-// cachedUser returns user id from the owner cache if it was read under
-// generation gen, the one current when the caller began.
-func (s *store) cachedUser(id, gen uint64) (userRecord, bool) {
-	c, ok := s.users.Load(id)
-	if !ok || c.(*cachedUser).gen != gen {
-		return userRecord{}, false
-	}
-	return c.(*cachedUser).user, true
+// readAuth is the auth cache's read (see authReader): one read
+// transaction with one binary lookup and no JSON for the token, and the
+// owner's JSON only when c does not hold the owner.
+func (s *boltStore) readAuth(h tokenHash, c *authCache, gen uint64) (a authRecord, u userRecord, fresh bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketTokensByHash).Get(h[:])
+		if v == nil {
+			return errNotFound
+		}
+		if err := a.unmarshalHead(v); err != nil {
+			return err
+		}
+		scopes, err := c.scopesOf(v[authRecordHead:])
+		if err != nil {
+			return err
+		}
+		a.Scopes = scopes
+		var ok bool
+		if u, ok = c.cachedUser(a.Owner, gen); ok {
+			return nil
+		}
+		var rec userRecord // on the heap only when the owner is not cached
+		if err := getJSON(tx.Bucket(bucketUsers), itob(a.Owner), &rec); err != nil {
+			return err
+		}
+		rec.PasswordHash = ""
+		u, fresh = rec, true
+		return nil
+	})
+	return a, u, fresh, err
 }
 
 // TokenByHash returns the token whose hash is h and its owner, or
 // errNotFound. It does not check expiry.
-func (s *store) TokenByHash(h tokenHash) (tokenRecord, userRecord, error) {
+func (s *boltStore) TokenByHash(h tokenHash) (tokenRecord, userRecord, error) {
 	var t tokenRecord
 	var u userRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -866,7 +852,7 @@ func (s *store) TokenByHash(h tokenHash) (tokenRecord, userRecord, error) {
 
 // TokenByID returns token id if owner holds it (or owner is anyOwner), and
 // errNotFound otherwise.
-func (s *store) TokenByID(id, owner uint64) (tokenRecord, error) {
+func (s *boltStore) TokenByID(id, owner uint64) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
@@ -898,7 +884,7 @@ func ownedToken(tx *bolt.Tx, id, owner uint64) (tokenRecord, error) {
 }
 
 // TokensByOwner returns owner's tokens, newest first.
-func (s *store) TokensByOwner(owner uint64) ([]tokenRecord, error) {
+func (s *boltStore) TokensByOwner(owner uint64) ([]tokenRecord, error) {
 	out := []tokenRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		ids := tokenIDsOf(tx, owner)
@@ -916,7 +902,7 @@ func (s *store) TokensByOwner(owner uint64) ([]tokenRecord, error) {
 }
 
 // AllTokens returns every token, newest first.
-func (s *store) AllTokens() ([]tokenRecord, error) {
+func (s *boltStore) AllTokens() ([]tokenRecord, error) {
 	out := []tokenRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketTokens).Cursor()
@@ -934,7 +920,7 @@ func (s *store) AllTokens() ([]tokenRecord, error) {
 
 // DeleteToken revokes token id if owner holds it (or owner is anyOwner) and
 // returns it; errNotFound otherwise.
-func (s *store) DeleteToken(id, owner uint64) (tokenRecord, error) {
+func (s *boltStore) DeleteToken(id, owner uint64) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		var err error
@@ -948,7 +934,7 @@ func (s *store) DeleteToken(id, owner uint64) (tokenRecord, error) {
 
 // DeleteTokenByHash revokes the token whose hash is h and returns it, or
 // errNotFound.
-func (s *store) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
+func (s *boltStore) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		a, err := authByHash(tx, h)
@@ -968,7 +954,7 @@ func (s *store) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
 // id, created at now. The old token stops working in the same transaction.
 // It returns the new record, errNotFound, or errTokenExpired when the old
 // token has expired at now.
-func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error) {
+func (s *boltStore) RotateToken(id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		old, err := ownedToken(tx, id, owner)
@@ -1003,7 +989,7 @@ func (s *store) RotateToken(id, owner uint64, h tokenHash, hint string, now time
 // deletes at most batch tokens per write transaction so that other writers
 // get their turn between batches, and stops early, without error, when ctx
 // ends. It returns how many tokens it deleted in how many transactions.
-func (s *store) PurgeExpired(ctx context.Context, cutoff time.Time, batch int) (deleted, txs int, err error) {
+func (s *boltStore) PurgeExpired(ctx context.Context, cutoff time.Time, batch int) (deleted, txs int, err error) {
 	limit := timeKey(cutoff)
 	for ctx.Err() == nil {
 		n := 0
@@ -1058,7 +1044,7 @@ type lastUse struct {
 // FlushLastUsed records uses in one write transaction. A token that no
 // longer exists is skipped, never re-created, and a recorded time is never
 // moved backwards.
-func (s *store) FlushLastUsed(uses map[uint64]lastUse) error {
+func (s *boltStore) FlushLastUsed(uses map[uint64]lastUse) error {
 	if len(uses) == 0 {
 		return nil
 	}
@@ -1106,7 +1092,7 @@ type sessionRecord struct {
 // Check verifies the database file's structure (bbolt's own check) and that
 // every index entry points at a live record that points back, and that every
 // record has all of its index entries. It returns every problem found, joined.
-func (s *store) Check() error {
+func (s *boltStore) Check() error {
 	var problems []error
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Errorf(format, args...)) }
 	err := s.db.View(func(tx *bolt.Tx) error {

@@ -233,7 +233,7 @@ func TestStorageFullWritesFailReadsWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ts.server.store = st
+	ts.server.store, ts.store = st, st
 	ts.cfg.MaxTokensPerUser = 0
 	u := ts.addUser("alice", false)
 	filler, secret := ts.addToken(u, "filler", scopesReadWrite, 0)

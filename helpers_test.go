@@ -49,7 +49,7 @@ func (c *fakeClock) Add(d time.Duration) {
 
 // newTestDB opens a fresh store in a temporary folder and closes it when the
 // test ends. It returns the store and its file's path.
-func newTestDB(t testing.TB) (*store, string) {
+func newTestDB(t testing.TB) (*boltStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tokend.db")
 	st, err := openStore(path, time.Second)
@@ -63,6 +63,9 @@ func newTestDB(t testing.TB) (*store, string) {
 // testServer is a server over a fresh database, driven through its router.
 type testServer struct {
 	*server
+	// store is the server's store as the bbolt engine it is, for tests
+	// that look inside it; it hides server.store.
+	store   *boltStore
 	t       testing.TB
 	handler http.Handler
 	clock   *fakeClock
@@ -103,7 +106,7 @@ func newTestServer(t testing.TB) *testServer {
 	if err != nil {
 		t.Fatalf("newServer: %v", err)
 	}
-	return &testServer{server: s, t: t, handler: s.routes(), clock: clock, dbPath: path, logs: logs}
+	return &testServer{server: s, store: st, t: t, handler: s.routes(), clock: clock, dbPath: path, logs: logs}
 }
 
 // addUser creates a user with password "password-of-NAME".
@@ -188,7 +191,7 @@ func (ts *testServer) snapshot() map[string]string {
 }
 
 // dumpStore returns every key and value of every bucket of st.
-func dumpStore(t testing.TB, st *store) map[string]string {
+func dumpStore(t testing.TB, st *boltStore) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := st.db.View(func(tx *bolt.Tx) error {

@@ -101,16 +101,18 @@ func TestLastUsedFlushDoesNotResurrect(t *testing.T) {
 }
 
 func TestLastUsedNeverMovesBack(t *testing.T) {
-	st, _ := newTestDB(t)
-	u := storeUser(t, st, "alice", false)
-	tok, _ := storeToken(t, st, u.ID, "t", nil)
-	late := time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
-	st.FlushLastUsed(map[uint64]lastUse{tok.ID: {At: late, IP: "192.0.2.1"}})
-	st.FlushLastUsed(map[uint64]lastUse{tok.ID: {At: late.Add(-time.Hour), IP: "192.0.2.2"}})
-	got, _ := st.TokenByID(tok.ID, anyOwner)
-	if !got.LastUsedAt.Equal(late) || got.LastUsedIP != "192.0.2.1" {
-		t.Errorf("last used = %v from %s; want the later %v from 192.0.2.1", got.LastUsedAt, got.LastUsedIP, late)
-	}
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		u := storeUser(t, st, "alice", false)
+		tok, _ := storeToken(t, st, u.ID, "t", nil)
+		late := time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
+		st.FlushLastUsed(map[uint64]lastUse{tok.ID: {At: late, IP: "192.0.2.1"}})
+		st.FlushLastUsed(map[uint64]lastUse{tok.ID: {At: late.Add(-time.Hour), IP: "192.0.2.2"}})
+		got, _ := st.TokenByID(tok.ID, anyOwner)
+		if !got.LastUsedAt.Equal(late) || got.LastUsedIP != "192.0.2.1" {
+			t.Errorf("last used = %v from %s; want the later %v from 192.0.2.1", got.LastUsedAt, got.LastUsedIP, late)
+		}
+	})
 }
 
 func TestLastUsedFailedFlushKeepsUses(t *testing.T) {

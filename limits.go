@@ -117,7 +117,7 @@ func boltDataLimit(maxSize, allocSize int) int {
 
 // roomToCreate returns errSpaceReserved when the pages in use, not counting
 // free ones, have reached the creation limit.
-func (s *store) roomToCreate(tx *bolt.Tx) error {
+func (s *boltStore) roomToCreate(tx *bolt.Tx) error {
 	if s.creationLimit <= 0 {
 		return nil
 	}

@@ -454,7 +454,7 @@ func TestDeletionsSucceedAtTheCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ts.server.store = st
+	ts.server.store, ts.store = st, st
 	ts.cfg.MaxTokensPerUser = 0
 	root := ts.addUser("root", true)
 	alice := ts.addUser("alice", false)

@@ -64,7 +64,7 @@ type requestSeries struct {
 // newMetrics registers tokend's metrics, the Go runtime's and the process's
 // on a new registry. The totals of users and tokens and the database size
 // are read from st at each scrape.
-func newMetrics(st *store, log *slog.Logger) *metrics {
+func newMetrics(st store, log *slog.Logger) *metrics {
 	reg := prometheus.NewRegistry()
 	m := &metrics{
 		registry: reg,
@@ -157,8 +157,8 @@ var (
 
 // storeCollector reads the totals of users and tokens in one read
 // transaction, the size of the database file and how much of it holds
-// data, when Prometheus scrapes.
-type storeCollector struct{ st *store }
+// data (for a store kept in a file of its own), when Prometheus scrapes.
+type storeCollector struct{ st store }
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- usersDesc
@@ -175,12 +175,16 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(users))
 		ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.GaugeValue, float64(tokens))
 	}
-	if size, err := c.st.FileSize(); err != nil {
+	file, ok := c.st.(fileStore)
+	if !ok {
+		return // no file of its own: nothing to measure
+	}
+	if size, err := file.FileSize(); err != nil {
 		ch <- prometheus.NewInvalidMetric(dbSizeDesc, err)
 	} else {
 		ch <- prometheus.MustNewConstMetric(dbSizeDesc, prometheus.GaugeValue, float64(size))
 	}
-	if used, err := c.st.UsedBytes(); err != nil {
+	if used, err := file.UsedBytes(); err != nil {
 		ch <- prometheus.NewInvalidMetric(dbUsedDesc, err)
 	} else {
 		ch <- prometheus.MustNewConstMetric(dbUsedDesc, prometheus.GaugeValue, float64(used))

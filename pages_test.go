@@ -681,7 +681,7 @@ func fillPageStore(t *testing.T, ts *testServer) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ts.server.store = st
+	ts.server.store, ts.store = st, st
 	ts.cfg.MaxTokensPerUser = 0
 	u := ts.addUser("alice", true)
 	cookie := ts.login("alice")

@@ -17,7 +17,7 @@ type purgeResult struct {
 // purgeOnce deletes tokens that expired more than retention before now.
 // Expired tokens are refused at request time whether or not they have been
 // purged: this is housekeeping, not security.
-func purgeOnce(ctx context.Context, st *store, now time.Time, retention time.Duration) (purgeResult, error) {
+func purgeOnce(ctx context.Context, st store, now time.Time, retention time.Duration) (purgeResult, error) {
 	var res purgeResult
 	var err error
 	res.Tokens, res.Transactions, err = st.PurgeExpired(ctx, now.Add(-retention), purgeBatch)

@@ -18,7 +18,7 @@ import (
 // bulkTokens stores n tokens for owner in large transactions, the i-th
 // expiring at expires(i) (nil: never), and returns their secrets. It is for
 // tests and benchmarks that need many tokens quickly.
-func bulkTokens(tb testing.TB, st *store, owner uint64, n int, created time.Time, expires func(i int) *time.Time) []string {
+func bulkTokens(tb testing.TB, st *boltStore, owner uint64, n int, created time.Time, expires func(i int) *time.Time) []string {
 	tb.Helper()
 	f := mustFormat(tb, defaultTokenPrefix)
 	secrets := make([]string, 0, n)
@@ -115,52 +115,54 @@ func TestExpiredTokensStayVisibleDuringRetention(t *testing.T) {
 }
 
 func TestPurgeRemovesExactlyTheExpired(t *testing.T) {
-	st, _ := newTestDB(t)
-	alice := storeUser(t, st, "alice", false)
-	bob := storeUser(t, st, "bob", false)
-	now := time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)
-	// Interleave: every third token never expires, the others expire on
-	// either side of the cut-off.
-	expires := func(i int) *time.Time {
-		switch i % 3 {
-		case 0:
-			return nil
-		case 1:
-			return at(now.Add(-time.Duration(i) * time.Minute)) // expired before the cut-off
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		alice := storeUser(t, st, "alice", false)
+		bob := storeUser(t, st, "bob", false)
+		now := time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)
+		// Interleave: every third token never expires, the others expire on
+		// either side of the cut-off.
+		expires := func(i int) *time.Time {
+			switch i % 3 {
+			case 0:
+				return nil
+			case 1:
+				return at(now.Add(-time.Duration(i) * time.Minute)) // expired before the cut-off
+			}
+			return at(now.Add(time.Duration(i) * time.Minute)) // still to come
 		}
-		return at(now.Add(time.Duration(i) * time.Minute)) // still to come
-	}
-	bulkTokens(t, st, alice.ID, 300, now.Add(-48*time.Hour), expires)
-	bulkTokens(t, st, bob.ID, 300, now.Add(-48*time.Hour), expires)
-	// One that expires exactly at the cut-off is kept: it was valid until then.
-	edge, _ := storeToken(t, st, alice.ID, "edge", at(now))
+		storeTokens(t, st, alice.ID, 300, now.Add(-48*time.Hour), expires)
+		storeTokens(t, st, bob.ID, 300, now.Add(-48*time.Hour), expires)
+		// One that expires exactly at the cut-off is kept: it was valid until then.
+		edge, _ := storeToken(t, st, alice.ID, "edge", at(now))
 
-	res, err := purgeOnce(context.Background(), st, now, 0)
-	if err != nil {
-		t.Fatalf("purgeOnce: %v", err)
-	}
-	if res.Tokens != 200 {
-		t.Errorf("purgeOnce deleted %d tokens; want 200", res.Tokens)
-	}
-	all, _ := st.AllTokens()
-	if len(all) != 401 {
-		t.Errorf("%d tokens left; want 401", len(all))
-	}
-	for _, tok := range all {
-		if tok.ExpiresAt != nil && tok.ExpiresAt.Before(now) {
-			t.Errorf("token %d expired at %v and was kept", tok.ID, tok.ExpiresAt)
+		res, err := purgeOnce(context.Background(), st, now, 0)
+		if err != nil {
+			t.Fatalf("purgeOnce: %v", err)
 		}
-	}
-	if _, err := st.TokenByID(edge.ID, anyOwner); err != nil {
-		t.Errorf("the token expiring exactly at the cut-off was deleted: %v", err)
-	}
-	if err := st.Check(); err != nil {
-		t.Errorf("after the purge: %v", err)
-	}
-	again, _ := purgeOnce(context.Background(), st, now, 0)
-	if again.Tokens != 0 || again.Transactions != 1 {
-		t.Errorf("a second purge = %+v; want nothing deleted in one transaction", again)
-	}
+		if res.Tokens != 200 {
+			t.Errorf("purgeOnce deleted %d tokens; want 200", res.Tokens)
+		}
+		all, _ := st.AllTokens()
+		if len(all) != 401 {
+			t.Errorf("%d tokens left; want 401", len(all))
+		}
+		for _, tok := range all {
+			if tok.ExpiresAt != nil && tok.ExpiresAt.Before(now) {
+				t.Errorf("token %d expired at %v and was kept", tok.ID, tok.ExpiresAt)
+			}
+		}
+		if _, err := st.TokenByID(edge.ID, anyOwner); err != nil {
+			t.Errorf("the token expiring exactly at the cut-off was deleted: %v", err)
+		}
+		if err := st.Check(); err != nil {
+			t.Errorf("after the purge: %v", err)
+		}
+		again, _ := purgeOnce(context.Background(), st, now, 0)
+		if again.Tokens != 0 || again.Transactions != 1 {
+			t.Errorf("a second purge = %+v; want nothing deleted in one transaction", again)
+		}
+	})
 }
 
 func TestPurgeWorksInBatches(t *testing.T) {
@@ -195,16 +197,18 @@ func TestPurgeWorksInBatches(t *testing.T) {
 }
 
 func TestPurgeStopsWithItsContext(t *testing.T) {
-	st, _ := newTestDB(t)
-	u := storeUser(t, st, "alice", false)
-	now := time.Now()
-	bulkTokens(t, st, u.ID, 3000, now, func(int) *time.Time { return at(now.Add(-time.Hour)) })
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	res, err := purgeOnce(ctx, st, now, 0)
-	if err != nil || res.Tokens != 0 {
-		t.Errorf("purge with an ended context = %+v, %v; want nothing done and no error", res, err)
-	}
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		u := storeUser(t, st, "alice", false)
+		now := time.Now()
+		storeTokens(t, st, u.ID, 3000, now, func(int) *time.Time { return at(now.Add(-time.Hour)) })
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		res, err := purgeOnce(ctx, st, now, 0)
+		if err != nil || res.Tokens != 0 {
+			t.Errorf("purge with an ended context = %+v, %v; want nothing done and no error", res, err)
+		}
+	})
 }
 
 func TestPurgeCommand(t *testing.T) {

@@ -207,52 +207,54 @@ func TestSessionLifetimes(t *testing.T) {
 // TestPurgeSessions checks that the purge deletes expired and idle
 // sessions, across several batches, and keeps live ones.
 func TestPurgeSessions(t *testing.T) {
-	st, _ := newTestDB(t)
-	u := storeUser(t, st, "alice", false)
-	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	const idle = time.Hour
-	n := 2*sessionPurgeBatch + 17
-	live := map[sessionHash]bool{}
-	for i := 0; i < n; i++ {
-		_, h, err := newSessionSecret()
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		u := storeUser(t, st, "alice", false)
+		now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+		const idle = time.Hour
+		n := 2*sessionPurgeBatch + 17
+		live := map[sessionHash]bool{}
+		for i := 0; i < n; i++ {
+			_, h, err := newSessionSecret()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := sessionRecord{User: u.ID, CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour), LastSeenAt: now.Add(-time.Minute)}
+			switch i % 3 {
+			case 0: // past its absolute end, though seen a minute ago
+				rec.ExpiresAt = now
+			case 1: // idle too long
+				rec.LastSeenAt = now.Add(-idle)
+			default:
+				live[h] = true
+			}
+			if err := st.CreateSession(h, rec, nil, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deleted, err := st.PurgeSessions(context.Background(), now, idle)
+		if err != nil {
+			t.Fatalf("PurgeSessions: %v", err)
+		}
+		if want := n - len(live); deleted != want {
+			t.Errorf("PurgeSessions deleted %d; want %d", deleted, want)
+		}
+		left, err := st.SessionsOf(u.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec := sessionRecord{User: u.ID, CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour), LastSeenAt: now.Add(-time.Minute)}
-		switch i % 3 {
-		case 0: // past its absolute end, though seen a minute ago
-			rec.ExpiresAt = now
-		case 1: // idle too long
-			rec.LastSeenAt = now.Add(-idle)
-		default:
-			live[h] = true
+		if len(left) != len(live) {
+			t.Errorf("%d sessions are left; want the %d live ones", len(left), len(live))
 		}
-		if err := st.CreateSession(h, rec, nil, 0); err != nil {
-			t.Fatal(err)
+		for _, s := range left {
+			if !live[s.hash] {
+				t.Errorf("a dead session survived the purge: %+v", s.rec)
+			}
 		}
-	}
-	deleted, err := st.PurgeSessions(context.Background(), now, idle)
-	if err != nil {
-		t.Fatalf("PurgeSessions: %v", err)
-	}
-	if want := n - len(live); deleted != want {
-		t.Errorf("PurgeSessions deleted %d; want %d", deleted, want)
-	}
-	left, err := st.SessionsOf(u.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(left) != len(live) {
-		t.Errorf("%d sessions are left; want the %d live ones", len(left), len(live))
-	}
-	for _, s := range left {
-		if !live[s.hash] {
-			t.Errorf("a dead session survived the purge: %+v", s.rec)
+		if deleted, err := st.PurgeSessions(context.Background(), now, idle); err != nil || deleted != 0 {
+			t.Errorf("a second purge deleted %d (err %v); want 0", deleted, err)
 		}
-	}
-	if deleted, err := st.PurgeSessions(context.Background(), now, idle); err != nil || deleted != 0 {
-		t.Errorf("a second purge deleted %d (err %v); want 0", deleted, err)
-	}
+	})
 }
 
 // TestAccountSessions checks the list of sessions and ending them, and

@@ -14,7 +14,6 @@ import (
 	"sync"
 
 	"github.com/julienschmidt/httprouter"
-	bolt "go.etcd.io/bbolt"
 )
 
 // First run. On a database without users, serve logs a link with a random
@@ -109,36 +108,6 @@ func browsableHost(addr net.Addr) string {
 		}
 	}
 	return net.JoinHostPort(host, port)
-}
-
-// HasUsers reports whether any user exists. It reads one key, however
-// many users there are.
-func (s *store) HasUsers() (bool, error) {
-	var has bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		has = hasUsers(tx)
-		return nil
-	})
-	return has, err
-}
-
-func hasUsers(tx *bolt.Tx) bool {
-	k, _ := tx.Bucket(bucketUsers).Cursor().First()
-	return k != nil
-}
-
-// CreateFirstAdmin stores u, who must be an admin, setting u.ID, unless a
-// user exists already: then it returns errSetupDone.
-func (s *store) CreateFirstAdmin(u *userRecord) error {
-	if !u.Admin {
-		return errors.New("the first user must be an admin")
-	}
-	return s.update(func(tx *bolt.Tx) error {
-		if hasUsers(tx) {
-			return errSetupDone
-		}
-		return putNewUser(tx, u)
-	})
 }
 
 // setupPage is the data of setup.html.

@@ -234,7 +234,7 @@ func TestScopeRegistry(t *testing.T) {
 
 // checkIndexes fails the test unless every index entry points at a live
 // record and every record has its entries.
-func checkIndexes(t testing.TB, st *store, after string) {
+func checkIndexes(t testing.TB, st store, after string) {
 	t.Helper()
 	if err := st.Check(); err != nil {
 		t.Fatalf("after %s, Check() = %v", after, err)
@@ -243,7 +243,7 @@ func checkIndexes(t testing.TB, st *store, after string) {
 
 // storeToken stores a token holding tokens:read, or the given scopes, and
 // returns its record and secret.
-func storeToken(t testing.TB, st *store, owner uint64, name string, expires *time.Time, scopes ...string) (tokenRecord, string) {
+func storeToken(t testing.TB, st store, owner uint64, name string, expires *time.Time, scopes ...string) (tokenRecord, string) {
 	t.Helper()
 	if scopes == nil {
 		scopes = []string{scopeTokensRead}
@@ -257,7 +257,7 @@ func storeToken(t testing.TB, st *store, owner uint64, name string, expires *tim
 	return tok, secret
 }
 
-func storeUser(t testing.TB, st *store, name string, admin bool) userRecord {
+func storeUser(t testing.TB, st store, name string, admin bool) userRecord {
 	t.Helper()
 	u := userRecord{Name: name, PasswordHash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", Admin: admin, CreatedAt: time.Now()}
 	if err := st.CreateUser(&u); err != nil {
@@ -267,137 +267,153 @@ func storeUser(t testing.TB, st *store, name string, admin bool) userRecord {
 }
 
 func TestStoreTokenLifecycleKeepsIndexes(t *testing.T) {
-	st, _ := newTestDB(t)
-	alice := storeUser(t, st, "alice", true)
-	bob := storeUser(t, st, "bob", false)
-	exp := time.Now().Add(time.Hour)
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		alice := storeUser(t, st, "alice", true)
+		bob := storeUser(t, st, "bob", false)
+		exp := time.Now().Add(time.Hour)
 
-	a1, a1secret := storeToken(t, st, alice.ID, "a1", &exp)
-	a2, _ := storeToken(t, st, alice.ID, "a2", nil)
-	b1, _ := storeToken(t, st, bob.ID, "b1", &exp)
-	checkIndexes(t, st, "creating three tokens")
+		a1, a1secret := storeToken(t, st, alice.ID, "a1", &exp)
+		a2, _ := storeToken(t, st, alice.ID, "a2", nil)
+		b1, _ := storeToken(t, st, bob.ID, "b1", &exp)
+		checkIndexes(t, st, "creating three tokens")
 
-	got, owner, err := st.TokenByHash(hashToken(a1secret))
-	if err != nil || got.ID != a1.ID || owner.ID != alice.ID {
-		t.Fatalf("TokenByHash(a1) = %d, owner %d, %v; want %d, owner %d", got.ID, owner.ID, err, a1.ID, alice.ID)
-	}
-	list, err := st.TokensByOwner(alice.ID)
-	if err != nil || len(list) != 2 || list[0].ID != a2.ID || list[1].ID != a1.ID {
-		t.Fatalf("TokensByOwner(alice) = %v, %v; want [a2 a1], newest first", list, err)
-	}
-	if _, err := st.TokenByID(b1.ID, alice.ID); !errors.Is(err, errNotFound) {
-		t.Errorf("TokenByID(bob's, alice) = %v; want errNotFound", err)
-	}
-	if _, err := st.DeleteToken(b1.ID, alice.ID); !errors.Is(err, errNotFound) {
-		t.Errorf("DeleteToken(bob's, alice) = %v; want errNotFound", err)
-	}
-
-	newSecret, _ := mustFormat(t, defaultTokenPrefix).generate()
-	rotated, err := st.RotateToken(a1.ID, alice.ID, hashToken(newSecret), tokenHint(newSecret), time.Now())
-	if err != nil {
-		t.Fatalf("RotateToken(a1): %v", err)
-	}
-	if rotated.ID == a1.ID || rotated.Name != "a1" || !rotated.ExpiresAt.Equal(exp) || rotated.Owner != alice.ID {
-		t.Errorf("RotateToken(a1) = %+v; want a new id with a1's name, owner and expiry", rotated)
-	}
-	if _, _, err := st.TokenByHash(hashToken(a1secret)); !errors.Is(err, errNotFound) {
-		t.Errorf("TokenByHash(old a1) after rotate = %v; want errNotFound", err)
-	}
-	if _, _, err := st.TokenByHash(hashToken(newSecret)); err != nil {
-		t.Errorf("TokenByHash(new a1) after rotate = %v; want nil", err)
-	}
-	checkIndexes(t, st, "rotating")
-
-	if _, err := st.DeleteToken(a2.ID, alice.ID); err != nil {
-		t.Fatalf("DeleteToken(a2): %v", err)
-	}
-	checkIndexes(t, st, "revoking")
-
-	if err := st.DeleteUser(bob.ID); err != nil {
-		t.Fatalf("DeleteUser(bob): %v", err)
-	}
-	checkIndexes(t, st, "removing a user")
-	if _, err := st.TokenByID(b1.ID, anyOwner); !errors.Is(err, errNotFound) {
-		t.Errorf("bob's token after DeleteUser: %v; want errNotFound", err)
-	}
-	if _, err := st.UserByName("BOB"); !errors.Is(err, errNotFound) {
-		t.Errorf("UserByName(BOB) after DeleteUser = %v; want errNotFound", err)
-	}
-
-	if _, _, err := st.ChangePassword(alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$bmV3$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
-		t.Fatalf("ChangePassword(revoke): %v", err)
-	}
-	if list, _ := st.TokensByOwner(alice.ID); len(list) != 0 {
-		t.Errorf("alice's tokens after a password change that revokes all: %d; want 0", len(list))
-	}
-	checkIndexes(t, st, "a password change that revokes all tokens")
-
-	dump := dumpStore(t, st)
-	for k := range dump {
-		if (strings.HasPrefix(k, "tokens/") || strings.HasPrefix(k, "tokens_by_")) && !strings.HasSuffix(k, "#seq") {
-			t.Errorf("entry %s left after every token was deleted", k)
+		got, owner, err := st.TokenByHash(hashToken(a1secret))
+		if err != nil || got.ID != a1.ID || owner.ID != alice.ID {
+			t.Fatalf("TokenByHash(a1) = %d, owner %d, %v; want %d, owner %d", got.ID, owner.ID, err, a1.ID, alice.ID)
 		}
-	}
+		list, err := st.TokensByOwner(alice.ID)
+		if err != nil || len(list) != 2 || list[0].ID != a2.ID || list[1].ID != a1.ID {
+			t.Fatalf("TokensByOwner(alice) = %v, %v; want [a2 a1], newest first", list, err)
+		}
+		if _, err := st.TokenByID(b1.ID, alice.ID); !errors.Is(err, errNotFound) {
+			t.Errorf("TokenByID(bob's, alice) = %v; want errNotFound", err)
+		}
+		if _, err := st.DeleteToken(b1.ID, alice.ID); !errors.Is(err, errNotFound) {
+			t.Errorf("DeleteToken(bob's, alice) = %v; want errNotFound", err)
+		}
+
+		newSecret, _ := mustFormat(t, defaultTokenPrefix).generate()
+		rotated, err := st.RotateToken(a1.ID, alice.ID, hashToken(newSecret), tokenHint(newSecret), time.Now())
+		if err != nil {
+			t.Fatalf("RotateToken(a1): %v", err)
+		}
+		if rotated.ID == a1.ID || rotated.Name != "a1" || !rotated.ExpiresAt.Equal(exp) || rotated.Owner != alice.ID {
+			t.Errorf("RotateToken(a1) = %+v; want a new id with a1's name, owner and expiry", rotated)
+		}
+		if _, _, err := st.TokenByHash(hashToken(a1secret)); !errors.Is(err, errNotFound) {
+			t.Errorf("TokenByHash(old a1) after rotate = %v; want errNotFound", err)
+		}
+		if _, _, err := st.TokenByHash(hashToken(newSecret)); err != nil {
+			t.Errorf("TokenByHash(new a1) after rotate = %v; want nil", err)
+		}
+		checkIndexes(t, st, "rotating")
+
+		if _, err := st.DeleteToken(a2.ID, alice.ID); err != nil {
+			t.Fatalf("DeleteToken(a2): %v", err)
+		}
+		checkIndexes(t, st, "revoking")
+
+		if err := st.DeleteUser(bob.ID); err != nil {
+			t.Fatalf("DeleteUser(bob): %v", err)
+		}
+		checkIndexes(t, st, "removing a user")
+		if _, err := st.TokenByID(b1.ID, anyOwner); !errors.Is(err, errNotFound) {
+			t.Errorf("bob's token after DeleteUser: %v; want errNotFound", err)
+		}
+		if _, err := st.UserByName("BOB"); !errors.Is(err, errNotFound) {
+			t.Errorf("UserByName(BOB) after DeleteUser = %v; want errNotFound", err)
+		}
+
+		if _, _, err := st.ChangePassword(alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$bmV3$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
+			t.Fatalf("ChangePassword(revoke): %v", err)
+		}
+		if list, _ := st.TokensByOwner(alice.ID); len(list) != 0 {
+			t.Errorf("alice's tokens after a password change that revokes all: %d; want 0", len(list))
+		}
+		checkIndexes(t, st, "a password change that revokes all tokens")
+
+		if all, err := st.AllTokens(); err != nil || len(all) != 0 {
+			t.Errorf("AllTokens after every token was deleted = %d, %v; want none", len(all), err)
+		}
+		b, ok := st.(*boltStore)
+		if !ok {
+			return
+		}
+		for k := range dumpStore(t, b) {
+			if (strings.HasPrefix(k, "tokens/") || strings.HasPrefix(k, "tokens_by_")) && !strings.HasSuffix(k, "#seq") {
+				t.Errorf("entry %s left after every token was deleted", k)
+			}
+		}
+	})
 }
 
 func TestStoreUsers(t *testing.T) {
-	st, _ := newTestDB(t)
-	alice := storeUser(t, st, "Alice", true)
-	if u := (userRecord{Name: "aLiCe"}); !errors.Is(st.CreateUser(&u), errNameTaken) {
-		t.Error("CreateUser(aLiCe) beside Alice succeeded; want errNameTaken")
-	}
-	got, err := st.UserByName("ALICE")
-	if err != nil || got.ID != alice.ID || got.Name != "Alice" {
-		t.Errorf("UserByName(ALICE) = %+v, %v; want Alice", got, err)
-	}
-	if err := st.DeleteUser(alice.ID); !errors.Is(err, errLastAdmin) {
-		t.Errorf("DeleteUser(last admin) = %v; want errLastAdmin", err)
-	}
-	storeUser(t, st, "carol", true)
-	if err := st.DeleteUser(alice.ID); err != nil {
-		t.Errorf("DeleteUser(alice) with another admin = %v; want nil", err)
-	}
-	if err := st.DeleteUser(alice.ID); !errors.Is(err, errNotFound) {
-		t.Errorf("DeleteUser twice = %v; want errNotFound", err)
-	}
-	if _, err := st.UserByID(999); !errors.Is(err, errNotFound) {
-		t.Errorf("UserByID(999) = %v; want errNotFound", err)
-	}
-	tok := tokenRecord{Owner: 999, Name: "orphan"}
-	if err := st.CreateToken(&tok, hashToken("x"), 0); !errors.Is(err, errNotFound) {
-		t.Errorf("CreateToken for a missing user = %v; want errNotFound", err)
-	}
-	checkIndexes(t, st, "user operations")
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		alice := storeUser(t, st, "Alice", true)
+		if u := (userRecord{Name: "aLiCe"}); !errors.Is(st.CreateUser(&u), errNameTaken) {
+			t.Error("CreateUser(aLiCe) beside Alice succeeded; want errNameTaken")
+		}
+		got, err := st.UserByName("ALICE")
+		if err != nil || got.ID != alice.ID || got.Name != "Alice" {
+			t.Errorf("UserByName(ALICE) = %+v, %v; want Alice", got, err)
+		}
+		if err := st.DeleteUser(alice.ID); !errors.Is(err, errLastAdmin) {
+			t.Errorf("DeleteUser(last admin) = %v; want errLastAdmin", err)
+		}
+		storeUser(t, st, "carol", true)
+		if err := st.DeleteUser(alice.ID); err != nil {
+			t.Errorf("DeleteUser(alice) with another admin = %v; want nil", err)
+		}
+		if err := st.DeleteUser(alice.ID); !errors.Is(err, errNotFound) {
+			t.Errorf("DeleteUser twice = %v; want errNotFound", err)
+		}
+		if _, err := st.UserByID(999); !errors.Is(err, errNotFound) {
+			t.Errorf("UserByID(999) = %v; want errNotFound", err)
+		}
+		tok := tokenRecord{Owner: 999, Name: "orphan"}
+		if err := st.CreateToken(&tok, hashToken("x"), 0); !errors.Is(err, errNotFound) {
+			t.Errorf("CreateToken for a missing user = %v; want errNotFound", err)
+		}
+		checkIndexes(t, st, "user operations")
+	})
 }
 
 func TestStoreTokenLimit(t *testing.T) {
-	st, _ := newTestDB(t)
-	u := storeUser(t, st, "alice", false)
-	for i := range 3 {
-		tok := tokenRecord{Owner: u.ID, Name: "t"}
-		if err := st.CreateToken(&tok, hashToken(string(rune('a'+i))), 3); err != nil {
-			t.Fatalf("CreateToken %d of 3: %v", i+1, err)
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		u := storeUser(t, st, "alice", false)
+		for i := range 3 {
+			tok := tokenRecord{Owner: u.ID, Name: "t"}
+			if err := st.CreateToken(&tok, hashToken(string(rune('a'+i))), 3); err != nil {
+				t.Fatalf("CreateToken %d of 3: %v", i+1, err)
+			}
 		}
-	}
-	tok := tokenRecord{Owner: u.ID, Name: "t"}
-	if err := st.CreateToken(&tok, hashToken("d"), 3); !errors.Is(err, errTooManyTokens) {
-		t.Errorf("CreateToken past the limit = %v; want errTooManyTokens", err)
-	}
+		tok := tokenRecord{Owner: u.ID, Name: "t"}
+		if err := st.CreateToken(&tok, hashToken("d"), 3); !errors.Is(err, errTooManyTokens) {
+			t.Errorf("CreateToken past the limit = %v; want errTooManyTokens", err)
+		}
+	})
 }
 
 func TestStoreRotateExpired(t *testing.T) {
-	st, _ := newTestDB(t)
-	u := storeUser(t, st, "alice", false)
-	exp := time.Now().Add(time.Minute)
-	tok, secret := storeToken(t, st, u.ID, "t", &exp)
-	before := dumpStore(t, st)
-	if _, err := st.RotateToken(tok.ID, u.ID, hashToken("new"), "xxxx", exp); !errors.Is(err, errTokenExpired) {
-		t.Errorf("RotateToken at expiry = %v; want errTokenExpired", err)
-	}
-	assertUnchanged(t, "a refused rotation", before, dumpStore(t, st))
-	if _, _, err := st.TokenByHash(hashToken(secret)); err != nil {
-		t.Errorf("the old token after a refused rotation: %v", err)
-	}
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		u := storeUser(t, st, "alice", false)
+		exp := time.Now().Add(time.Minute)
+		tok, secret := storeToken(t, st, u.ID, "t", &exp)
+		before := storeContents(t, st)
+		if _, err := st.RotateToken(tok.ID, u.ID, hashToken("new"), "xxxx", exp); !errors.Is(err, errTokenExpired) {
+			t.Errorf("RotateToken at expiry = %v; want errTokenExpired", err)
+		}
+		if after := storeContents(t, st); after != before {
+			t.Errorf("a refused rotation changed the store:\n%s\nthen\n%s", before, after)
+		}
+		if _, _, err := st.TokenByHash(hashToken(secret)); err != nil {
+			t.Errorf("the old token after a refused rotation: %v", err)
+		}
+	})
 }
 
 func TestCheckFindsBrokenIndexes(t *testing.T) {
@@ -634,55 +650,78 @@ func TestAuthRecordRoundTrip(t *testing.T) {
 // TestVerificationIsCoherent revokes, demotes and removes in a tight loop
 // and checks that every change shows at the very next verification,
 // whatever was read and cached before.
+// TestVerificationIsCoherent verifies a token, changes what verification
+// depends on, and verifies again, many times over: the auth cache never
+// answers with what a returned write changed. Demotion and promotion show
+// at once in the owner and the token's effective scopes; revocation,
+// rotation, a password change that revokes all and the owner's removal
+// make the token unknown at once.
 func TestVerificationIsCoherent(t *testing.T) {
-	ts := newTestServer(t)
-	root := ts.addUser("root", true)
-	ts.addUser("other-admin", true)
-	for i := range 200 {
-		_, secret := ts.addToken(root, "loop", []string{scopeAdmin}, 0)
-		c, err := ts.verifyToken(secret)
-		if err != nil || !hasScope(c.scopes, scopeAdmin) {
-			t.Fatalf("round %d: verify new token = %v, scopes %v", i, err, c.scopes)
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		root := storeUser(t, st, "root", true)
+		storeUser(t, st, "other-admin", true)
+		verify := func(secret string) ([]string, userRecord, error) {
+			a, u, err := st.Authenticate(hashToken(secret))
+			return effectiveScopes(a.Scopes, u), u, err
 		}
-		if _, err := ts.store.SetAdmin(root.ID, false); err != nil {
+		for i := range 100 {
+			tok, secret := storeToken(t, st, root.ID, "loop", nil, scopeAdmin)
+			if scopes, _, err := verify(secret); err != nil || !hasScope(scopes, scopeAdmin) {
+				t.Fatalf("round %d: verify new token = %v, scopes %v", i, err, scopes)
+			}
+			if _, err := st.SetAdmin(root.ID, false); err != nil {
+				t.Fatal(err)
+			}
+			if scopes, u, err := verify(secret); err != nil || hasScope(scopes, scopeAdmin) || u.Admin {
+				t.Fatalf("round %d: right after demotion the token still acts as an admin (%v)", i, err)
+			}
+			if _, err := st.SetAdmin(root.ID, true); err != nil {
+				t.Fatal(err)
+			}
+			if scopes, _, err := verify(secret); err != nil || !hasScope(scopes, scopeAdmin) {
+				t.Fatalf("round %d: right after promotion the token lacks admin (%v)", i, err)
+			}
+			if i%2 == 0 {
+				if _, err := st.DeleteTokenByHash(hashToken(secret)); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := verify(secret); !errors.Is(err, errNotFound) {
+					t.Fatalf("round %d: a revoked token verified (%v)", i, err)
+				}
+				continue
+			}
+			next, _ := mustFormat(t, defaultTokenPrefix).generate()
+			if _, err := st.RotateToken(tok.ID, root.ID, hashToken(next), tokenHint(next), time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := verify(secret); !errors.Is(err, errNotFound) {
+				t.Fatalf("round %d: a rotated-away token verified (%v)", i, err)
+			}
+			if scopes, _, err := verify(next); err != nil || !hasScope(scopes, scopeAdmin) {
+				t.Fatalf("round %d: the token a rotation made = %v, scopes %v", i, err, scopes)
+			}
+		}
+		bob := storeUser(t, st, "bob", false)
+		_, secret := storeToken(t, st, bob.ID, "b", nil)
+		if _, _, err := verify(secret); err != nil {
 			t.Fatal(err)
 		}
-		if c, err := ts.verifyToken(secret); err != nil || hasScope(c.scopes, scopeAdmin) || c.user.Admin {
-			t.Fatalf("round %d: right after demotion the token still acts as an admin (%v)", i, err)
-		}
-		if _, err := ts.store.SetAdmin(root.ID, true); err != nil {
+		if err := st.DeleteUser(bob.ID); err != nil {
 			t.Fatal(err)
 		}
-		if c, err := ts.verifyToken(secret); err != nil || !hasScope(c.scopes, scopeAdmin) {
-			t.Fatalf("round %d: right after promotion the token lacks admin (%v)", i, err)
+		if _, _, err := verify(secret); !errors.Is(err, errNotFound) {
+			t.Errorf("a removed user's token verified (%v)", err)
 		}
-		h := hashToken(secret)
-		if _, err := ts.store.DeleteTokenByHash(h); err != nil {
+		_, secret = storeToken(t, st, root.ID, "pw", nil)
+		verify(secret)
+		if _, _, err := st.ChangePassword(root.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ts.verifyToken(secret); err == nil {
-			t.Fatalf("round %d: a revoked token verified", i)
+		if _, _, err := verify(secret); !errors.Is(err, errNotFound) {
+			t.Errorf("a token verified after a password change that revokes all tokens (%v)", err)
 		}
-	}
-	bob := ts.addUser("bob", false)
-	_, secret := ts.addToken(bob, "b", nil, 0)
-	if _, err := ts.verifyToken(secret); err != nil {
-		t.Fatal(err)
-	}
-	if err := ts.store.DeleteUser(bob.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ts.verifyToken(secret); err == nil {
-		t.Error("a removed user's token verified")
-	}
-	_, secret = ts.addToken(root, "pw", nil, 0)
-	ts.verifyToken(secret)
-	if _, _, err := ts.store.ChangePassword(root.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ts.verifyToken(secret); err == nil {
-		t.Error("a token verified after a password change that revokes all tokens")
-	}
+	})
 }
 
 func TestLongestPrefix(t *testing.T) {
@@ -700,34 +739,37 @@ func TestLongestPrefix(t *testing.T) {
 // goroutines verify them as fast as they can, filling the auth cache: once
 // the revocation has returned, no verification may succeed.
 func TestRevocationBeatsConcurrentVerifiers(t *testing.T) {
-	ts := newTestServer(t)
-	u := ts.addUser("alice", false)
-	for round := range 100 {
-		_, secret := ts.addToken(u, "hot", nil, 0)
-		var revoked atomic.Bool
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Go(func() {
-				for range 200 {
-					after := revoked.Load()
-					_, err := ts.verifyToken(secret)
-					if after && err == nil {
-						t.Errorf("round %d: the token verified after its revocation returned", round)
-						return
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		u := storeUser(t, st, "alice", false)
+		for round := range 100 {
+			_, secret := storeToken(t, st, u.ID, "hot", nil)
+			h := hashToken(secret)
+			var revoked atomic.Bool
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() {
+					for range 200 {
+						after := revoked.Load()
+						_, _, err := st.Authenticate(h)
+						if after && err == nil {
+							t.Errorf("round %d: the token verified after its revocation returned", round)
+							return
+						}
 					}
-				}
-			})
+				})
+			}
+			if _, err := st.DeleteTokenByHash(h); err != nil {
+				t.Fatal(err)
+			}
+			revoked.Store(true)
+			wg.Wait()
+			if _, _, err := st.Authenticate(h); !errors.Is(err, errNotFound) {
+				t.Fatalf("round %d: the revoked token verified (%v)", round, err)
+			}
 		}
-		if _, err := ts.store.DeleteTokenByHash(hashToken(secret)); err != nil {
-			t.Fatal(err)
+		if n := authCacheOf(t, st).len(); n != 0 {
+			t.Errorf("%d revoked tokens are still cached", n)
 		}
-		revoked.Store(true)
-		wg.Wait()
-		if _, err := ts.verifyToken(secret); err == nil {
-			t.Fatalf("round %d: the revoked token verified", round)
-		}
-	}
-	if n := ts.store.auth.len(); n != 0 {
-		t.Errorf("%d revoked tokens are still cached", n)
-	}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -80,4 +81,17 @@ func (sf staticFiles) handle(notFound http.HandlerFunc) httprouter.Handle {
 		r.Header.Del("Range")
 		http.ServeContent(w, r, ps.ByName("filepath"), time.Time{}, bytes.NewReader(f.content))
 	}
+}
+
+// render executes the named page into a buffer and sends it, so that a
+// template failure is a clean 500.
+func (s *server) render(w http.ResponseWriter, r *http.Request, status int, page string, data any) {
+	var buf bytes.Buffer
+	if err := s.templates.ExecuteTemplate(&buf, page, data); err != nil {
+		s.internalError(w, r, fmt.Errorf("render %s: %w", page, err))
+		return
+	}
+	s.setPageHeaders(w, r)
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
 }
