@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -31,10 +33,17 @@ func storeEngines() []storeEngine {
 			st, _ := newTestDB(t)
 			return st
 		}},
-		// The PostgreSQL engine goes here: a fresh database from
-		// newTestPG(t) (which skips when TOKEND_TEST_POSTGRES and CI are
-		// unset), opened as a pgStore with an auth cache that hears its
-		// invalidations, closed in t.Cleanup.
+		// A fresh database from newTestPG (which skips when neither
+		// TOKEND_TEST_POSTGRES nor CI is set), with its auth cache
+		// trusting the notification channel, as a server's does.
+		{name: "postgres", open: func(t *testing.T) store {
+			st, _ := newTestPGStore(t)
+			if err := st.startInvalidations(st.auth, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+				t.Fatalf("startInvalidations: %v", err)
+			}
+			waitFor(t, func() bool { return !st.auth.distrusted.Load() })
+			return st
+		}},
 	}
 }
 
@@ -52,6 +61,8 @@ func authCacheOf(t testing.TB, st store) *authCache {
 	t.Helper()
 	switch e := st.(type) {
 	case *boltStore:
+		return e.auth
+	case *pgStore:
 		return e.auth
 	}
 	t.Fatalf("no auth cache known for a %T", st)

@@ -36,25 +36,6 @@ import (
 // verification reads the database) until the listener has reconnected and
 // received a fresh heartbeat of its own: fail closed.
 
-// invalidationSink is what the auth cache above the engines hears from the
-// PostgreSQL engine. Its methods must be quick and must not call the store.
-type invalidationSink interface {
-	// tokensGone says that the tokens with these hashes were deleted.
-	// The cache drops them and, as for changed, starts a new generation, so
-	// that a read begun before the deletion is not cached after it.
-	tokensGone(hashes []tokenHash)
-	// allTokensGone says that too many tokens were deleted at once to name
-	// them: the cache forgets every token.
-	allTokensGone()
-	// changed says that a user was changed or removed: the cache starts a
-	// new generation, as the bbolt store's gen does after every write.
-	changed()
-	// trust(false) says that changes may be going unheard: the cache
-	// forgets everything and verifies every token from the database until
-	// trust(true), after which it starts empty, in a new generation.
-	trust(ok bool)
-}
-
 // pgInvalidateChannel is the channel of invalidation notifications.
 const pgInvalidateChannel = "tokend_invalidate"
 

@@ -66,8 +66,12 @@ type pgStore struct {
 	// Other instances hear it through the notification the write sends.
 	sink     atomic.Pointer[invalidationSink]
 	listener *pgListener // nil until startInvalidations
-	closed   atomic.Bool
-	closing  sync.Once
+	// auth caches verified tokens. It trusts nothing until the listener
+	// hears this instance's own heartbeat: other instances' writes reach
+	// it only through notifications.
+	auth    *authCache
+	closed  atomic.Bool
+	closing sync.Once
 }
 
 // isPostgresURL reports whether a -db value names a PostgreSQL database
@@ -94,7 +98,8 @@ func openPGStore(ctx context.Context, url string) (*pgStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", pgError(err))
 	}
-	s := &pgStore{pool: pool}
+	s := &pgStore{pool: pool, auth: newAuthCache(defaultAuthCacheSize)}
+	s.auth.trust(false)
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open database: %w", err)
@@ -854,13 +859,19 @@ func insertToken(ctx context.Context, q pgQuerier, t *tokenRecord) error {
 }
 
 // Authenticate returns what verification needs of the token whose hash is
-// h, and its owner (without the password hash), in one statement. It
-// returns errNotFound for an unknown token. It does not check expiry. It
-// caches nothing: the auth cache sits above the engines.
+// h, and its owner (without the password hash): from the auth cache while
+// it trusts the notification channel, else in one statement. It returns
+// errNotFound for an unknown token. It does not check expiry.
 func (s *pgStore) Authenticate(h tokenHash) (authRecord, userRecord, error) {
 	if s.closed.Load() {
 		return authRecord{}, userRecord{}, errors.New("database is closed")
 	}
+	return s.auth.authenticate(h, s)
+}
+
+// readAuth is the auth cache's read (see authReader): one query for the
+// token's auth record and its owner, always read afresh.
+func (s *pgStore) readAuth(h tokenHash, _ *authCache, _ uint64) (authRecord, userRecord, bool, error) {
 	ctx, cancel := s.opContext()
 	defer cancel()
 	var a authRecord
@@ -871,11 +882,11 @@ func (s *pgStore) Authenticate(h tokenHash) (authRecord, userRecord, error) {
 	err := s.pool.QueryRow(ctx, pgSQLAuthenticate, h[:]).
 		Scan(&id, &owner, &created, &expires, &a.Scopes, &uid, &u.Name, &u.Admin, &ucreated, &uchanged)
 	if err != nil {
-		return authRecord{}, userRecord{}, pgError(notFound(err))
+		return authRecord{}, userRecord{}, false, pgError(notFound(err))
 	}
 	a.ID, a.Owner, a.CreatedAt, a.ExpiresAt = uint64(id), uint64(owner), nanoTime(created), nanoTimePtr(expires)
 	u.ID, u.CreatedAt, u.PasswordChangedAt = uint64(uid), nanoTime(ucreated), nanoTime(uchanged)
-	return a, u, nil
+	return a, u, true, nil
 }
 
 // TokenByHash returns the token whose hash is h and its owner, or

@@ -13,69 +13,6 @@ import (
 	"time"
 )
 
-// engineStore is the store contract as these behaviour tests use it: the
-// methods the bbolt and the PostgreSQL engines share.
-type engineStore interface {
-	CreateUser(u *userRecord) error
-	UserByID(id uint64) (userRecord, error)
-	UserByName(name string) (userRecord, error)
-	Users() ([]userRecord, error)
-	CountUsers() (int, error)
-	HasUsers() (bool, error)
-	Totals() (users, tokens int, err error)
-	Ping() error
-	UpgradePasswordHash(id uint64, oldHash, newHash string) error
-	DeleteUser(id uint64) error
-	SetAdmin(id uint64, admin bool) (userRecord, error)
-	RevokeTokensOf(id uint64) (int, error)
-	ChangePassword(id uint64, c passwordChange) (tokens, sessions int, err error)
-	TokenCounts() (map[uint64]int, error)
-	CreateFirstAdmin(u *userRecord) error
-	CreateToken(t *tokenRecord, h tokenHash, limit int) error
-	Authenticate(h tokenHash) (authRecord, userRecord, error)
-	TokenByHash(h tokenHash) (tokenRecord, userRecord, error)
-	TokenByID(id, owner uint64) (tokenRecord, error)
-	TokensByOwner(owner uint64) ([]tokenRecord, error)
-	AllTokens() ([]tokenRecord, error)
-	DeleteToken(id, owner uint64) (tokenRecord, error)
-	DeleteTokenByHash(h tokenHash) (tokenRecord, error)
-	RotateToken(id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error)
-	PurgeExpired(ctx context.Context, cutoff time.Time, batch int) (deleted, txs int, err error)
-	FlushLastUsed(uses map[uint64]lastUse) error
-	CreateSession(h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error
-	SessionByHash(h sessionHash) (sessionRecord, userRecord, error)
-	TouchSession(h sessionHash, now time.Time, addr string) error
-	ConfirmSession(h sessionHash, now time.Time) error
-	DeleteSession(h sessionHash, user uint64) error
-	SessionsOf(user uint64) ([]storedSession, error)
-	EndOtherSessions(user uint64, keep sessionHash) (int, error)
-	PurgeSessions(ctx context.Context, now time.Time, idle time.Duration) (int, error)
-	Check() error
-	Close() error
-}
-
-var (
-	_ engineStore = (*store)(nil)
-	_ engineStore = (*pgStore)(nil)
-)
-
-// engines are the store engines every behaviour test runs against, each
-// opening a fresh, empty store that closes when the test ends.
-var engines = []struct {
-	name string
-	open func(t *testing.T) engineStore
-}{
-	{"bbolt", func(t *testing.T) engineStore { st, _ := newTestDB(t); return st }},
-	{"postgres", func(t *testing.T) engineStore { st, _ := newTestPGStore(t); return st }},
-}
-
-// forEachEngine runs body against a fresh store of every engine.
-func forEachEngine(t *testing.T, body func(t *testing.T, st engineStore)) {
-	for _, e := range engines {
-		t.Run(e.name, func(t *testing.T) { body(t, e.open(t)) })
-	}
-}
-
 var engineNow = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func randomHash(t testing.TB) [32]byte {
@@ -87,7 +24,7 @@ func randomHash(t testing.TB) [32]byte {
 	return h
 }
 
-func engineUser(t testing.TB, st engineStore, name string, admin bool) userRecord {
+func engineUser(t testing.TB, st store, name string, admin bool) userRecord {
 	t.Helper()
 	u := newUser(name, "hash-of-"+name, admin, engineNow)
 	if err := st.CreateUser(&u); err != nil {
@@ -96,7 +33,7 @@ func engineUser(t testing.TB, st engineStore, name string, admin bool) userRecor
 	return u
 }
 
-func engineToken(t testing.TB, st engineStore, owner uint64, name string, expires *time.Time) (tokenRecord, tokenHash) {
+func engineToken(t testing.TB, st store, owner uint64, name string, expires *time.Time) (tokenRecord, tokenHash) {
 	t.Helper()
 	h := tokenHash(randomHash(t))
 	tok := tokenRecord{Owner: owner, Name: name, Scopes: []string{"tokens:read", "app:x"}, CreatedAt: engineNow, ExpiresAt: expires, Hint: "abcd"}
@@ -107,7 +44,8 @@ func engineToken(t testing.TB, st engineStore, owner uint64, name string, expire
 }
 
 func TestEngineUsers(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, st engineStore) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
 		if has, err := st.HasUsers(); err != nil || has {
 			t.Fatalf("HasUsers on an empty store = %v, %v; want false", has, err)
 		}
@@ -214,7 +152,8 @@ func TestEngineUsers(t *testing.T) {
 }
 
 func TestEngineTokens(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, st engineStore) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
 		alice := engineUser(t, st, "alice", true)
 		bob := engineUser(t, st, "bob", false)
 		exp := engineNow.Add(24 * time.Hour)
@@ -321,7 +260,8 @@ func TestEngineTokens(t *testing.T) {
 }
 
 func TestEngineRotateToken(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, st engineStore) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
 		alice := engineUser(t, st, "alice", true)
 		bob := engineUser(t, st, "bob", false)
 		exp := engineNow.Add(time.Hour)
@@ -351,8 +291,9 @@ func TestEngineRotateToken(t *testing.T) {
 	})
 }
 
-func TestEngineSessions(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, st engineStore) {
+func TestEngineSessionLifecycle(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
 		alice := engineUser(t, st, "alice", true)
 		bob := engineUser(t, st, "bob", false)
 		rec := func(user uint64, created time.Time) sessionRecord {
@@ -474,7 +415,8 @@ func TestEngineSessions(t *testing.T) {
 }
 
 func TestEnginePurgeExpiredInBatches(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, st engineStore) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
 		alice := engineUser(t, st, "alice", true)
 		past, future := engineNow.Add(-time.Hour), engineNow.Add(time.Hour)
 		for i := range 25 {
@@ -508,7 +450,8 @@ func TestEnginePurgeExpiredInBatches(t *testing.T) {
 }
 
 func TestEngineCreateFirstAdmin(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, st engineStore) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
 		plain := newUser("x", "h", false, engineNow)
 		if err := st.CreateFirstAdmin(&plain); err == nil {
 			t.Fatal("CreateFirstAdmin(not an admin) succeeded")
