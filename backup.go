@@ -105,7 +105,7 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 // that copies it: it neither creates a database where the user probably
 // mistyped the name, nor writes to the one it copies.
 func openSource(path string) (*boltStore, error) {
-	return openCLIStore(path, readOnlyDB)
+	return openBoltCLIStore(path, readOnlyDB)
 }
 
 // runBackup is `tokend backup [-db FILE] [-force] DEST`.
@@ -117,6 +117,9 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	pos, err := parseArgs(fset, args, 1)
 	if err != nil {
 		return err
+	}
+	if isPostgresURL(db) || isPostgresURL(pos[0]) {
+		return fmt.Errorf("backup: %w", errPostgresNotFile)
 	}
 	st, err := openSource(db)
 	if errors.Is(err, errDatabaseInUse) {
@@ -173,6 +176,9 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	backup := pos[0]
+	if isPostgresURL(db) || isPostgresURL(backup) {
+		return fmt.Errorf("restore: %w", errPostgresNotFile)
+	}
 	if a, err := os.Stat(backup); err == nil {
 		if b, err := os.Stat(db); err == nil && os.SameFile(a, b) {
 			return fmt.Errorf("restore: %s is the database itself; name a backup", backup)
@@ -182,7 +188,7 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	// The database being replaced: its sequences count, and it stays open
 	// until the copy is in place, so that no server starts on it meanwhile.
 	var current idSequences
-	cur, err := openCLIStore(db, readOnlyDB)
+	cur, err := openBoltCLIStore(db, readOnlyDB)
 	switch {
 	case errors.Is(err, errDatabaseInUse):
 		return fmt.Errorf("restore: %w; stop it before restoring", err)
@@ -252,6 +258,9 @@ func runCompact(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	src, dst := pos[0], pos[1]
+	if isPostgresURL(src) || isPostgresURL(dst) {
+		return fmt.Errorf("compact: %w", errPostgresNotFile)
+	}
 	if filepath.Clean(src) == filepath.Clean(dst) {
 		return errors.New("compact: SRC and DST are the same file; write the copy elsewhere, then move it")
 	}

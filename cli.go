@@ -31,7 +31,7 @@ func (c command) newFlagSet(stderr io.Writer, db *string) *flag.FlagSet {
 		fmt.Fprintf(stderr, "Usage: tokend %s %s\n\n%s\n\nFlags:\n", c.name, c.args, c.help)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(db, "db", "tokend.db", "database `file` (TOKEND_DB)")
+	fs.StringVar(db, "db", "tokend.db", "database `file`, or a postgres:// URL (TOKEND_DB)")
 	return fs
 }
 
@@ -299,12 +299,32 @@ const (
 // no file where -db points.
 var errNoDatabase = errors.New("no database")
 
-// openCLIStore opens the database of an offline command. Only serve and
-// user add may create one (createDB): every other command refuses a
+// openCLIStore opens the database of a command: a PostgreSQL database
+// when path is a postgres:// or postgresql:// URL (see openPGStore), else
+// a bbolt file (see openBoltCLIStore).
+func openCLIStore(path string, mode openMode) (store, error) {
+	if isPostgresURL(path) {
+		ctx, cancel := context.WithTimeout(context.Background(), pgOpTimeout)
+		defer cancel()
+		return openPGStore(ctx, path)
+	}
+	return openBoltCLIStore(path, mode)
+}
+
+// errPostgresNotFile refuses a PostgreSQL URL to a command that works on
+// a bbolt file. It never quotes the URL, which may hold a password.
+var errPostgresNotFile = errors.New("this command works on a bbolt file, not a PostgreSQL database: back PostgreSQL up with pg_dump and restore it with pg_restore (see the README)")
+
+// openBoltCLIStore opens the bbolt file of an offline command. Only serve
+// and user add may create one (createDB): every other command refuses a
 // missing file, so that a mistyped -db never leaves an empty database
 // behind or lists an empty one. It waits lockTimeout for a server holding
-// the file.
-func openCLIStore(path string, mode openMode) (*boltStore, error) {
+// the file. A PostgreSQL URL is refused: the commands that want a file
+// (backup, restore, compact) have PostgreSQL's own tools as counterparts.
+func openBoltCLIStore(path string, mode openMode) (*boltStore, error) {
+	if isPostgresURL(path) {
+		return nil, errPostgresNotFile
+	}
 	if mode == createDB {
 		if err := checkDBDir(path); err != nil {
 			return nil, err
@@ -333,7 +353,7 @@ func checkDBDir(path string) error {
 
 // openStoreForUser opens the database and finds the user called name. On
 // success the caller closes the store.
-func openStoreForUser(db, cmd, name string) (*boltStore, userRecord, error) {
+func openStoreForUser(db, cmd, name string) (store, userRecord, error) {
 	st, err := openCLIStore(db, existingDB)
 	if err != nil {
 		return nil, userRecord{}, err

@@ -38,9 +38,13 @@ func writeConfig(w io.Writer, fs *flag.FlagSet, sources map[string]string) {
 }
 
 // configValue shows f's value as -print-config prints it: quoted when it
-// is empty or holds spaces, hidden when the flag holds a secret.
+// is empty or holds spaces, hidden when the flag holds a secret, and a
+// database URL without its password.
 func configValue(f *flag.Flag) string {
 	v := f.Value.String()
+	if f.Name == "db" {
+		v = redactDB(v)
+	}
 	switch {
 	case isSecretFlag(f.Name) && v != "":
 		return "(hidden)"

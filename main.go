@@ -60,7 +60,9 @@ Commands:
 
 Flags fall back to TOKEND_* environment variables (-db to TOKEND_DB, -addr
 to TOKEND_ADDR, …). The offline commands open -db (default tokend.db) and
-refuse to run while a server holds it.
+refuse to run while a server holds it. -db may be a PostgreSQL URL
+(postgres://…), which servers and commands share; backup, restore and
+compact work on bbolt files only (pg_dump and pg_restore do it there).
 `
 
 // errHelp is returned when the user asked for help: not a failure.
@@ -196,7 +198,7 @@ func defaultConfig() config {
 // register declares the flags of serve on fs.
 func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "`address` to listen on")
-	fs.StringVar(&c.DB, "db", c.DB, "database `file`")
+	fs.StringVar(&c.DB, "db", c.DB, "database `file`, or a PostgreSQL URL: postgres://user:password@host/db (also postgresql://)")
 	fs.StringVar(&c.TokenPrefix, "token-prefix", c.TokenPrefix, "`prefix` of new tokens, such as tkd_")
 	fs.IntVar(&c.MaxTokensPerUser, "max-tokens-per-user", c.MaxTokensPerUser, "most tokens one user may hold (0: no limit)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
@@ -265,6 +267,11 @@ func (c *config) check() error {
 	}
 	if c.DB == "" {
 		return errors.New("-db: the database file name is empty")
+	}
+	if isPostgresURL(c.DB) && c.MaxDBSize != 0 {
+		// Refused rather than ignored: an operator who set a limit would
+		// otherwise believe that one holds.
+		return errors.New("-max-db-size: limits a bbolt file, and -db names a PostgreSQL database, whose space is the database server's to limit: unset it (and TOKEND_MAX_DB_SIZE)")
 	}
 	return c.checkLimits()
 }
@@ -477,10 +484,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 		return fmt.Errorf("%w; stop what listens there or choose another -addr (TOKEND_ADDR)", err)
 	}
 	defer ln.Close() // for the early returns; Serve closes it otherwise
-	if err := checkDBDir(cfg.DB); err != nil {
-		return err
-	}
-	st, err := openStoreWith(cfg.DB, bolt.Options{Timeout: lockTimeout, MaxSize: cfg.MaxDBSize})
+	st, err := openServeStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -490,10 +494,6 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 		}
 		log.Info("database closed")
 	}()
-	st.auth = newAuthCache(cfg.AuthCacheSize)
-	if mode, err := fileMode(cfg.DB); err == nil && mode&0o077 != 0 {
-		log.Warn("database file is readable by other users; chmod 600 it", "file", cfg.DB, "mode", fmt.Sprintf("%#o", mode))
-	}
 
 	srv, err := newServer(st, cfg, log, time.Now)
 	if err != nil {
@@ -508,7 +508,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
-	log.Info("listening", "url", "http://"+ln.Addr().String(), "db", cfg.DB)
+	log.Info("listening", "url", "http://"+ln.Addr().String(), "db", redactDB(cfg.DB))
 	if n, err := st.CountUsers(); err == nil && n == 0 {
 		srv.announceSetup(ln.Addr())
 	}
@@ -544,6 +544,39 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// openServeStore opens the store serve runs on, with its auth cache of
+// cfg.AuthCacheSize tokens. On PostgreSQL it also starts following the
+// invalidation channel: the cache trusts nothing until the channel works.
+// Closing the store stops the listener.
+func openServeStore(ctx context.Context, cfg config, log *slog.Logger) (store, error) {
+	if isPostgresURL(cfg.DB) {
+		octx, cancel := context.WithTimeout(ctx, pgOpTimeout)
+		defer cancel()
+		st, err := openPGStore(octx, cfg.DB)
+		if err != nil {
+			return nil, err
+		}
+		st.auth = newAuthCache(cfg.AuthCacheSize)
+		if err := st.startInvalidations(st.auth, log); err != nil {
+			st.Close()
+			return nil, err
+		}
+		return st, nil
+	}
+	if err := checkDBDir(cfg.DB); err != nil {
+		return nil, err
+	}
+	st, err := openStoreWith(cfg.DB, bolt.Options{Timeout: lockTimeout, MaxSize: cfg.MaxDBSize})
+	if err != nil {
+		return nil, err
+	}
+	st.auth = newAuthCache(cfg.AuthCacheSize)
+	if mode, err := fileMode(cfg.DB); err == nil && mode&0o077 != 0 {
+		log.Warn("database file is readable by other users; chmod 600 it", "file", cfg.DB, "mode", fmt.Sprintf("%#o", mode))
+	}
+	return st, nil
 }
 
 // drain shuts httpSrv down gracefully: it stops accepting, answers at once

@@ -114,6 +114,9 @@ func newMetrics(st store, log *slog.Logger) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
 	)
+	if pg, ok := st.(*pgStore); ok {
+		reg.MustRegister(invalidationCollector{pg})
+	}
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
 		// A database that cannot answer costs its own metrics, not the
@@ -189,6 +192,35 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		ch <- prometheus.MustNewConstMetric(dbUsedDesc, prometheus.GaugeValue, float64(used))
 	}
+}
+
+var (
+	cacheTrustedDesc = prometheus.NewDesc("tokend_auth_cache_trusted",
+		"1 while the auth cache answers from memory; 0 while the invalidation channel is down or catching up, and every token is verified from the database.", nil, nil)
+	channelLossesDesc = prometheus.NewDesc("tokend_invalidation_channel_losses_total",
+		"Times the PostgreSQL invalidation channel was lost (a dropped connection, or no heartbeat back within a second).", nil, nil)
+)
+
+// invalidationCollector reports whether a PostgreSQL store's auth cache is
+// trusted and how often its invalidation channel was lost.
+type invalidationCollector struct{ st *pgStore }
+
+func (c invalidationCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- cacheTrustedDesc
+	ch <- channelLossesDesc
+}
+
+func (c invalidationCollector) Collect(ch chan<- prometheus.Metric) {
+	trusted := 0.0
+	if !c.st.auth.distrusted.Load() {
+		trusted = 1
+	}
+	var losses uint64
+	if l := c.st.listener; l != nil {
+		losses = l.losses.Load()
+	}
+	ch <- prometheus.MustNewConstMetric(cacheTrustedDesc, prometheus.GaugeValue, trusted)
+	ch <- prometheus.MustNewConstMetric(channelLossesDesc, prometheus.CounterValue, float64(losses))
 }
 
 // handleMetrics serves the metrics in Prometheus's text format to loopback

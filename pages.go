@@ -96,6 +96,10 @@ func (s *server) pageError(w http.ResponseWriter, r *http.Request, sess *session
 		s.renderMessage(w, r, sess, a.status, "Too many attempts", throttledText(te))
 	case a.status == http.StatusNotFound:
 		s.renderMessage(w, r, sess, a.status, "Not found", "There is nothing here, or it is not yours.")
+	case errors.Is(err, errStoreUnavailable):
+		s.log.Warn("database unavailable", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+		s.renderMessage(w, r, sess, a.status, "Try again in a moment",
+			"tokend cannot reach its database at the moment, so nothing was changed. Try again in a few seconds.")
 	case a.status == http.StatusServiceUnavailable:
 		s.renderMessage(w, r, sess, a.status, "Busy", busyText)
 	case a.status == http.StatusInsufficientStorage:

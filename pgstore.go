@@ -82,9 +82,9 @@ func isPostgresURL(db string) bool {
 
 // openPGStore connects to the PostgreSQL database at url, brings its
 // schema up to this binary's under an advisory lock (several instances
-// may start at once), and raises the id sequences to the id floor. A
-// database of a newer schema is refused with errUnsupportedData; a server
-// that cannot be reached gives errStoreUnavailable.
+// may start at once). A database of a newer schema is refused with
+// errUnsupportedData; a server that cannot be reached gives
+// errStoreUnavailable.
 func openPGStore(ctx context.Context, url string) (*pgStore, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -146,8 +146,8 @@ func pgMigrations() ([]pgMigration, error) {
 
 // migrate applies the migrations the database lacks, each in its own
 // transaction with its row in tokend_schema, holding the migration lock so
-// that instances starting together apply each exactly once. It then
-// raises the id floor (see idFloor) while still holding the lock.
+// that instances starting together apply each exactly once. Ids stay
+// sequential: nothing moves the id sequences at open.
 func (s *pgStore) migrate(ctx context.Context) error {
 	migrations, err := pgMigrations()
 	if err != nil {
@@ -189,23 +189,6 @@ func (s *pgStore) migrate(ctx context.Context) error {
 		})
 		if err != nil {
 			return fmt.Errorf("apply migration %s: %w", m.name, pgError(err))
-		}
-	}
-	return raisePGIDFloor(ctx, conn, time.Now())
-}
-
-// raisePGIDFloor raises the id sequences to the id floor of now, as the
-// bbolt engine does at a run's first write: ids are never handed out twice
-// for one deployment, even after a restore from an older dump.
-func raisePGIDFloor(ctx context.Context, conn *pgxpool.Conn, now time.Time) error {
-	for _, seq := range []struct {
-		name     string
-		perMilli uint64
-	}{{"users_id_seq", 1}, {"tokens_id_seq", 1 << 10}} {
-		floor := idFloor(now, seq.perMilli)
-		_, err := conn.Exec(ctx, "SELECT setval('"+seq.name+"', $1) FROM "+seq.name+" WHERE last_value < $1", int64(floor))
-		if err != nil {
-			return fmt.Errorf("raise %s: %w", seq.name, pgError(err))
 		}
 	}
 	return nil

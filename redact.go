@@ -49,3 +49,36 @@ func signInName(u userRecord) string {
 	}
 	return u.Name
 }
+
+// redactDB returns a -db value as it may be printed or logged: a
+// PostgreSQL URL with its password (in the user information or as a
+// password= parameter) replaced by ***, anything else as it is. It works
+// on the text, not through url.Parse, so that a URL the parser refuses
+// (several hosts, a stray character) is redacted too.
+func redactDB(db string) string {
+	if !isPostgresURL(db) {
+		return db
+	}
+	scheme, rest, _ := strings.Cut(db, "://")
+	// The user information ends at the last @ before the path or query.
+	authority := rest
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority = rest[:i]
+	}
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		if user, _, ok := strings.Cut(authority[:at], ":"); ok {
+			rest = user + ":***" + rest[at:]
+		}
+	}
+	if path, query, ok := strings.Cut(rest, "?"); ok {
+		params := strings.Split(query, "&")
+		for i, p := range params {
+			name, _, _ := strings.Cut(p, "=")
+			if n, err := url.QueryUnescape(name); err == nil && n == "password" || name == "password" {
+				params[i] = name + "=***"
+			}
+		}
+		rest = path + "?" + strings.Join(params, "&")
+	}
+	return scheme + "://" + rest
+}

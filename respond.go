@@ -125,6 +125,11 @@ type errorAnswer struct {
 	retryAfter string
 }
 
+// storeUnavailableDetail answers a request that failed because the
+// database could not be reached (errStoreUnavailable): nothing is wrong
+// with the request, and nothing was changed.
+const storeUnavailableDetail = "the database is unavailable at the moment; nothing was changed; try again in a few seconds"
+
 // classifyError returns what err stands for. It is the one mapping from
 // errors to statuses: the API (writeError) and the pages (pageError,
 // formFailed) both answer through it, so that they cannot disagree.
@@ -151,6 +156,8 @@ func (s *server) classifyError(err error) errorAnswer {
 		return errorAnswer{status: http.StatusConflict, detail: "a user of that name already exists"}
 	case errors.Is(err, errHashBusy):
 		return errorAnswer{status: http.StatusServiceUnavailable, detail: "too many sign-ins at once; try again in a second, or use a token", retryAfter: "1"}
+	case errors.Is(err, errStoreUnavailable):
+		return errorAnswer{status: http.StatusServiceUnavailable, detail: storeUnavailableDetail, retryAfter: "2"}
 	case isStorageFull(err):
 		return errorAnswer{status: http.StatusInsufficientStorage, detail: "storage is full: nothing was written; reads still work; tell the operator"}
 	}
@@ -173,6 +180,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	case http.StatusInsufficientStorage:
 		s.log.Error("storage full", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+	case http.StatusServiceUnavailable:
+		if errors.Is(err, errStoreUnavailable) {
+			s.log.Warn("database unavailable", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+		}
 	}
 	if a.retryAfter != "" {
 		w.Header().Set("Retry-After", a.retryAfter)
