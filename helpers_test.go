@@ -118,7 +118,7 @@ func (ts *testServer) addUser(name string, admin bool) userRecord {
 	}
 	now := ts.clock.Now()
 	u := newUser(name, hash, admin, now)
-	if err := ts.store.CreateUser(&u); err != nil {
+	if err := ts.server.store.CreateUser(&u); err != nil {
 		ts.t.Fatalf("CreateUser(%q): %v", name, err)
 	}
 	return u
@@ -133,7 +133,7 @@ func (ts *testServer) addToken(u userRecord, name string, scopes []string, expir
 		e := ts.clock.Now().Add(expiresIn)
 		exp = &e
 	}
-	t, secret, err := newToken(ts.store, ts.format, u, tokenSpec{name: name, scopes: scopes, expires: exp}, ts.clock.Now(), 0)
+	t, secret, err := newToken(ts.server.store, ts.format, u, tokenSpec{name: name, scopes: scopes, expires: exp}, ts.clock.Now(), 0)
 	if err != nil {
 		ts.t.Fatalf("newToken(%q): %v", name, err)
 	}
