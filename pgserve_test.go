@@ -450,3 +450,36 @@ func TestPostgresRestart(t *testing.T) {
 		t.Errorf("the restart caused internal errors:\n%s", ts.logs)
 	}
 }
+
+// TestReadmeRaisesIDsAfterPGRestore runs the README's SQL for a database
+// restored from an older dump: afterwards ids continue past the clock's
+// floor, as after tokend restore on bbolt, and running it again lowers
+// nothing.
+func TestReadmeRaisesIDsAfterPGRestore(t *testing.T) {
+	sql := readmeBlocks(t, "pg-raise-ids")[0]
+	st, dbURL := newTestPGStore(t)
+	u := newUser("alice", "hash", false, time.Now().UTC())
+	if err := st.CreateUser(&u); err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	floor := idFloorAt(time.Now())
+	for _, stmt := range strings.Split(strings.TrimSpace(sql), ";") {
+		if stmt = strings.TrimSpace(stmt); stmt != "" {
+			pgExec(t, dbURL, stmt)
+		}
+	}
+	users := uint64(pgQueryInt(t, dbURL, "SELECT last_value FROM users_id_seq"))
+	tokens := uint64(pgQueryInt(t, dbURL, "SELECT last_value FROM tokens_id_seq"))
+	if users < floor.Users || tokens < floor.Tokens || users > idFloorAt(time.Now()).Users {
+		t.Errorf("after the README's SQL the sequences are at %d and %d; want at least the floor %d and %d", users, tokens, floor.Users, floor.Tokens)
+	}
+	pgExec(t, dbURL, "SELECT setval('users_id_seq', $1)", int64(users+1000))
+	pgExec(t, dbURL, strings.Split(sql, ";")[0])
+	if got := uint64(pgQueryInt(t, dbURL, "SELECT last_value FROM users_id_seq")); got != users+1000 {
+		t.Errorf("the README's SQL moved users_id_seq from %d to %d; want it left alone above the floor", users+1000, got)
+	}
+	next := newUser("bob", "hash", false, time.Now().UTC())
+	if err := st.CreateUser(&next); err != nil || next.ID != users+1001 {
+		t.Errorf("CreateUser after the README's SQL = id %d, %v; want %d", next.ID, err, users+1001)
+	}
+}
