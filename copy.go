@@ -193,10 +193,15 @@ func openCopySource(ctx context.Context, db string) (copySource, error) {
 		return openPGSource(ctx, db)
 	}
 	st, err := openSource(db)
-	if errors.Is(err, errDatabaseInUse) {
+	switch {
+	case errors.Is(err, errNoDatabase):
+		return nil, fmt.Errorf("%w at %s; name an existing bbolt file or a postgres:// URL", errNoDatabase, db)
+	case errors.Is(err, errDatabaseInUse):
 		return nil, fmt.Errorf("%w; stop it before copying", err)
+	case err != nil:
+		return nil, err
 	}
-	return st, err
+	return st, nil
 }
 
 // openPGSource connects to the PostgreSQL database at dbURL with every
