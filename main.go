@@ -54,6 +54,7 @@ Commands:
   backup FILE           write a consistent copy of the database, offline
   restore BACKUP        put a backup in place of the database, offline
   compact SRC DST       write a compacted copy of the database, offline
+  copy                  copy a whole deployment into an empty store: -from SRC -to DST
   healthcheck           exit 0 when the server at -addr answers /readyz
   version               print the version, commit and build time
   help [COMMAND]        print this, or a command's flags: tokend help user passwd
@@ -114,6 +115,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runRestore(args, stdout, stderr)
 	case "compact":
 		err = runCompact(args, stdout, stderr)
+	case "copy":
+		err = runCopy(ctx, args, stdout, stderr)
 	case "version":
 		err = runVersion(args, stdout, stderr)
 	case "help":
