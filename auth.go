@@ -276,7 +276,11 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 		return userRecord{}, err
 	}
 	account := signInAccount{user: u.ID, name: name}
-	if wait := s.throttle.begin(account, addr, s.now()); wait > 0 {
+	wait, err := s.throttle.begin(account, addr, s.now())
+	if err != nil {
+		return userRecord{}, fmt.Errorf("count sign-in attempt: %w", err)
+	}
+	if wait > 0 {
 		s.log.Info("sign-in throttled", "remote", addr) // never the name: it may be a token or a password
 		return userRecord{}, &throttledError{wait: wait}
 	}
@@ -286,7 +290,7 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 	}
 	ok, rehash, err := s.hasher.Verify(r.Context(), password, encoded)
 	if err != nil {
-		s.throttle.abandoned(account, addr, s.now())
+		s.throttleLeft(s.throttle.abandoned(account, addr, s.now()))
 		return userRecord{}, fmt.Errorf("verify password of user %d: %w", u.ID, err)
 	}
 	if !ok || u.ID == 0 {
@@ -300,6 +304,14 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 			}
 		}
 	}
-	s.throttle.succeeded(u.ID, addr, s.now())
+	s.throttleLeft(s.throttle.succeeded(u.ID, addr, s.now()))
 	return u, nil
+}
+
+// throttleLeft logs that the throttle could not take an attempt back: it
+// stays counted, which errs on the safe side.
+func (s *server) throttleLeft(err error) {
+	if err != nil {
+		s.log.Warn("sign-in attempt left counted", "err", err)
+	}
 }

@@ -29,7 +29,7 @@ type server struct {
 	// dummyHash is verified against when a sign-in names no user, so that
 	// a failure takes as long whether the user exists or not.
 	dummyHash string
-	throttle  *signInThrottle
+	throttle  throttler
 	setup     *setupCode
 	cop       *http.CrossOriginProtection // guards every form and session POST
 	metrics   *metrics
@@ -73,6 +73,9 @@ func newServer(st store, cfg config, log *slog.Logger, now func() time.Time) (*s
 		setup:     &setupCode{},
 		cop:       http.NewCrossOriginProtection(),
 		forms:     newFormOnce(),
+	}
+	if ts, ok := st.(throttleStore); ok {
+		s.throttle = ts.sharedThrottle() // shared by every instance on the engine
 	}
 	s.hasher.maxWaiting = int64(cfg.HashQueue)
 	// The dummy is hashed with the live parameters so that verifying against

@@ -71,6 +71,11 @@ type testServer struct {
 	clock   *fakeClock
 	dbPath  string
 	logs    *syncBuffer
+
+	// throttle is the server's sign-in throttle as the in-memory one it
+	// is, for tests that look inside it; it hides server.throttle. It is
+	// nil once useThrottle gives the server another kind.
+	throttle *signInThrottle
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers, for logs.
@@ -106,7 +111,7 @@ func newTestServer(t testing.TB) *testServer {
 	if err != nil {
 		t.Fatalf("newServer: %v", err)
 	}
-	return &testServer{server: s, store: st, t: t, handler: s.routes(), clock: clock, dbPath: path, logs: logs}
+	return &testServer{server: s, store: st, throttle: s.throttle.(*signInThrottle), t: t, handler: s.routes(), clock: clock, dbPath: path, logs: logs}
 }
 
 // addUser creates a user with password "password-of-NAME".

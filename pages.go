@@ -291,19 +291,23 @@ func (s *server) checkSudo(r *http.Request, sess *session) error {
 func (s *server) confirmPassword(r *http.Request, u userRecord, password string) error {
 	addr := s.clientAddr(r)
 	account := signInAccount{user: u.ID, name: u.Name}
-	if wait := s.throttle.begin(account, addr, s.now()); wait > 0 {
+	wait, err := s.throttle.begin(account, addr, s.now())
+	if err != nil {
+		return fmt.Errorf("count password attempt: %w", err)
+	}
+	if wait > 0 {
 		return &throttledError{wait: wait}
 	}
 	ok, _, err := s.hasher.Verify(r.Context(), password, u.PasswordHash)
 	if err != nil {
-		s.throttle.abandoned(account, addr, s.now())
+		s.throttleLeft(s.throttle.abandoned(account, addr, s.now()))
 		return fmt.Errorf("verify password of user %d: %w", u.ID, err)
 	}
 	if !ok {
 		s.log.Info("password confirmation failed", "user_id", u.ID, "remote", addr)
 		return errWrongPassword
 	}
-	s.throttle.succeeded(u.ID, addr, s.now())
+	s.throttleLeft(s.throttle.succeeded(u.ID, addr, s.now()))
 	return nil
 }
 

@@ -36,7 +36,9 @@ import (
 // address, each account keeps its latest maxKnownAddrsPerUser, and all of
 // them together at most maxKnownAddrs, the oldest success forgotten first:
 // filling the memory never stops it learning. Nothing is permanent: a
-// bucket empties on its own, and all of it lives in memory.
+// bucket empties on its own. signInThrottle keeps all of it in memory, for
+// one instance; an engine that many instances share offers a throttle of
+// its own that keeps it in the database (throttleStore, pgthrottle.go).
 var (
 	accountLimit = throttleRule{burst: 10, every: time.Minute}
 	addrLimit    = throttleRule{burst: 30, every: 10 * time.Second}
@@ -83,7 +85,35 @@ func (b bucket) wait(rule throttleRule, now time.Time) time.Duration {
 	return time.Duration(over * float64(rule.every))
 }
 
-// signInThrottle counts password attempts. It is safe for concurrent use.
+// throttler counts password attempts, as the rules above say. Every
+// implementation is safe for concurrent use. An error from begin means the
+// attempt could not be counted: the caller refuses it (the throttle fails
+// closed). An error from abandoned or succeeded leaves the attempt counted.
+type throttler interface {
+	// begin counts an attempt for account a from addr at now. It returns 0
+	// when the attempt may go ahead, or how long the client must wait; a
+	// refused attempt is not counted.
+	begin(a signInAccount, addr string, now time.Time) (time.Duration, error)
+	// abandoned takes back the attempt begin counted when the password
+	// could not be checked at all.
+	abandoned(a signInAccount, addr string, now time.Time) error
+	// succeeded takes back the attempt begin counted for user, and
+	// remembers addr as a place from which user signs in.
+	succeeded(user uint64, addr string, now time.Time) error
+}
+
+// throttleStore is an engine that many instances may share and that keeps
+// the sign-in throttle for all of them: newServer takes its throttle from
+// the engine when it offers one, so that N instances do not give an
+// attacker N times the guesses.
+type throttleStore interface {
+	sharedThrottle() throttler
+}
+
+var _ throttler = (*signInThrottle)(nil)
+
+// signInThrottle counts password attempts in memory, for one instance. It
+// is safe for concurrent use.
 type signInThrottle struct {
 	mu        sync.Mutex
 	users     map[uint64]bucket // by user id
@@ -132,7 +162,7 @@ func throttleAddr(addr string) string {
 // when the attempt may go ahead, or how long the client must wait; a
 // refused attempt is not counted. Counting before the password is checked
 // means that a burst of parallel guesses cannot slip past the limit.
-func (t *signInThrottle) begin(a signInAccount, addr string, now time.Time) time.Duration {
+func (t *signInThrottle) begin(a signInAccount, addr string, now time.Time) (time.Duration, error) {
 	address := throttleAddr(addr)
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -144,30 +174,32 @@ func (t *signInThrottle) begin(a signInAccount, addr string, now time.Time) time
 		wait = max(wait, accounts[key].wait(accountLimit, now))
 	}
 	if wait > 0 {
-		return max(wait, time.Second)
+		return max(wait, time.Second), nil
 	}
 	add(t.addrs, address, addrLimit, now, 1)
 	if !known {
 		add(accounts, key, accountLimit, now, 1)
 	}
-	return 0
+	return 0, nil
 }
 
 // abandoned takes back the attempt begin counted when the password could
 // not be checked at all (the server was busy, the client went away): it
 // says nothing about the guess.
-func (t *signInThrottle) abandoned(a signInAccount, addr string, now time.Time) {
+func (t *signInThrottle) abandoned(a signInAccount, addr string, now time.Time) error {
 	t.takeBack(a, throttleAddr(addr), now)
+	return nil
 }
 
 // succeeded takes back the attempt begin counted for user, and remembers
 // addr as a place from which user signs in.
-func (t *signInThrottle) succeeded(user uint64, addr string, now time.Time) {
+func (t *signInThrottle) succeeded(user uint64, addr string, now time.Time) error {
 	address := throttleAddr(addr)
 	t.takeBack(signInAccount{user: user}, address, now)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.known.learn(user, address, now)
+	return nil
 }
 
 // takeBack takes one attempt out of the buckets of a and address.

@@ -58,82 +58,92 @@ func TestSignInFailuresLookAlike(t *testing.T) {
 // they lift with time, and that an attacker cannot lock a user out of an
 // address they signed in from before.
 func TestSignInThrottle(t *testing.T) {
-	t.Run("per account", func(t *testing.T) {
-		ts := newTestServer(t)
-		ts.addUser("alice", false)
-		ts.addUser("bob", false)
-		for i := 0; i < int(accountLimit.burst); i++ {
-			checkPage(t, fmt.Sprintf("guess %d", i), ts.loginAttempt("alice", "guess", fmt.Sprintf("198.51.100.%d", i)), http.StatusUnauthorized)
-		}
-		// The account is now throttled from anywhere new, even with the
-		// right password, and the answer does not say whether it was right.
-		before := ts.snapshot()
-		w := ts.loginAttempt("alice", "password-of-alice", "203.0.113.1")
-		secs := checkThrottled(t, "POST /login past the account limit", w, int(accountLimit.every/time.Second))
-		checkPage(t, "POST /login past the account limit", w, http.StatusTooManyRequests, "Too many failed password attempts")
-		assertUnchanged(t, "a throttled sign-in", before, ts.snapshot())
-		// The same goes for HTTP Basic on the API and for names of any case.
-		api := ts.do(request{method: "POST", path: "/api/v1/tokens", body: tokenRequest("ci", nil, nil),
-			header: map[string]string{"Authorization": basicAuth("ALICE", "password-of-alice")}})
-		checkProblem(t, "POST /api/v1/tokens with Basic past the account limit", api, http.StatusTooManyRequests)
-		checkThrottled(t, "POST /api/v1/tokens with Basic past the account limit", api, 60)
-		// Other accounts are not affected.
-		checkRedirect(t, "bob signs in", ts.loginAttempt("bob", "password-of-bob", "203.0.113.1"), "/")
-		// After Retry-After, one more try goes through.
-		ts.clock.Add(time.Duration(secs) * time.Second)
-		checkRedirect(t, "alice after Retry-After", ts.loginAttempt("alice", "password-of-alice", "203.0.113.1"), "/")
-	})
+	forEachThrottle(t, func(t *testing.T, newThrottle func(t *testing.T) throttler) {
+		t.Run("per account", func(t *testing.T) {
+			ts := newTestServer(t)
+			ts.useThrottle(newThrottle(t))
+			ts.addUser("alice", false)
+			ts.addUser("bob", false)
+			for i := 0; i < int(accountLimit.burst); i++ {
+				checkPage(t, fmt.Sprintf("guess %d", i), ts.loginAttempt("alice", "guess", fmt.Sprintf("198.51.100.%d", i)), http.StatusUnauthorized)
+			}
+			// The account is now throttled from anywhere new, even with the
+			// right password, and the answer does not say whether it was right.
+			before, counted := ts.snapshot(), throttleContents(t, ts.server.throttle)
+			w := ts.loginAttempt("alice", "password-of-alice", "203.0.113.1")
+			secs := checkThrottled(t, "POST /login past the account limit", w, int(accountLimit.every/time.Second))
+			checkPage(t, "POST /login past the account limit", w, http.StatusTooManyRequests, "Too many failed password attempts")
+			assertUnchanged(t, "a throttled sign-in", before, ts.snapshot())
+			if now := throttleContents(t, ts.server.throttle); now != counted {
+				t.Errorf("a throttled sign-in changed the throttle:\n%s\n----\n%s", counted, now)
+			}
+			// The same goes for HTTP Basic on the API and for names of any case.
+			api := ts.do(request{method: "POST", path: "/api/v1/tokens", body: tokenRequest("ci", nil, nil),
+				header: map[string]string{"Authorization": basicAuth("ALICE", "password-of-alice")}})
+			checkProblem(t, "POST /api/v1/tokens with Basic past the account limit", api, http.StatusTooManyRequests)
+			checkThrottled(t, "POST /api/v1/tokens with Basic past the account limit", api, 60)
+			// Other accounts are not affected.
+			checkRedirect(t, "bob signs in", ts.loginAttempt("bob", "password-of-bob", "203.0.113.1"), "/")
+			// After Retry-After, one more try goes through.
+			ts.clock.Add(time.Duration(secs) * time.Second)
+			checkRedirect(t, "alice after Retry-After", ts.loginAttempt("alice", "password-of-alice", "203.0.113.1"), "/")
+		})
 
-	t.Run("per address", func(t *testing.T) {
-		ts := newTestServer(t)
-		ts.addUser("alice", false)
-		for i := 0; i < int(addrLimit.burst); i++ {
-			checkPage(t, fmt.Sprintf("guess %d", i), ts.loginAttempt(fmt.Sprintf("user%d", i), "guess", "198.51.100.9"), http.StatusUnauthorized)
-		}
-		checkThrottled(t, "POST /login past the address limit", ts.loginAttempt("alice", "password-of-alice", "198.51.100.9"), int(addrLimit.every/time.Second))
-		// An IPv6 client is one /64.
-		for i := 0; i < int(addrLimit.burst); i++ {
-			ts.loginAttempt(fmt.Sprintf("v6user%d", i), "guess", fmt.Sprintf("2001:db8:1:2::%x", i+1))
-		}
-		checkThrottled(t, "POST /login from the same /64", ts.loginAttempt("alice", "password-of-alice", "2001:db8:1:2:ffff::1"), 10)
-		checkRedirect(t, "POST /login from another /64", ts.loginAttempt("alice", "password-of-alice", "2001:db8:1:3::1"), "/")
-	})
+		t.Run("per address", func(t *testing.T) {
+			ts := newTestServer(t)
+			ts.useThrottle(newThrottle(t))
+			ts.addUser("alice", false)
+			for i := 0; i < int(addrLimit.burst); i++ {
+				checkPage(t, fmt.Sprintf("guess %d", i), ts.loginAttempt(fmt.Sprintf("user%d", i), "guess", "198.51.100.9"), http.StatusUnauthorized)
+			}
+			checkThrottled(t, "POST /login past the address limit", ts.loginAttempt("alice", "password-of-alice", "198.51.100.9"), int(addrLimit.every/time.Second))
+			// An IPv6 client is one /64.
+			for i := 0; i < int(addrLimit.burst); i++ {
+				ts.loginAttempt(fmt.Sprintf("v6user%d", i), "guess", fmt.Sprintf("2001:db8:1:2::%x", i+1))
+			}
+			checkThrottled(t, "POST /login from the same /64", ts.loginAttempt("alice", "password-of-alice", "2001:db8:1:2:ffff::1"), 10)
+			checkRedirect(t, "POST /login from another /64", ts.loginAttempt("alice", "password-of-alice", "2001:db8:1:3::1"), "/")
+		})
 
-	t.Run("no lock-out from a known address", func(t *testing.T) {
-		ts := newTestServer(t)
-		ts.addUser("alice", false)
-		checkRedirect(t, "alice signs in at home", ts.loginAttempt("alice", "password-of-alice", "192.0.2.10"), "/")
-		for i := 0; i < 3*int(accountLimit.burst); i++ {
-			ts.loginAttempt("alice", "guess", fmt.Sprintf("198.51.100.%d", i))
-		}
-		checkThrottled(t, "alice from a new address during the attack", ts.loginAttempt("alice", "password-of-alice", "203.0.113.5"), 60)
-		checkRedirect(t, "alice at home during the attack", ts.loginAttempt("alice", "password-of-alice", "192.0.2.10"), "/")
-		// Nothing is permanent: once the guessing stops, the limit drains.
-		ts.clock.Add(time.Duration(accountLimit.burst) * accountLimit.every)
-		checkRedirect(t, "alice from a new address after the attack", ts.loginAttempt("alice", "password-of-alice", "203.0.113.5"), "/")
-	})
+		t.Run("no lock-out from a known address", func(t *testing.T) {
+			ts := newTestServer(t)
+			ts.useThrottle(newThrottle(t))
+			ts.addUser("alice", false)
+			checkRedirect(t, "alice signs in at home", ts.loginAttempt("alice", "password-of-alice", "192.0.2.10"), "/")
+			for i := 0; i < 3*int(accountLimit.burst); i++ {
+				ts.loginAttempt("alice", "guess", fmt.Sprintf("198.51.100.%d", i))
+			}
+			checkThrottled(t, "alice from a new address during the attack", ts.loginAttempt("alice", "password-of-alice", "203.0.113.5"), 60)
+			checkRedirect(t, "alice at home during the attack", ts.loginAttempt("alice", "password-of-alice", "192.0.2.10"), "/")
+			// Nothing is permanent: once the guessing stops, the limit drains.
+			ts.clock.Add(time.Duration(accountLimit.burst) * accountLimit.every)
+			checkRedirect(t, "alice from a new address after the attack", ts.loginAttempt("alice", "password-of-alice", "203.0.113.5"), "/")
+		})
 
-	t.Run("success gives the attempt back", func(t *testing.T) {
-		ts := newTestServer(t)
-		ts.addUser("alice", false)
-		for i := 0; i < 3*int(accountLimit.burst); i++ {
-			checkRedirect(t, "sign in", ts.loginAttempt("alice", "password-of-alice", fmt.Sprintf("198.51.100.%d", i%5)), "/")
-		}
-	})
+		t.Run("success gives the attempt back", func(t *testing.T) {
+			ts := newTestServer(t)
+			ts.useThrottle(newThrottle(t))
+			ts.addUser("alice", false)
+			for i := 0; i < 3*int(accountLimit.burst); i++ {
+				checkRedirect(t, "sign in", ts.loginAttempt("alice", "password-of-alice", fmt.Sprintf("198.51.100.%d", i%5)), "/")
+			}
+		})
 
-	t.Run("sudo and the current password count too", func(t *testing.T) {
-		ts := newTestServer(t)
-		ts.addUser("alice", false)
-		cookie := ts.login("alice")
-		for i := 0; i < int(accountLimit.burst); i++ {
-			w := ts.page(pageReq{method: "POST", path: "/account/password", cookie: cookie, addr: fmt.Sprintf("198.51.100.%d", i),
-				form: url.Values{"current": {"guess"}, "password": {"new password 1"}, "confirm": {"new password 1"}}})
-			checkPage(t, "a wrong current password", w, http.StatusForbidden)
-		}
-		w := ts.page(pageReq{method: "POST", path: "/account/password", cookie: cookie, addr: "203.0.113.9",
-			form: url.Values{"current": {"password-of-alice"}, "password": {"new password 1"}, "confirm": {"new password 1"}}})
-		checkThrottled(t, "POST /account/password past the limit", w, 60)
-		checkPage(t, "POST /account/password past the limit", w, http.StatusTooManyRequests, "Too many failed password attempts")
+		t.Run("sudo and the current password count too", func(t *testing.T) {
+			ts := newTestServer(t)
+			ts.useThrottle(newThrottle(t))
+			ts.addUser("alice", false)
+			cookie := ts.login("alice")
+			for i := 0; i < int(accountLimit.burst); i++ {
+				w := ts.page(pageReq{method: "POST", path: "/account/password", cookie: cookie, addr: fmt.Sprintf("198.51.100.%d", i),
+					form: url.Values{"current": {"guess"}, "password": {"new password 1"}, "confirm": {"new password 1"}}})
+				checkPage(t, "a wrong current password", w, http.StatusForbidden)
+			}
+			w := ts.page(pageReq{method: "POST", path: "/account/password", cookie: cookie, addr: "203.0.113.9",
+				form: url.Values{"current": {"password-of-alice"}, "password": {"new password 1"}, "confirm": {"new password 1"}}})
+			checkThrottled(t, "POST /account/password past the limit", w, 60)
+			checkPage(t, "POST /account/password past the limit", w, http.StatusTooManyRequests, "Too many failed password attempts")
+		})
 	})
 }
 
@@ -179,7 +189,7 @@ func TestJunkNameFloodKeepsAccountThrottled(t *testing.T) {
 	for i := range flood {
 		junk := signInAccount{name: fmt.Sprintf("junk-%d", i)}
 		addr := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
-		if ts.throttle.begin(junk, addr, now) == 0 && i%2 == 0 {
+		if wait, _ := ts.throttle.begin(junk, addr, now); wait == 0 && i%2 == 0 {
 			ts.throttle.abandoned(junk, addr, now) // answered 503
 		}
 	}
@@ -202,52 +212,51 @@ func TestJunkNameFloodKeepsAccountThrottled(t *testing.T) {
 // hasher (503) or by the throttle (429), for real and made-up names, leave
 // nothing behind in the throttle.
 func TestRefusedSignInsLeaveNoState(t *testing.T) {
-	ts := newTestServer(t)
-	u := ts.addUser("alice", false)
-	ts.hasher.maxWaiting = 1
-	for range cap(ts.hasher.slots) {
-		if err := ts.hasher.acquire(context.Background()); err != nil {
-			t.Fatal(err)
+	forEachThrottle(t, func(t *testing.T, newThrottle func(t *testing.T) throttler) {
+		ts := newTestServer(t)
+		ts.useThrottle(newThrottle(t))
+		u := ts.addUser("alice", false)
+		ts.hasher.maxWaiting = 1
+		for range cap(ts.hasher.slots) {
+			if err := ts.hasher.acquire(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	// One sign-in waits for a slot; the queue is full.
-	ctx, cancel := context.WithCancel(context.Background())
-	waited := make(chan error, 1)
-	go func() { waited <- ts.hasher.acquire(ctx) }()
-	waitFor(t, func() bool { return ts.hasher.waiting.Load() == 1 })
-	for i, name := range []string{u.Name, "nobody"} {
-		req := request{method: "POST", path: "/api/v1/tokens", remote: fmt.Sprintf("198.51.100.%d:4711", i),
-			header: map[string]string{"Authorization": basicAuth(name, "password-of-alice")}, body: tokenRequest("busy", nil, nil)}
-		checkProblem(t, label(req)+" as "+name+" with the hasher busy", ts.do(req), http.StatusServiceUnavailable)
-	}
-	cancel()
-	<-waited
-	for range cap(ts.hasher.slots) {
-		ts.hasher.release()
-	}
-	checkThrottleEmpty(t, ts.throttle, "after sign-ins answered 503")
+		// One sign-in waits for a slot; the queue is full.
+		ctx, cancel := context.WithCancel(context.Background())
+		waited := make(chan error, 1)
+		go func() { waited <- ts.hasher.acquire(ctx) }()
+		waitFor(t, func() bool { return ts.hasher.waiting.Load() == 1 })
+		for i, name := range []string{u.Name, "nobody"} {
+			req := request{method: "POST", path: "/api/v1/tokens", remote: fmt.Sprintf("198.51.100.%d:4711", i),
+				header: map[string]string{"Authorization": basicAuth(name, "password-of-alice")}, body: tokenRequest("busy", nil, nil)}
+			checkProblem(t, label(req)+" as "+name+" with the hasher busy", ts.do(req), http.StatusServiceUnavailable)
+		}
+		cancel()
+		<-waited
+		for range cap(ts.hasher.slots) {
+			ts.hasher.release()
+		}
+		checkThrottleEmpty(t, ts.server.throttle, "after sign-ins answered 503")
 
-	// Throttled by address: the refused attempts add no account.
-	for i := range int(addrLimit.burst) {
-		ts.loginAttempt(fmt.Sprintf("user%d", i), "guess", "198.51.100.9")
-	}
-	users, unknown := len(ts.throttle.users), len(ts.throttle.unknown)
-	checkThrottled(t, "alice from a throttled address", ts.loginAttempt("alice", "guess", "198.51.100.9"), 10)
-	checkThrottled(t, "a new name from a throttled address", ts.loginAttempt("someone-new", "guess", "198.51.100.9"), 10)
-	if len(ts.throttle.users) != users || len(ts.throttle.unknown) != unknown {
-		t.Errorf("refused sign-ins added state: %d users and %d unknown names, were %d and %d",
-			len(ts.throttle.users), len(ts.throttle.unknown), users, unknown)
-	}
+		// Throttled by address: the refused attempts add no account.
+		for i := range int(addrLimit.burst) {
+			ts.loginAttempt(fmt.Sprintf("user%d", i), "guess", "198.51.100.9")
+		}
+		before := throttleContents(t, ts.server.throttle)
+		checkThrottled(t, "alice from a throttled address", ts.loginAttempt("alice", "guess", "198.51.100.9"), 10)
+		checkThrottled(t, "a new name from a throttled address", ts.loginAttempt("someone-new", "guess", "198.51.100.9"), 10)
+		if after := throttleContents(t, ts.server.throttle); after != before {
+			t.Errorf("refused sign-ins changed the throttle:\n%s\n----\n%s", before, after)
+		}
+	})
 }
 
 // checkThrottleEmpty fails unless th holds no bucket.
-func checkThrottleEmpty(t *testing.T, th *signInThrottle, when string) {
+func checkThrottleEmpty(t *testing.T, th throttler, when string) {
 	t.Helper()
-	th.mu.Lock()
-	defer th.mu.Unlock()
-	if len(th.users)+len(th.unknown)+len(th.addrs) != 0 {
-		t.Errorf("%s the throttle holds %d user, %d unknown-name and %d address buckets; want none",
-			when, len(th.users), len(th.unknown), len(th.addrs))
+	if c := throttleContents(t, th); strings.Contains(c, "bucket") {
+		t.Errorf("%s the throttle holds buckets; want none:\n%s", when, c)
 	}
 }
 
