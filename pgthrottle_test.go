@@ -237,8 +237,8 @@ func TestPGThrottleFailsClosed(t *testing.T) {
 	ts.useThrottle(th)
 	before := ts.snapshot()
 	w := ts.loginAttempt("alice", "password-of-alice", "192.0.2.1")
-	if w.Code < 500 || responseCookie(w, sessionCookieName) != nil {
-		t.Fatalf("POST /login with the throttle's database away = %d, cookie %v; want it refused with a 5xx and no session",
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || responseCookie(w, sessionCookieName) != nil {
+		t.Fatalf("POST /login with the throttle's database away = %d, cookie %v; want 503 with Retry-After and no session",
 			w.Code, responseCookie(w, sessionCookieName))
 	}
 	assertUnchanged(t, "a sign-in with the throttle's database away", before, ts.snapshot())
