@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -120,6 +121,7 @@ func BenchmarkAuthCachedEngines(b *testing.B) {
 		url     string
 		secrets []string
 		srv     *server
+		st      store
 		cache   *authCache
 		elapsed time.Duration
 		sent    int
@@ -140,7 +142,7 @@ func BenchmarkAuthCachedEngines(b *testing.B) {
 		hs := &http.Server{Handler: srv.routes()}
 		go hs.Serve(ln)
 		b.Cleanup(func() { hs.Close() })
-		targets = append(targets, &target{name: e.name, url: "http://" + ln.Addr().String() + "/auth", secrets: secrets, srv: srv, cache: authCacheOf(b, e.st)})
+		targets = append(targets, &target{name: e.name, url: "http://" + ln.Addr().String() + "/auth", secrets: secrets, srv: srv, st: e.st, cache: authCacheOf(b, e.st)})
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}}
 	b.Cleanup(client.CloseIdleConnections)
@@ -191,6 +193,14 @@ func BenchmarkAuthCachedEngines(b *testing.B) {
 		}
 	}
 
+	var pg *pgStore
+	for _, t := range targets {
+		if st, ok := t.st.(*pgStore); ok {
+			pg = st
+		}
+	}
+	acquired := func() int64 { return pg.pool.Stat().AcquireCount() }
+	before := acquired()
 	b.ResetTimer()
 	per := max(b.N/rounds, 1)
 	for r := range rounds {
@@ -209,6 +219,9 @@ func BenchmarkAuthCachedEngines(b *testing.B) {
 		b.ReportMetric(rate[t.name], t.name+"-req/s")
 	}
 	b.ReportMetric(rate["postgres"]/rate["bbolt"], "pg/bbolt")
+	// The hot path never touches the database: no connection was taken
+	// from the pool (the listener has connections of its own).
+	b.ReportMetric(float64(acquired()-before), "pg-queries")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -408,8 +421,20 @@ func BenchmarkPGRevocationPropagation(b *testing.B) {
 // which it checks. It reports creates/s.
 func BenchmarkCreateEngines(b *testing.B) {
 	const writers = 64
-	engines := benchEngines(b)
-	pg := engines[1].st.(*pgStore)
+	dbURL := newTestPG(b)
+	bolt, _ := newTestDB(b)
+	pg := benchPGStore(b, dbURL, nil)
+	engines := []benchEngine{{"bbolt", bolt}, {"postgres", pg}}
+	// The same with a pool of a connection per writer, on a database of
+	// its own (the URL's query holds the host at least).
+	if wide, err := url.Parse(newTestPG(b)); err == nil {
+		q := wide.Query()
+		q.Set("pool_max_conns", strconv.Itoa(writers))
+		wide.RawQuery = q.Encode()
+		engines = append(engines, benchEngine{"postgres-pool64", benchPGStore(b, wide.String(), nil)})
+	} else {
+		b.Fatal(err)
+	}
 	var syncCommit string
 	if err := pg.pool.QueryRow(context.Background(), "SHOW synchronous_commit").Scan(&syncCommit); err != nil {
 		b.Fatal(err)
