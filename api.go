@@ -333,14 +333,8 @@ func (s *server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 		owner = u
 		noteUser(r, u.ID)
 	} else {
-		c, err := s.authenticate(r)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		setExpiryHeader(w, c)
-		if !hasScope(c.scopes, scopeTokensWrite) {
-			s.writeAuthError(w, insufficientScope(scopeTokensWrite))
+		c := s.bearerCaller(w, r, scopeTokensWrite)
+		if c == nil {
 			return
 		}
 		owner, viaTok = c.user, c

@@ -173,16 +173,25 @@ type tokenHandler func(w http.ResponseWriter, r *http.Request, ps httprouter.Par
 // (none when empty) before calling h.
 func (s *server) withToken(scope string, h tokenHandler) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
-		c, err := s.authenticate(r)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
+		if c := s.bearerCaller(w, r, scope); c != nil {
+			h(w, r, ps, c)
 		}
-		setExpiryHeader(w, c)
-		if scope != "" && !hasScope(c.scopes, scope) {
-			s.writeAuthError(w, insufficientScope(scope))
-			return
-		}
-		h(w, r, ps, c)
 	}
+}
+
+// bearerCaller authenticates the request's Bearer token and requires scope
+// (none when empty). When either fails it has written the answer and
+// returns nil.
+func (s *server) bearerCaller(w http.ResponseWriter, r *http.Request, scope string) *caller {
+	c, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil
+	}
+	setExpiryHeader(w, c)
+	if scope != "" && !hasScope(c.scopes, scope) {
+		s.writeAuthError(w, insufficientScope(scope))
+		return nil
+	}
+	return c
 }

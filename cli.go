@@ -178,11 +178,7 @@ func userPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	fs := cmd.newFlagSet(stderr, &db)
 	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
 	revoke := fs.Bool("revoke-tokens", false, "also revoke every token the user holds")
-	pos, err := parseArgs(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	st, u, err := openStoreForUser(db, "user passwd", pos[0])
+	st, u, err := openArgUser(fs, args, &db)
 	if err != nil {
 		return err
 	}
@@ -212,11 +208,7 @@ func userSetAdmin(args []string, stdout, stderr io.Writer, admin bool) error {
 	}
 	var db string
 	fs := cmd.newFlagSet(stderr, &db)
-	pos, err := parseArgs(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	st, u, err := openStoreForUser(db, cmd.name, pos[0])
+	st, u, err := openArgUser(fs, args, &db)
 	if err != nil {
 		return err
 	}
@@ -246,11 +238,7 @@ func userRevokeTokens(args []string, stdout, stderr io.Writer) error {
 	cmd := command{"user revoke-tokens", "NAME", "Revoke every token a user holds: they stop working at once. Their sessions stay."}
 	var db string
 	fs := cmd.newFlagSet(stderr, &db)
-	pos, err := parseArgs(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	st, u, err := openStoreForUser(db, cmd.name, pos[0])
+	st, u, err := openArgUser(fs, args, &db)
 	if err != nil {
 		return err
 	}
@@ -267,11 +255,7 @@ func userRemove(args []string, stdout, stderr io.Writer) error {
 	cmd := command{"user remove", "NAME", "Remove a user with all of their tokens and sessions."}
 	var db string
 	fs := cmd.newFlagSet(stderr, &db)
-	pos, err := parseArgs(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	st, u, err := openStoreForUser(db, "user remove", pos[0])
+	st, u, err := openArgUser(fs, args, &db)
 	if err != nil {
 		return err
 	}
@@ -349,6 +333,16 @@ func checkDBDir(path string) error {
 		return fmt.Errorf("%s is not a directory: choose another -db", dir)
 	}
 	return nil
+}
+
+// openArgUser parses args, which must name one user, then opens the
+// database -db names and finds that user, as openStoreForUser does.
+func openArgUser(fs *flag.FlagSet, args []string, db *string) (store, userRecord, error) {
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return nil, userRecord{}, err
+	}
+	return openStoreForUser(*db, fs.Name(), pos[0])
 }
 
 // openStoreForUser opens the database and finds the user called name. On

@@ -27,8 +27,9 @@ func readmeBlocks(t *testing.T, name string) []string {
 	lines := strings.Split(string(data), "\n")
 	for i := 0; i < len(lines); i++ {
 		marker := strings.TrimSpace(lines[i])
-		names, ok := strings.CutPrefix(marker, "<!-- readme-test: ")
-		if names, ok = strings.CutSuffix(names, " -->"); !ok || !slices.Contains(strings.Fields(names), name) {
+		names, isMarker := strings.CutPrefix(marker, "<!-- readme-test: ")
+		names, closed := strings.CutSuffix(names, " -->")
+		if !isMarker || !closed || !slices.Contains(strings.Fields(names), name) {
 			continue
 		}
 		for i++; i < len(lines) && strings.TrimSpace(lines[i]) == ""; i++ {
