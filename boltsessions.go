@@ -175,6 +175,23 @@ func (s *boltStore) ConfirmSession(h sessionHash, now time.Time) error {
 	})
 }
 
+// ClaimFormKey records key as used by the session under h, in one write
+// transaction, and reports whether it was not used before.
+func (s *boltStore) ClaimFormKey(h sessionHash, key string) (bool, error) {
+	claimed := false
+	err := s.updateSession(h, func(rec *sessionRecord) {
+		if slices.Contains(rec.FormKeys, key) {
+			return
+		}
+		claimed = true
+		rec.FormKeys = append(rec.FormKeys, key)
+		if n := len(rec.FormKeys) - formKeysPerSession; n > 0 {
+			rec.FormKeys = slices.Delete(rec.FormKeys, 0, n)
+		}
+	})
+	return claimed, err
+}
+
 // DeleteSession deletes the session under h if it belongs to user (or user
 // is anyOwner). It returns errNotFound otherwise.
 func (s *boltStore) DeleteSession(h sessionHash, user uint64) error {

@@ -1085,6 +1085,10 @@ type sessionRecord struct {
 
 	// Agent is the browser and system at sign-in, as browserLabel names them.
 	Agent string `json:"agent,omitempty"`
+
+	// FormKeys are the latest form keys the session used, oldest first
+	// (ClaimFormKey). A copy between stores leaves them behind.
+	FormKeys []string `json:"form_keys,omitempty"`
 }
 
 // ---- consistency ----

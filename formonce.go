@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"errors"
 	"sync"
 	"time"
 )
@@ -11,9 +12,13 @@ import (
 // the token and is answered 303 to /secret, which shows the secret once
 // and forgets it. A POST whose key was used before (a reload, a resent
 // form, a double click) makes nothing and goes where the first one went.
-// The secret waits in this process's memory only: never in a URL, a
-// cookie, the database or a log. A restart loses a secret not yet shown;
-// rotating the token gives a new one.
+// The used keys are claimed through the store too (ClaimFormKey), so a
+// form resent to another instance makes nothing either. The secret waits
+// in this process's memory and, for a GET /secret that another instance
+// answers, in the cookie tokend_secret, encrypted under a key derived
+// from the session cookie's secret, which the server never stores
+// (formcookie.go): never in a URL, the database or a log. A secret not
+// shown within secretWait is lost; rotating the token gives a new one.
 
 const (
 	formKeyLen = 26 // what rand.Text returns
@@ -128,18 +133,33 @@ func (f *formOnce) once(h sessionHash, key string, now time.Time, make func() (n
 		return false, nil
 	}
 	s, err := make()
+	if errors.Is(err, errFormKeyClaimed) {
+		f.remember(e, key, now)
+		return false, nil
+	}
 	if err != nil {
 		return true, err
 	}
 	s.key, s.at = key, now
+	f.remember(e, key, now)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e.secret = &s
+	return true, nil
+}
+
+// errFormKeyClaimed is what once's make returns when the store says
+// another instance (or this one, before a restart) used the key already.
+var errFormKeyClaimed = errors.New("form key used before")
+
+// remember records key as used by e.
+func (f *formOnce) remember(e *sessionForms, key string, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(e.keys) == formKeysPerSession {
 		e.keys = append(e.keys[:0], e.keys[1:]...)
 	}
 	e.keys = append(e.keys, usedKey{key, now})
-	e.secret = &s
-	return true, nil
 }
 
 // used reports whether key made a token within formKeyMemory.

@@ -416,6 +416,7 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request, _ httprout
 	if sess != nil {
 		s.forms.forget(sess.hash)
 	}
+	s.clearSecretCookie(w, r)
 	s.setFlash(w, r, "You are signed out.")
 	seeOther(w, r, "/login")
 }
@@ -646,7 +647,27 @@ func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *sessio
 func (s *server) handleSecretPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
 	// HEAD answers as GET would but sends no body, so it must not use up
 	// the one showing of the secret.
-	n := s.forms.take(sess.hash, s.now(), r.Method == http.MethodHead)
+	now, peek := s.now(), r.Method == http.MethodHead
+	// The cookie holds the session's latest secret, made on whichever
+	// instance; this instance's memory serves when the cookie is missing.
+	n := s.secretFromCookie(r, now)
+	if kept := s.forms.take(sess.hash, now, peek); n == nil {
+		n = kept
+	}
+	if !peek {
+		s.clearSecretCookie(w, r)
+		if n != nil {
+			// Shown once, whichever instance shows it.
+			first, err := s.store.ClaimFormKey(sess.hash, shownMark(n.key))
+			if err != nil {
+				s.pageError(w, r, sess, err)
+				return
+			}
+			if !first {
+				n = nil
+			}
+		}
+	}
 	if n == nil {
 		s.renderMessage(w, r, sess, http.StatusGone, "Already shown",
 			"A new token's secret is shown only once, and this one has been. If you did not copy it, rotate the token to get a new secret.")
@@ -667,12 +688,38 @@ func formKey(r *http.Request) (string, error) {
 	return k, nil
 }
 
+// claimFormKey claims key for sess through the store, so that no other
+// instance makes a token with it: errFormKeyClaimed when one did. Once
+// claimed, the key stays used even if making the token then fails; the
+// form shown again carries a fresh one.
+func (s *server) claimFormKey(sess *session, key string) error {
+	claimed, err := s.store.ClaimFormKey(sess.hash, key)
+	switch {
+	case err != nil:
+		return err
+	case !claimed:
+		return errFormKeyClaimed
+	}
+	return nil
+}
+
+// secretMade answers a token form that made its secret: the secret waits
+// in this instance's memory and, sealed, in a cookie for whichever
+// instance answers GET /secret.
+func (s *server) secretMade(w http.ResponseWriter, r *http.Request, sess *session) {
+	if n := s.forms.take(sess.hash, s.now(), true); n != nil {
+		s.setSecretCookie(w, r, n)
+	}
+	seeOther(w, r, "/secret")
+}
+
 // formSentAgain answers a token form whose key already made its token:
 // to the secret if it still waits to be shown (two clicks on one
 // button), else to the token page, with nothing new made.
 func (s *server) formSentAgain(w http.ResponseWriter, r *http.Request, sess *session, key string) {
 	s.log.Info("token form sent again", "user_id", sess.user.ID, "path", redactPath(r.URL.Path))
-	if s.forms.waiting(sess.hash, key, s.now()) {
+	now := s.now()
+	if c := s.secretFromCookie(r, now); s.forms.waiting(sess.hash, key, now) || c != nil && c.key == key {
 		seeOther(w, r, "/secret")
 		return
 	}
@@ -706,6 +753,9 @@ func (s *server) handleCreateTokenPage(w http.ResponseWriter, r *http.Request, _
 		if err != nil {
 			return newSecret{}, err
 		}
+		if err := s.claimFormKey(sess, key); err != nil {
+			return newSecret{}, err
+		}
 		t, secret, err := s.createToken(sess.user, spec, now)
 		return newSecret{token: t, secret: secret}, err
 	})
@@ -715,7 +765,7 @@ func (s *server) handleCreateTokenPage(w http.ResponseWriter, r *http.Request, _
 	case err != nil:
 		s.formFailed(w, r, sess, err, show)
 	default:
-		seeOther(w, r, "/secret")
+		s.secretMade(w, r, sess)
 	}
 }
 
@@ -814,6 +864,9 @@ func (s *server) handleRotateTokenForm(w http.ResponseWriter, r *http.Request, p
 		if err := s.checkSudo(r, sess); err != nil {
 			return newSecret{}, err
 		}
+		if err := s.claimFormKey(sess, key); err != nil {
+			return newSecret{}, err
+		}
 		secret, err := s.format.generate()
 		if err != nil {
 			return newSecret{}, err
@@ -831,7 +884,7 @@ func (s *server) handleRotateTokenForm(w http.ResponseWriter, r *http.Request, p
 		s.formFailed(w, r, sess, err, show)
 	default:
 		s.log.Info("token rotated", "old_token_id", old.ID, "user_id", sess.user.ID, "by", "page")
-		seeOther(w, r, "/secret")
+		s.secretMade(w, r, sess)
 	}
 }
 

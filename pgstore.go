@@ -1202,6 +1202,27 @@ func (s *pgStore) ConfirmSession(h sessionHash, now time.Time) error {
 	return s.execOne("UPDATE sessions SET signed_in_at = $2, last_seen_at = $2 WHERE hash = $1", h[:], unixNano(now))
 }
 
+// ClaimFormKey records key as used by the session under h and reports
+// whether it was not used before, in one statement: of two claims at once
+// the row lock lets one through.
+func (s *pgStore) ClaimFormKey(h sessionHash, key string) (bool, error) {
+	ctx, cancel := s.opContext()
+	defer cancel()
+	var claimed, found bool
+	err := s.pool.QueryRow(ctx, `WITH c AS (
+			UPDATE sessions SET form_keys = (form_keys || $2::text)[greatest(cardinality(form_keys) + 2 - $3, 1):]
+			WHERE hash = $1 AND NOT ($2 = ANY (form_keys)) RETURNING true)
+		SELECT EXISTS (SELECT FROM c), EXISTS (SELECT FROM sessions WHERE hash = $1)`,
+		h[:], key, formKeysPerSession).Scan(&claimed, &found)
+	switch {
+	case err != nil:
+		return false, pgError(err)
+	case !found:
+		return false, errNotFound
+	}
+	return claimed, nil
+}
+
 // DeleteSession deletes the session under h if it belongs to user (or user
 // is anyOwner). It returns errNotFound otherwise.
 func (s *pgStore) DeleteSession(h sessionHash, user uint64) error {

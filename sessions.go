@@ -240,6 +240,11 @@ func (s *server) endSession(w http.ResponseWriter, r *http.Request, sess *sessio
 // HttpOnly, SameSite=Lax and Path=/, and Secure over HTTPS, and its answer
 // is never cached.
 func (s *server) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
+	s.setCookieSameSite(w, r, name, value, maxAge, http.SameSiteLaxMode)
+}
+
+// setCookieSameSite is setCookie with the given SameSite.
+func (s *server) setCookieSameSite(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration, sameSite http.SameSite) {
 	secure := s.isHTTPS(r)
 	if secure {
 		name = "__Host-" + name
@@ -250,7 +255,7 @@ func (s *server) setCookie(w http.ResponseWriter, r *http.Request, name, value s
 		Path:     "/",
 		HttpOnly: true,
 		Secure:   secure,
-		SameSite: http.SameSiteLaxMode,
+		SameSite: sameSite,
 	}
 	if maxAge < 0 {
 		c.MaxAge = -1
