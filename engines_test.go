@@ -381,3 +381,45 @@ func TestEngineAccountActions(t *testing.T) {
 		}
 	})
 }
+
+// A form key is claimed once per session, whichever instance asks; a
+// session remembers its latest formKeysPerSession keys.
+func TestClaimFormKey(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		alice := storeUser(t, st, "alice", false)
+		now := newFakeClock().Now()
+		var hs [2]sessionHash
+		for i := range hs {
+			_, hs[i], _ = newSessionSecret()
+			if err := st.CreateSession(hs[i], sessionRecord{User: alice.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now, SignedInAt: now}, nil, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		claim := func(h sessionHash, key string, want bool) {
+			t.Helper()
+			if got, err := st.ClaimFormKey(h, key); err != nil || got != want {
+				t.Fatalf("ClaimFormKey(%q) = %v, %v; want %v", key, got, err, want)
+			}
+		}
+		claim(hs[0], "K0", true)
+		claim(hs[0], "K0", false)
+		claim(hs[1], "K0", true) // another session's keys are its own
+		for i := 1; i <= formKeysPerSession; i++ {
+			claim(hs[0], fmt.Sprint("K", i), true)
+		}
+		// K0 was the oldest of 33: forgotten; the latest 32 are not.
+		claim(hs[0], "K0", true)
+		for i := 2; i <= formKeysPerSession; i++ {
+			claim(hs[0], fmt.Sprint("K", i), false)
+		}
+		if _, err := st.ClaimFormKey(sessionHash{7}, "K0"); !errors.Is(err, errNotFound) {
+			t.Errorf("ClaimFormKey for no session: %v; want errNotFound", err)
+		}
+		// The session reads back as it was stored, keys aside.
+		rec, _, err := st.SessionByHash(hs[0])
+		if err != nil || rec.User != alice.ID || !sameStoredTime(rec.ExpiresAt, now.Add(time.Hour)) {
+			t.Errorf("SessionByHash after claims = %+v, %v", rec, err)
+		}
+	})
+}

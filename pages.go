@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -689,9 +690,14 @@ func formKey(r *http.Request) (string, error) {
 }
 
 // claimFormKey claims key for sess through the store, so that no other
-// instance makes a token with it: errFormKeyClaimed when one did. Once
-// claimed, the key stays used even if making the token then fails; the
-// form shown again carries a fresh one.
+// instance makes a token with it: errFormKeyClaimed when one did. A form
+// first looks for its key among those the session had used when the
+// request began (sess.rec.FormKeys), without writing, so that a resent
+// form is known as such whatever has changed since (the token it rotated
+// is gone); a form that fails its checks claims nothing. The key is
+// claimed just before the token is made; once claimed it stays used even
+// if making the token then fails, and the form shown again carries a
+// fresh one.
 func (s *server) claimFormKey(sess *session, key string) error {
 	claimed, err := s.store.ClaimFormKey(sess.hash, key)
 	switch {
@@ -741,6 +747,9 @@ func (s *server) handleCreateTokenPage(w http.ResponseWriter, r *http.Request, _
 		return
 	}
 	ran, err := s.forms.once(sess.hash, key, s.now(), func() (newSecret, error) {
+		if slices.Contains(sess.rec.FormKeys, key) {
+			return newSecret{}, errFormKeyClaimed
+		}
 		if err := s.checkSudo(r, sess); err != nil {
 			return newSecret{}, err
 		}
@@ -858,6 +867,9 @@ func (s *server) handleRotateTokenForm(w http.ResponseWriter, r *http.Request, p
 		return
 	}
 	ran, err := s.forms.once(sess.hash, key, s.now(), func() (newSecret, error) {
+		if slices.Contains(sess.rec.FormKeys, key) {
+			return newSecret{}, errFormKeyClaimed
+		}
 		if lookupErr != nil {
 			return newSecret{}, lookupErr
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -481,5 +482,132 @@ func TestReadmeRaisesIDsAfterPGRestore(t *testing.T) {
 	next := newUser("bob", "hash", false, time.Now().UTC())
 	if err := st.CreateUser(&next); err != nil || next.ID != users+1001 {
 		t.Errorf("CreateUser after the README's SQL = id %d, %v; want %d", next.ID, err, users+1001)
+	}
+}
+
+// secretCookieOf returns the tokend_secret cookie that w sets, or nil.
+func secretCookieOf(w *httptest.ResponseRecorder) *http.Cookie {
+	for _, c := range w.Result().Cookies() {
+		if c.Name == secretCookieName {
+			return c
+		}
+	}
+	return nil
+}
+
+// The page flow of a new secret works whichever instance answers each
+// request: the secret made on one is shown once by another, and a form
+// resent to another makes nothing.
+func TestTokenFormsAcrossInstances(t *testing.T) {
+	dbURL := newTestPG(t)
+	a, b := newTestPGServer(t, dbURL), newTestPGServer(t, dbURL)
+	alice := a.addUser("alice", false)
+	a.addUser("bob", false)
+	cookie := a.login("alice")
+	// with sends the session cookie and, when c is not nil, the secret's.
+	with := func(req pageReq, c *http.Cookie) pageReq {
+		v := sessionCookieName + "=" + cookie
+		if c != nil {
+			v += "; " + c.Name + "=" + c.Value
+		}
+		req.header = map[string]string{"Cookie": v}
+		return req
+	}
+	tokenCount := func() int64 {
+		return pgQueryInt(t, dbURL, "SELECT count(*) FROM tokens WHERE owner = $1", int64(alice.ID))
+	}
+
+	form := tokenFormValues("deploy script", []string{scopeTokensRead}, "30", "")
+	form.Set("form_key", formKeyOn(t, "GET / on a", a.page(pageReq{method: "GET", path: "/", cookie: cookie})))
+	post := pageReq{method: "POST", path: "/tokens", form: form}
+	w := a.page(with(post, nil))
+	checkRedirect(t, "POST /tokens on a", w, "/secret")
+	sc := secretCookieOf(w)
+	if sc == nil {
+		t.Fatalf("POST /tokens on a sets no %s cookie; Set-Cookie %q", secretCookieName, w.Header().Values("Set-Cookie"))
+	}
+	if !sc.HttpOnly || sc.SameSite != http.SameSiteStrictMode || sc.MaxAge != int(secretWait/time.Second) || sc.Path != "/" {
+		t.Errorf("the secret cookie = %+v; want HttpOnly, SameSite=Strict, Max-Age=600, Path=/", sc)
+	}
+	// Sent again to b before the secret was seen: nothing new, and the
+	// browser still finds the secret.
+	checkRedirect(t, "POST /tokens again on b", b.page(with(post, sc)), "/secret")
+	if n := tokenCount(); n != 1 {
+		t.Fatalf("one form sent to two instances left %d tokens; want 1", n)
+	}
+	// A HEAD on b does not use up the showing, nor clear the cookie.
+	if w := b.page(with(pageReq{method: "HEAD", path: "/secret"}, sc)); w.Code != http.StatusOK || secretCookieOf(w) != nil {
+		t.Fatalf("HEAD /secret on b = %d, Set-Cookie %q; want 200 and no cookie", w.Code, w.Header().Values("Set-Cookie"))
+	}
+	w = b.page(with(pageReq{method: "GET", path: "/secret"}, sc))
+	checkPage(t, "GET /secret on b", w, http.StatusOK, "Token created", "deploy script")
+	secret := secretOnPage(t, "GET /secret on b", w)
+	tokens, err := b.server.store.TokensByOwner(alice.ID)
+	if err != nil || len(tokens) != 1 {
+		t.Fatalf("TokensByOwner = %d tokens, %v", len(tokens), err)
+	}
+	checkWorks(t, a, "the token shown on b", secret, tokens[0].ID)
+	if c := secretCookieOf(w); c == nil || c.MaxAge >= 0 {
+		t.Errorf("GET /secret on b does not clear the secret cookie: %q", w.Header().Values("Set-Cookie"))
+	}
+
+	// The cookie is no readable secret: not the token in any encoding,
+	// and it opens under alice's session alone.
+	for _, enc := range []string{secret, base64.StdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret)), fmt.Sprintf("%x", secret)} {
+		if strings.Contains(sc.Value, enc) || strings.Contains(sc.Value, enc[:len(enc)-4]) {
+			t.Errorf("the secret cookie %q holds the secret as %q", sc.Value, enc)
+		}
+	}
+	bob := a.login("bob")
+	if n := openSecret(bob, sc.Value, a.clock.Now()); n != nil {
+		t.Errorf("the secret cookie opens under another session's secret")
+	}
+	if n := openSecret(cookie, sc.Value, a.clock.Now()); n == nil || n.secret != secret {
+		t.Errorf("the secret cookie does not open under its own session")
+	}
+	if n := openSecret(cookie, sc.Value, a.clock.Now().Add(secretWait)); n != nil {
+		t.Errorf("the secret cookie opens after %v", secretWait)
+	}
+	if got := pgQueryInt(t, dbURL, "SELECT count(*) FROM sessions WHERE position($1 in array_to_string(form_keys, ' ')) > 0", secret); got != 0 {
+		t.Errorf("the database holds the secret")
+	}
+
+	// Shown once, whichever instance is asked, even with the old cookie
+	// sent again: a, which made it, finds it shown too.
+	for _, ts := range []*testServer{a, b} {
+		w := ts.page(with(pageReq{method: "GET", path: "/secret"}, sc))
+		checkPage(t, "GET /secret again", w, http.StatusGone, "shown only once")
+		if strings.Contains(w.Body.String(), secret) {
+			t.Errorf("GET /secret again shows the secret")
+		}
+	}
+	// Sent again after the secret was seen, to b: nothing new, a notice.
+	w = b.page(with(post, nil))
+	checkRedirect(t, "POST /tokens on b after the showing", w, "/")
+	if got := flashOf(t, b, w); !strings.Contains(got, "nothing new was made") {
+		t.Errorf("POST /tokens on b after the showing: the notice says %q", got)
+	}
+	if n := tokenCount(); n != 1 {
+		t.Fatalf("the form sent a third time left %d tokens; want 1", n)
+	}
+
+	// Rotating: the form from b, sent to b and again to a, rotates once;
+	// a shows the new secret.
+	path := fmt.Sprintf("/tokens/%d/rotate", tokens[0].ID)
+	rotate := pageReq{method: "POST", path: path, form: url.Values{"form_key": {formKeyOn(t, "GET rotate on b", b.page(pageReq{method: "GET", path: path, cookie: cookie}))}}}
+	w = b.page(with(rotate, nil))
+	checkRedirect(t, "POST rotate on b", w, "/secret")
+	sc = secretCookieOf(w)
+	checkRedirect(t, "POST rotate again on a", a.page(with(rotate, sc)), "/secret")
+	w = a.page(with(pageReq{method: "GET", path: "/secret"}, sc))
+	checkPage(t, "GET /secret on a after rotating", w, http.StatusOK, "rotated")
+	rotated := secretOnPage(t, "GET /secret on a after rotating", w)
+	tokens, err = a.server.store.TokensByOwner(alice.ID)
+	if err != nil || len(tokens) != 1 || tokenCount() != 1 {
+		t.Fatalf("after one rotation sent twice: %d tokens, %v; want 1", len(tokens), err)
+	}
+	checkWorks(t, b, "the rotated token shown on a", rotated, tokens[0].ID)
+	if w := b.do(request{method: "GET", path: "/api/v1/token", token: secret}); w.Code != http.StatusUnauthorized {
+		t.Errorf("the secret before rotating = %d on b; want 401", w.Code)
 	}
 }

@@ -1099,13 +1099,13 @@ func (s *pgStore) FlushLastUsed(uses map[uint64]lastUse) error {
 
 // ---- sessions ----
 
-const pgSessionColumns = "s.hash, s.user_id, s.created_at, s.expires_at, s.last_seen_at, s.signed_in_at, s.addr, s.agent"
+const pgSessionColumns = "s.hash, s.user_id, s.created_at, s.expires_at, s.last_seen_at, s.signed_in_at, s.addr, s.agent, s.form_keys"
 
 func scanSession(r scanner, extra ...any) (sessionHash, sessionRecord, error) {
 	var rec sessionRecord
 	var hash []byte
 	var user, created, expires, seen, signed int64
-	dest := append([]any{&hash, &user, &created, &expires, &seen, &signed, &rec.Addr, &rec.Agent}, extra...)
+	dest := append([]any{&hash, &user, &created, &expires, &seen, &signed, &rec.Addr, &rec.Agent, &rec.FormKeys}, extra...)
 	if err := r.Scan(dest...); err != nil {
 		return sessionHash{}, rec, err
 	}

@@ -93,7 +93,8 @@ type store interface {
 	// ClaimFormKey records key as used by session h and reports true, or
 	// false if it was used already, atomically: of the forms sent with one
 	// key, whichever instance answers, one claims it. A session remembers
-	// its latest formKeysPerSession keys. errNotFound for no such session.
+	// its latest formKeysPerSession keys, which SessionByHash returns in
+	// FormKeys. errNotFound for no such session.
 	ClaimFormKey(h sessionHash, key string) (bool, error)
 	// PurgeSessions deletes the sessions past their lifetimes at now.
 	PurgeSessions(ctx context.Context, now time.Time, idle time.Duration) (int, error)
