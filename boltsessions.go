@@ -192,6 +192,16 @@ func (s *boltStore) ClaimFormKey(h sessionHash, key string) (bool, error) {
 	return claimed, err
 }
 
+// ReleaseFormKey forgets that the session under h used key.
+func (s *boltStore) ReleaseFormKey(h sessionHash, key string) error {
+	return s.updateSession(h, func(rec *sessionRecord) {
+		rec.FormKeys = slices.DeleteFunc(rec.FormKeys, func(k string) bool { return k == key })
+		if len(rec.FormKeys) == 0 {
+			rec.FormKeys = nil
+		}
+	})
+}
+
 // DeleteSession deletes the session under h if it belongs to user (or user
 // is anyOwner). It returns errNotFound otherwise.
 func (s *boltStore) DeleteSession(h sessionHash, user uint64) error {

@@ -413,6 +413,12 @@ func TestClaimFormKey(t *testing.T) {
 		for i := 2; i <= formKeysPerSession; i++ {
 			claim(hs[0], fmt.Sprint("K", i), false)
 		}
+		// A key given back (its form failed) may be claimed again.
+		if err := st.ReleaseFormKey(hs[0], "K5"); err != nil {
+			t.Fatalf("ReleaseFormKey: %v", err)
+		}
+		claim(hs[0], "K5", true)
+		claim(hs[0], "K5", false)
 		if _, err := st.ClaimFormKey(sessionHash{7}, "K0"); !errors.Is(err, errNotFound) {
 			t.Errorf("ClaimFormKey for no session: %v; want errNotFound", err)
 		}

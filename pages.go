@@ -656,7 +656,9 @@ func (s *server) handleSecretPage(w http.ResponseWriter, r *http.Request, _ http
 		n = kept
 	}
 	if !peek {
-		s.clearSecretCookie(w, r)
+		if s.cookieValue(r, secretCookieName) != "" {
+			s.clearSecretCookie(w, r)
+		}
 		if n != nil {
 			// Shown once, whichever instance shows it.
 			first, err := s.store.ClaimFormKey(sess.hash, shownMark(n.key))
@@ -695,18 +697,22 @@ func formKey(r *http.Request) (string, error) {
 // request began (sess.rec.FormKeys), without writing, so that a resent
 // form is known as such whatever has changed since (the token it rotated
 // is gone); a form that fails its checks claims nothing. The key is
-// claimed just before the token is made; once claimed it stays used even
-// if making the token then fails, and the form shown again carries a
-// fresh one.
-func (s *server) claimFormKey(sess *session, key string) error {
+// claimed just before make runs, and given back if make fails.
+func (s *server) claimFormKey(sess *session, key string, make func() (newSecret, error)) (newSecret, error) {
 	claimed, err := s.store.ClaimFormKey(sess.hash, key)
 	switch {
 	case err != nil:
-		return err
+		return newSecret{}, err
 	case !claimed:
-		return errFormKeyClaimed
+		return newSecret{}, errFormKeyClaimed
 	}
-	return nil
+	n, err := make()
+	if err != nil {
+		if rerr := s.store.ReleaseFormKey(sess.hash, key); rerr != nil {
+			s.log.Warn("cannot give back the key of a failed token form", "user_id", sess.user.ID, "err", rerr)
+		}
+	}
+	return n, err
 }
 
 // secretMade answers a token form that made its secret: the secret waits
@@ -762,11 +768,10 @@ func (s *server) handleCreateTokenPage(w http.ResponseWriter, r *http.Request, _
 		if err != nil {
 			return newSecret{}, err
 		}
-		if err := s.claimFormKey(sess, key); err != nil {
-			return newSecret{}, err
-		}
-		t, secret, err := s.createToken(sess.user, spec, now)
-		return newSecret{token: t, secret: secret}, err
+		return s.claimFormKey(sess, key, func() (newSecret, error) {
+			t, secret, err := s.createToken(sess.user, spec, now)
+			return newSecret{token: t, secret: secret}, err
+		})
 	})
 	switch {
 	case !ran:
@@ -876,18 +881,17 @@ func (s *server) handleRotateTokenForm(w http.ResponseWriter, r *http.Request, p
 		if err := s.checkSudo(r, sess); err != nil {
 			return newSecret{}, err
 		}
-		if err := s.claimFormKey(sess, key); err != nil {
-			return newSecret{}, err
-		}
-		secret, err := s.format.generate()
-		if err != nil {
-			return newSecret{}, err
-		}
-		t, err := s.store.RotateToken(old.ID, sess.user.ID, hashToken(secret), tokenHint(secret), s.now())
-		if errors.Is(err, errTokenExpired) {
-			err = clientError(http.StatusConflict, "This token has expired, so it cannot be rotated: create a new one instead")
-		}
-		return newSecret{token: t, secret: secret, rotated: true}, err
+		return s.claimFormKey(sess, key, func() (newSecret, error) {
+			secret, err := s.format.generate()
+			if err != nil {
+				return newSecret{}, err
+			}
+			t, err := s.store.RotateToken(old.ID, sess.user.ID, hashToken(secret), tokenHint(secret), s.now())
+			if errors.Is(err, errTokenExpired) {
+				err = clientError(http.StatusConflict, "This token has expired, so it cannot be rotated: create a new one instead")
+			}
+			return newSecret{token: t, secret: secret, rotated: true}, err
+		})
 	})
 	switch {
 	case !ran:

@@ -1223,6 +1223,11 @@ func (s *pgStore) ClaimFormKey(h sessionHash, key string) (bool, error) {
 	return claimed, nil
 }
 
+// ReleaseFormKey forgets that the session under h used key.
+func (s *pgStore) ReleaseFormKey(h sessionHash, key string) error {
+	return s.execOne("UPDATE sessions SET form_keys = array_remove(form_keys, $2) WHERE hash = $1", h[:], key)
+}
+
 // DeleteSession deletes the session under h if it belongs to user (or user
 // is anyOwner). It returns errNotFound otherwise.
 func (s *pgStore) DeleteSession(h sessionHash, user uint64) error {

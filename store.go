@@ -96,6 +96,9 @@ type store interface {
 	// its latest formKeysPerSession keys, which SessionByHash returns in
 	// FormKeys. errNotFound for no such session.
 	ClaimFormKey(h sessionHash, key string) (bool, error)
+	// ReleaseFormKey forgets that session h used key, for a form that
+	// claimed it and then failed.
+	ReleaseFormKey(h sessionHash, key string) error
 	// PurgeSessions deletes the sessions past their lifetimes at now.
 	PurgeSessions(ctx context.Context, now time.Time, idle time.Duration) (int, error)
 
