@@ -227,13 +227,7 @@ func fillUntilFull(t *testing.T, do func(request) (int, string), secret string) 
 // before keeps working, reads keep working, and the file stays consistent.
 func TestStorageFullWritesFailReadsWork(t *testing.T) {
 	ts := newTestServer(t)
-	ts.store.Close()
-	st, err := openStoreWith(ts.dbPath, bolt.Options{Timeout: time.Second, MaxSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ts.server.store, ts.store = st, st
+	ts.reopenStore(t, bolt.Options{Timeout: time.Second, MaxSize: 1 << 20})
 	ts.cfg.MaxTokensPerUser = 0
 	u := ts.addUser("alice", false)
 	filler, secret := ts.addToken(u, "filler", scopesReadWrite, 0)

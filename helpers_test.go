@@ -114,6 +114,21 @@ func newTestServer(t testing.TB) *testServer {
 	return &testServer{server: s, store: st, throttle: s.throttle.(*signInThrottle), t: t, handler: s.routes(), clock: clock, dbPath: path, logs: logs}
 }
 
+// reopenStore closes ts's database and opens its file again with bbolt's
+// options opts (a size cap, say), as the store of ts and its server, closed
+// when the test ends.
+func (ts *testServer) reopenStore(t testing.TB, opts bolt.Options) *boltStore {
+	t.Helper()
+	ts.store.Close()
+	st, err := openStoreWith(ts.dbPath, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ts.server.store, ts.store = st, st
+	return st
+}
+
 // addUser creates a user with password "password-of-NAME".
 func (ts *testServer) addUser(name string, admin bool) userRecord {
 	ts.t.Helper()

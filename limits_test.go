@@ -448,13 +448,7 @@ func firstLine(s string) string {
 // another freed. A creation stays 507 throughout.
 func TestDeletionsSucceedAtTheCap(t *testing.T) {
 	ts := newTestServer(t)
-	ts.store.Close()
-	st, err := openStoreWith(ts.dbPath, bolt.Options{Timeout: time.Second, MaxSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ts.server.store, ts.store = st, st
+	st := ts.reopenStore(t, bolt.Options{Timeout: time.Second, MaxSize: 1 << 20})
 	ts.cfg.MaxTokensPerUser = 0
 	root := ts.addUser("root", true)
 	alice := ts.addUser("alice", false)

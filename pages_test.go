@@ -675,18 +675,12 @@ func TestSignInPageBusy(t *testing.T) {
 // It returns alice's session cookie.
 func fillPageStore(t *testing.T, ts *testServer) string {
 	t.Helper()
-	ts.store.Close()
 	// Without fsync: the loops below commit hundreds of times, and what is
 	// tested is how full the file is, not what survives a crash. The
 	// mapping starts larger than the cap, so that no write ever has to
 	// remap the file: a remap waits for every reader to end, and the last
 	// loop holds readers open on purpose.
-	st, err := openStoreWith(ts.dbPath, bolt.Options{Timeout: time.Second, MaxSize: 1 << 20, NoSync: true, InitialMmapSize: 2 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ts.server.store, ts.store = st, st
+	st := ts.reopenStore(t, bolt.Options{Timeout: time.Second, MaxSize: 1 << 20, NoSync: true, InitialMmapSize: 2 << 20})
 	ts.cfg.MaxTokensPerUser = 0
 	u := ts.addUser("alice", true)
 	cookie := ts.login("alice")
