@@ -93,6 +93,11 @@ type tokenRecord struct {
 	LastUsedIP string     `json:"last_used_ip,omitempty"`
 	Hint       string     `json:"hint"`
 	Hash       tokenHash  `json:"hash"`
+	// Grant and Client mark an access token issued through OAuth: the
+	// grant it belongs to and the client that obtained it. Both are zero
+	// for a personal token.
+	Grant  uint64 `json:"grant,omitempty"`
+	Client string `json:"client,omitempty"`
 }
 
 // expired reports whether t is no longer valid at now. A token is valid up to
@@ -103,7 +108,8 @@ func (t *tokenRecord) expired(now time.Time) bool {
 
 // boltStore owns the bbolt database. Each exported method is one transaction.
 type boltStore struct {
-	db *bolt.DB
+	oauthPending // until the OAuth methods are written
+	db           *bolt.DB
 	// writeTxs counts write transactions, so that tests and benchmarks can
 	// show which paths write and which never do.
 	writeTxs atomic.Uint64

@@ -102,6 +102,10 @@ type store interface {
 	// PurgeSessions deletes the sessions past their lifetimes at now.
 	PurgeSessions(ctx context.Context, now time.Time, idle time.Duration) (int, error)
 
+	// ---- OAuth (oauthstore.go) ----
+
+	oauthStore
+
 	// ---- the whole ----
 
 	// Ping fails when the engine cannot answer, for /readyz.
