@@ -229,7 +229,9 @@ func (s *server) signedIn(h pageHandler) httprouter.Handle {
 				s.setCookie(w, r, sessionCookieName, "", -1)
 				s.setFlash(w, r, "Your session has ended. Sign in again.")
 			}
-			next := r.URL.Path
+			// The whole request comes back after signing in: an app's
+			// authorization request is all in its query.
+			next := r.URL.RequestURI()
 			if r.Method != http.MethodGet {
 				next = "/"
 			}
