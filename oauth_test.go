@@ -332,7 +332,9 @@ func TestOAuthDeviceFlow(t *testing.T) {
 		}))
 		defer hs.Close()
 		bob := ts.addUser("bob", true)
-		c, secret := ts.addClient(clientRecord{Name: "tokctl", Device: true})
+		// x/oauth2 authenticates no client to the device authorization
+		// endpoint: a command-line tool is a public client.
+		c, secret := ts.addClient(clientRecord{Name: "tokctl", Device: true, Public: true})
 		conf := oauthConfig(hs.URL, c, secret, scopeTokensRead, scopeAdmin)
 		ctx := context.Background()
 		da, err := conf.DeviceAuth(ctx)
@@ -427,10 +429,10 @@ func checkOAuthError(t *testing.T, what string, w *httptest.ResponseRecorder, st
 	}
 }
 
-// oauthFixture is a server with a user, alice, and three clients: a
+// oauthServerFixture is a server with a user, alice, and three clients: a
 // confidential web app, a public command-line tool with the device grant,
 // and an approved code of the web app waiting to be exchanged.
-type oauthFixture struct {
+type oauthServerFixture struct {
 	ts              *testServer
 	alice           userRecord
 	web, cli        clientRecord
@@ -442,10 +444,10 @@ type oauthFixture struct {
 	refresh, access string // of a grant of the web app, made by exchanging another code
 }
 
-func newOAuthFixture(t *testing.T) *oauthFixture {
+func newOAuthServerFixture(t *testing.T) *oauthServerFixture {
 	t.Helper()
 	ts := newTestServer(t)
-	f := &oauthFixture{ts: ts, alice: ts.addUser("alice", false), redirect: "https://app.example/cb"}
+	f := &oauthServerFixture{ts: ts, alice: ts.addUser("alice", false), redirect: "https://app.example/cb"}
 	f.web, f.webSecret = ts.addClient(clientRecord{Name: "Web App", RedirectURIs: []string{f.redirect, "https://app.example/other"}})
 	f.cli, _ = ts.addClient(clientRecord{Name: "CLI", Public: true, Device: true})
 	f.webBasic = "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(f.web.ID)+":"+url.QueryEscape(f.webSecret)))
@@ -464,19 +466,22 @@ func newOAuthFixture(t *testing.T) *oauthFixture {
 
 // newCode has alice approve the web app for scopes and returns the code
 // and its verifier.
-func (f *oauthFixture) newCode(t *testing.T, scopes string) (string, string) {
+func (f *oauthServerFixture) newCode(t *testing.T, scopes string) (string, string) {
 	t.Helper()
 	verifier := oauth2.GenerateVerifier()
 	q := url.Values{"client_id": {f.web.ID}, "redirect_uri": {f.redirect}, "response_type": {"code"}, "scope": {scopes},
 		"state": {"xyz"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"}}
 	loc := f.ts.authorize(f.cookie, "/oauth/authorize?"+q.Encode(), strings.Fields(scopes), "approve", strings.Fields(scopes))
+	if loc.Query().Get("code") == "" {
+		t.Fatalf("approval redirected to %s; want a code", loc)
+	}
 	return loc.Query().Get("code"), verifier
 }
 
 // TestOAuthTokenErrors sends the token endpoint every kind of bad request
 // and checks each RFC 6749 §5.2 error, and that none changes anything.
 func TestOAuthTokenErrors(t *testing.T) {
-	f := newOAuthFixture(t)
+	f := newOAuthServerFixture(t)
 	ts := f.ts
 	other, otherSecret := ts.addClient(clientRecord{Name: "Other", RedirectURIs: []string{f.redirect}})
 	otherBasic := "Basic " + base64.StdEncoding.EncodeToString([]byte(other.ID+":"+otherSecret))
@@ -574,7 +579,7 @@ func TestOAuthTokenErrors(t *testing.T) {
 
 // TestOAuthCodeExpires: a code is good for authCodeTTL, then invalid_grant.
 func TestOAuthCodeExpires(t *testing.T) {
-	f := newOAuthFixture(t)
+	f := newOAuthServerFixture(t)
 	f.ts.clock.Add(authCodeTTL)
 	w := f.ts.oauthPost("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {f.code}, "code_verifier": {f.verifier}, "redirect_uri": {f.redirect}}, f.webBasic)
 	checkOAuthError(t, "an expired code", w, 400, "invalid_grant")
@@ -583,7 +588,7 @@ func TestOAuthCodeExpires(t *testing.T) {
 // TestOAuthDeviceErrors checks each answer of RFC 8628 §3.5 to a poll, and
 // the errors of the device authorization endpoint.
 func TestOAuthDeviceErrors(t *testing.T) {
-	f := newOAuthFixture(t)
+	f := newOAuthServerFixture(t)
 	ts := f.ts
 	start := func() deviceAuthResponse {
 		t.Helper()
@@ -647,7 +652,7 @@ func TestOAuthDeviceErrors(t *testing.T) {
 // TestOAuthDeviceCodeGuesses: a person may type only so many wrong user
 // codes (RFC 8628 §5.1); then even the right one waits.
 func TestOAuthDeviceCodeGuesses(t *testing.T) {
-	f := newOAuthFixture(t)
+	f := newOAuthServerFixture(t)
 	ts := f.ts
 	w := ts.oauthPost("/oauth/device_authorization", url.Values{"client_id": {f.cli.ID}}, "")
 	var da deviceAuthResponse
@@ -679,7 +684,7 @@ func TestOAuthDeviceCodeGuesses(t *testing.T) {
 // redirect URI is not known (no open redirect); redirected with state
 // otherwise.
 func TestOAuthAuthorizeErrors(t *testing.T) {
-	f := newOAuthFixture(t)
+	f := newOAuthServerFixture(t)
 	ts := f.ts
 	challenge := oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())
 	query := func(kv ...string) string {
@@ -753,7 +758,7 @@ func TestOAuthAuthorizeErrors(t *testing.T) {
 // refused, the page cannot be framed, and its form cannot be posted from
 // another site.
 func TestOAuthConsent(t *testing.T) {
-	f := newOAuthFixture(t)
+	f := newOAuthServerFixture(t)
 	ts := f.ts
 	q := url.Values{"client_id": {f.web.ID}, "redirect_uri": {f.redirect}, "response_type": {"code"}, "state": {"st"},
 		"code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"},
@@ -785,7 +790,7 @@ func TestOAuthConsent(t *testing.T) {
 // token alone, or with a refresh token its whole grant; another client's
 // token, a personal token and an unknown one are 200 and left alone.
 func TestOAuthRevoke(t *testing.T) {
-	f := newOAuthFixture(t)
+	f := newOAuthServerFixture(t)
 	ts := f.ts
 	other, otherSecret := ts.addClient(clientRecord{Name: "Other"})
 	otherBasic := "Basic " + base64.StdEncoding.EncodeToString([]byte(other.ID+":"+otherSecret))
@@ -828,7 +833,7 @@ func TestOAuthRevoke(t *testing.T) {
 // TestOAuthIntrospectClients: only confidential clients with the right
 // secret may introspect; a public client and a wrong secret get 401.
 func TestOAuthIntrospectClients(t *testing.T) {
-	f := newOAuthFixture(t)
+	f := newOAuthServerFixture(t)
 	ts := f.ts
 	form := func(kv ...string) string {
 		v := url.Values{"token": {f.access}}
@@ -872,7 +877,7 @@ func TestOAuthIntrospectClients(t *testing.T) {
 // TestOAuthMetadata checks the RFC 8414 document and its issuer.
 func TestOAuthMetadata(t *testing.T) {
 	ts := newTestServer(t)
-	w := ts.do(request{method: "GET", path: "/.well-known/oauth-authorization-server", header: map[string]string{"Host": "auth.example:8443"}})
+	w := ts.do(request{method: "GET", path: "http://auth.example:8443/.well-known/oauth-authorization-server"})
 	var m serverMetadata
 	decode(t, w, &m)
 	base := "http://auth.example:8443"
@@ -885,7 +890,7 @@ func TestOAuthMetadata(t *testing.T) {
 		t.Errorf("metadata = %d %+v", w.Code, m)
 	}
 	ts.cfg.TrustProxy = true
-	w = ts.do(request{method: "GET", path: "/.well-known/oauth-authorization-server", header: map[string]string{"Host": "auth.example", "X-Forwarded-Proto": "https"}})
+	w = ts.do(request{method: "GET", path: "http://auth.example/.well-known/oauth-authorization-server", header: map[string]string{"X-Forwarded-Proto": "https"}})
 	decode(t, w, &m)
 	if m.Issuer != "https://auth.example" {
 		t.Errorf("issuer behind a trusted TLS proxy = %q; want https://auth.example", m.Issuer)

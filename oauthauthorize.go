@@ -77,8 +77,10 @@ func (s *server) readAuthzRequest(v url.Values) (authzRequest, error) {
 	}
 	// From here on, errors go back to the app, with its state.
 	a.state = v.Get("state")
-	if err := checkRepeats(v); err != nil {
-		return a, err
+	for _, k := range []string{"response_type", "state", "scope", "code_challenge", "code_challenge_method"} {
+		if len(v[k]) > 1 {
+			return a, oauthErr("invalid_request", "the parameter %s is sent more than once", k)
+		}
 	}
 	switch rt := v.Get("response_type"); rt {
 	case "code":
