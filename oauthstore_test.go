@@ -203,6 +203,7 @@ func TestEngineOAuthAuthCode(t *testing.T) {
 		if _, h := x.secret(); st.CreateAuthCode(h, authCodeRecord{Client: "nope", User: alice.ID, ExpiresAt: x.now.Add(time.Minute)}) == nil {
 			t.Error("CreateAuthCode for an unknown client succeeded")
 		}
+		_, personal := storeToken(t, st, alice.ID, "ci", nil, scopeTokensRead)
 		h := x.code(app, alice.ID, scopeTokensRead, scopeTokensWrite)
 		c, err := st.AuthCode(h)
 		if err != nil || c.Client != app.ID || c.User != alice.ID || !slices.Equal(c.Scopes, []string{scopeTokensRead, scopeTokensWrite}) ||
@@ -236,9 +237,14 @@ func TestEngineOAuthAuthCode(t *testing.T) {
 		if tok.ID == 0 || tok.Grant != g.ID || tok.Client != app.ID || tok.Owner != alice.ID || !slices.Equal(tok.Scopes, []string{scopeTokensRead}) {
 			t.Errorf("access token = %+v; want one of the grant, client and user", tok)
 		}
-		a, u, err := st.Authenticate(hashToken(is.access))
-		if err != nil || a.ID != tok.ID || a.Owner != alice.ID || u.Name != "alice" || !slices.Equal(a.Scopes, []string{scopeTokensRead}) {
-			t.Errorf("Authenticate(access) = %+v, %+v, %v; want the token of alice", a, u, err)
+		for _, from := range []string{"the database", "the auth cache"} {
+			a, u, err := st.Authenticate(hashToken(is.access))
+			if err != nil || a.ID != tok.ID || a.Owner != alice.ID || u.Name != "alice" || !slices.Equal(a.Scopes, []string{scopeTokensRead}) || a.Client != app.ID {
+				t.Errorf("Authenticate(access) from %s = %+v, %+v, %v; want the token of alice and its client", from, a, u, err)
+			}
+		}
+		if a, _, err := st.Authenticate(hashToken(personal)); err != nil || a.Client != "" {
+			t.Errorf("Authenticate(personal token) = %+v, %v; want no client", a, err)
 		}
 		if got, _, err := st.TokenByHash(hashToken(is.access)); err != nil || got.Grant != g.ID || got.Client != app.ID {
 			t.Errorf("TokenByHash(access) = %+v, %v; want Grant and Client kept", got, err)
