@@ -853,11 +853,13 @@ func (s *boltStore) readAuth(h tokenHash, c *authCache, gen uint64) (a authRecor
 		if err := a.unmarshalHead(v); err != nil {
 			return err
 		}
-		scopes, err := c.scopesOf(v[authRecordHead:])
+		scopes, client, err := c.tailOf(v[authRecordHead:])
 		if err != nil {
 			return err
 		}
-		a.Scopes = scopes
+		if err := a.setTail(v[0], scopes, client); err != nil {
+			return err
+		}
 		var ok bool
 		if u, ok = c.cachedUser(a.Owner, gen); ok {
 			return nil
