@@ -129,7 +129,7 @@ func checkClientSpec(spec clientSpec) (clientRecord, error) {
 	case len(uris) == 0 && !spec.Device:
 		return clientRecord{}, clientError(http.StatusBadRequest, "give the client a redirect URI (for the authorization code flow) or let it use the device flow, or both")
 	case spec.AccessTTL != 0 && (spec.AccessTTL < minAccessTTL || spec.AccessTTL > maxAccessTTL):
-		return clientRecord{}, clientError(http.StatusBadRequest, "the access token lifetime must be from %v to %v (720h), not %v", minAccessTTL, "30 days", spec.AccessTTL)
+		return clientRecord{}, clientError(http.StatusBadRequest, "the access token lifetime must be from 5m to 720h (30 days), not %v", spec.AccessTTL)
 	}
 	return clientRecord{
 		Name:         name,
@@ -309,8 +309,8 @@ func parseAccessTTL(s string) (time.Duration, error) {
 		return 0, nil
 	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
-		var n int
-		if _, err := fmt.Sscanf(days, "%d", &n); err == nil && fmt.Sprint(n) == days && n > 0 && n <= 30 {
+		// Bounded here, before the multiplication, which could overflow.
+		if n, err := strconv.Atoi(days); err == nil && n > 0 && n <= 30 {
 			return time.Duration(n) * 24 * time.Hour, nil
 		}
 	} else if d, err := time.ParseDuration(s); err == nil {

@@ -209,7 +209,7 @@ func TestCLIClientLifecycle(t *testing.T) {
 	}
 
 	// Bad input: an error that says what is wrong, and nothing written.
-	before, _ := os.ReadFile(db)
+	before := dumpFile(t, db)
 	for _, tt := range []struct {
 		args []string
 		says string
@@ -228,21 +228,19 @@ func TestCLIClientLifecycle(t *testing.T) {
 			t.Errorf("tokend %s = %v; want an error saying %q", strings.Join(args, " "), err, tt.says)
 		}
 	}
-	if after, _ := os.ReadFile(db); !bytes.Equal(before, after) {
-		t.Errorf("refused client add commands changed the database file")
-	}
+	assertUnchanged(t, "refused client add commands", before, dumpFile(t, db))
 
 	stdout, _, err = runCLI(t, "", "client", "list", "-db", db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[1], id) ||
-		!strings.Contains(lines[1], "Web App") || !strings.Contains(lines[1], "confidential") || !strings.Contains(lines[1], "1h0m0s") ||
-		!strings.Contains(lines[1], "https://app.example.com/cb http://127.0.0.1/cb") ||
-		!strings.Contains(lines[2], "cli tool") || !strings.Contains(lines[2], "public") || !strings.Contains(lines[2], "device") ||
-		!strings.Contains(lines[2], "8h0m0s") || strings.Contains(stdout, "tkdcs_") {
-		t.Errorf("client list =\n%s\nwant a header, Web App then cli tool, no secret", stdout)
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[2], id) ||
+		!strings.Contains(lines[2], "Web App") || !strings.Contains(lines[2], "confidential") || !strings.Contains(lines[2], "1h0m0s") ||
+		!strings.Contains(lines[2], "https://app.example.com/cb http://127.0.0.1/cb") ||
+		!strings.Contains(lines[1], "cli tool") || !strings.Contains(lines[1], "public") || !strings.Contains(lines[1], "device") ||
+		!strings.Contains(lines[1], "8h0m0s") || strings.Contains(stdout, "tkdcs_") {
+		t.Errorf("client list =\n%s\nwant a header, cli tool then Web App (by name, ignoring case), no secret", stdout)
 	}
 
 	// Only the secret's hash is in the database file.
@@ -272,13 +270,11 @@ func TestCLIClientLifecycle(t *testing.T) {
 	if _, _, err = runCLI(t, "", "client", "remove", "-db", db, pub[1]); err != nil {
 		t.Errorf("client remove %s = %v", pub[1], err)
 	}
-	before, _ = os.ReadFile(db)
+	before = dumpFile(t, db)
 	if _, _, err := runCLI(t, "", "client", "remove", "-db", db, id); err == nil || !strings.Contains(err.Error(), "no client") {
 		t.Errorf("client remove of a removed client = %v; want no client", err)
 	}
-	if after, _ := os.ReadFile(db); !bytes.Equal(before, after) {
-		t.Errorf("a refused client remove changed the database file")
-	}
+	assertUnchanged(t, "a refused client remove", before, dumpFile(t, db))
 	if stdout, _, _ := runCLI(t, "", "client", "list", "-db", db); strings.Count(stdout, "\n") != 1 {
 		t.Errorf("client list after removing both = %q; want the header alone", stdout)
 	}
@@ -391,8 +387,8 @@ func TestAPIClients(t *testing.T) {
 	var list []clientBody
 	w = ts.do(request{method: "GET", path: "/api/v1/clients", token: admin})
 	decode(t, w, &list)
-	if w.Code != 200 || len(list) != 2 || list[0].ID != web.ID || list[1].ID != cli.ID || list[0].Secret != "" {
-		t.Errorf("GET /api/v1/clients = %d %+v; want Web App then cli, no secret", w.Code, list)
+	if w.Code != 200 || len(list) != 2 || list[0].ID != cli.ID || list[1].ID != web.ID || list[1].Secret != "" {
+		t.Errorf("GET /api/v1/clients = %d %+v; want cli then Web App, no secret", w.Code, list)
 	}
 	var one clientBody
 	w = ts.do(request{method: "GET", path: "/api/v1/clients/" + web.ID, token: admin})
@@ -581,9 +577,10 @@ func TestClientsPageNeedsSudo(t *testing.T) {
 	cookie := ts.login("root")
 	ts.clock.Add(2 * time.Hour)
 	form := url.Values{"name": {"cli"}, "device": {"1"}}
-	before := ts.snapshot()
 	checkPage(t, "POST /admin/clients past the sudo window", ts.page(pageReq{method: "POST", path: "/admin/clients", cookie: cookie, form: form}), 403, "enter your password")
-	assertUnchanged(t, "POST /admin/clients past the sudo window", before, ts.snapshot())
+	if clients, err := ts.store.Clients(); err != nil || len(clients) != 0 {
+		t.Errorf("clients after a refused POST = %+v, %v; want none", clients, err)
+	}
 	form.Set("sudo_password", "password-of-root")
 	checkPage(t, "POST /admin/clients with the password", ts.page(pageReq{method: "POST", path: "/admin/clients", cookie: cookie, form: form}), 201, "Client cli registered")
 }
@@ -675,5 +672,46 @@ func TestReadmeOAuthClients(t *testing.T) {
 	defer st.Close()
 	if clients, err := st.Clients(); err != nil || len(clients) != 1 || clients[0].Name != "Wiki" {
 		t.Errorf("after the README's client commands the database holds %+v, %v; want Wiki alone", clients, err)
+	}
+}
+
+// dumpFile returns every key and value of the bbolt file at path.
+func dumpFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	st, err := openStore(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	return dumpStore(t, st)
+}
+
+func TestParseAccessTTL(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, true},
+		{" 8h ", 8 * time.Hour, true},
+		{"90m", 90 * time.Minute, true},
+		{"1d", 24 * time.Hour, true},
+		{"30d", 30 * 24 * time.Hour, true},
+		{"31d", 0, false},
+		{"0d", 0, false},
+		{"-1d", 0, false},
+		{"99999999999999999999d", 0, false},
+		{"1.5d", 0, false},
+		{"d", 0, false},
+		{"soon", 0, false},
+	} {
+		got, err := parseAccessTTL(tt.in)
+		if tt.ok && (err != nil || got != tt.want) || !tt.ok && err == nil {
+			t.Errorf("parseAccessTTL(%q) = %v, %v; want %v (ok %v)", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+	// What parses is still bounded by AddClient.
+	if _, err := checkClientSpec(clientSpec{Name: "x", Device: true, AccessTTL: 1<<63 - 1}); err == nil {
+		t.Errorf("checkClientSpec took the longest duration as a lifetime")
 	}
 }
