@@ -127,6 +127,12 @@ func (s *server) routes() http.Handler {
 	r.POST("/admin/users/:id/admin", s.form(s.signedIn(s.adminOnly(s.handleSetAdmin))))
 	r.POST("/admin/users/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveUser))))
 	r.POST("/admin/users/:id/revoke-tokens", s.form(s.signedIn(s.adminOnly(s.handleRevokeUserTokens))))
+	r.GET("/admin/clients", s.signedIn(s.adminOnly(s.handleClientsPage)))
+	r.POST("/admin/clients", s.form(s.signedIn(s.adminOnly(s.handleAddClient))))
+	r.GET("/admin/clients/:id", s.signedIn(s.adminOnly(s.handleClientPage)))
+	r.POST("/admin/clients/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveClient))))
+	r.GET("/account/grants/:id/revoke", s.signedIn(s.handleConfirmRevokeGrant))
+	r.POST("/account/grants/:id/revoke", s.form(s.signedIn(s.handleRevokeGrantForm)))
 
 	// The JSON API (api.go; users in admin.go), its tokens checked by
 	// withToken (bearer.go).
@@ -150,6 +156,12 @@ func (s *server) routes() http.Handler {
 	r.POST("/api/v1/users/:id/password", s.apiAdmin(s.handleAPIResetPassword))
 	r.PUT("/api/v1/users/:id/admin", s.apiAdmin(s.handleAPISetAdmin))
 	r.DELETE("/api/v1/users/:id/tokens", s.apiAdmin(s.handleAPIRevokeUserTokens))
+	r.GET("/api/v1/clients", s.apiAdmin(s.handleAPIListClients))
+	r.POST("/api/v1/clients", s.apiAdmin(s.handleAPIAddClient))
+	r.GET("/api/v1/clients/:id", s.apiAdmin(s.handleAPIGetClient))
+	r.DELETE("/api/v1/clients/:id", s.apiAdmin(s.handleAPIRemoveClient))
+	r.GET("/api/v1/user/grants", s.withToken(scopeTokensRead, s.handleAPIListGrants))
+	r.DELETE("/api/v1/user/grants/:id", s.withToken(scopeTokensWrite, s.handleAPIRevokeGrant))
 
 	// OAuth 2 (oauth*.go): metadata, the consent and device pages, and
 	// the token-side endpoints that clients call.

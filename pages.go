@@ -925,6 +925,8 @@ type accountPage struct {
 	// The checkboxes of the password form, as last sent.
 	RevokeTokens, EndSessions bool
 	TokensText                string // "3 tokens": what revoking all of them takes
+
+	Grants []grantRow // the authorized apps (oauthclients.go)
 }
 
 func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *session, status int, data accountPage, errMsg string) {
@@ -955,6 +957,10 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 	}
 	if len(tokens) > 0 {
 		data.TokensText = plural(len(tokens), "token")
+	}
+	if data.Grants, err = s.grantRows(sess.user.ID); err != nil {
+		s.pageError(w, r, sess, err)
+		return
 	}
 	// The error goes beside the form that was sent; the revoke form is
 	// shown only to someone who holds tokens.
