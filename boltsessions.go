@@ -268,9 +268,10 @@ func deleteSessionsExcept(tx *bolt.Tx, user uint64, keep sessionHash) (int, erro
 }
 
 // ChangePassword sets the password hash of user id and, as c says,
-// revokes their tokens and ends their other sessions; the kept session
-// counts as having just given its password. It returns how many tokens and
-// sessions went, or errNotFound for an unknown user.
+// revokes their tokens and grants and ends their other sessions; the kept
+// session counts as having just given its password. It returns how many
+// tokens (a grant's access tokens counted) and sessions went, or
+// errNotFound for an unknown user.
 func (s *boltStore) ChangePassword(id uint64, c passwordChange) (tokens, sessions int, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
@@ -284,8 +285,8 @@ func (s *boltStore) ChangePassword(id uint64, c passwordChange) (tokens, session
 			return err
 		}
 		if c.revokeTokens {
-			tokens = len(tokenIDsOf(tx, id))
-			if err := s.deleteTokensOf(tx, id); err != nil {
+			var err error
+			if tokens, err = s.revokeAllOf(tx, id); err != nil {
 				return err
 			}
 		}

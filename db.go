@@ -21,9 +21,10 @@ import (
 
 // schemaVersion is the layout of the buckets below. A database of another
 // version is refused rather than guessed at.
-// Version 2 added sessions_by_owner; a file of version 1 is upgraded when
-// it is opened for writing.
-const schemaVersion = 2
+// Version 2 added sessions_by_owner, version 3 the buckets of the OAuth
+// store (boltoauth.go); a file of an older version is upgraded when it is
+// opened for writing.
+const schemaVersion = 3
 
 // Bucket names. Integer keys are big-endian uint64 so that they sort in
 // numeric order; records are JSON.
@@ -33,7 +34,7 @@ var (
 	bucketUsersByName    = []byte("users_by_name")    // lower-cased name → user id
 	bucketTokens         = []byte("tokens")           // token id → tokenRecord
 	bucketTokensByHash   = []byte("tokens_by_hash")   // SHA-256 of the token → authRecord (binary)
-	bucketTokensByOwner  = []byte("tokens_by_owner")  // owner id ‖ token id → empty
+	bucketTokensByOwner  = []byte("tokens_by_owner")  // owner id ‖ token id → empty, personal tokens only
 	bucketTokensByExpiry = []byte("tokens_by_expiry") // expiry unix ns ‖ token id → empty
 	bucketSessions       = []byte("sessions")         // SHA-256 of the session secret → sessionRecord
 	// owner id ‖ session hash → the session's creation time (unix ns), so
@@ -41,10 +42,10 @@ var (
 	// without reading anybody else's.
 	bucketSessionsByOwner = []byte("sessions_by_owner")
 
-	allBuckets = [][]byte{
+	allBuckets = append([][]byte{
 		bucketMeta, bucketUsers, bucketUsersByName, bucketTokens, bucketTokensByHash,
 		bucketTokensByOwner, bucketTokensByExpiry, bucketSessions, bucketSessionsByOwner,
-	}
+	}, oauthBuckets...)
 
 	keySchema = []byte("schema")
 )
@@ -108,8 +109,7 @@ func (t *tokenRecord) expired(now time.Time) bool {
 
 // boltStore owns the bbolt database. Each exported method is one transaction.
 type boltStore struct {
-	oauthPending // until the OAuth methods are written
-	db           *bolt.DB
+	db *bolt.DB
 	// writeTxs counts write transactions, so that tests and benchmarks can
 	// show which paths write and which never do.
 	writeTxs atomic.Uint64
@@ -307,12 +307,17 @@ func initSchema(tx *bolt.Tx) error {
 		return errNotTokendDB
 	}
 	switch version := btoi(v); {
-	case version == 1 && tx.Writable():
-		if err := upgradeSchema1(tx); err != nil {
-			return fmt.Errorf("upgrade schema 1 to %d: %w", schemaVersion, err)
+	case version >= 1 && version < schemaVersion && tx.Writable():
+		if version == 1 {
+			if err := upgradeSchema1(tx); err != nil {
+				return fmt.Errorf("upgrade schema 1 to %d: %w", schemaVersion, err)
+			}
 		}
-	case version == 1:
-		return fmt.Errorf("%w 1: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData)
+		if err := upgradeSchema2(tx); err != nil {
+			return fmt.Errorf("upgrade schema 2 to %d: %w", schemaVersion, err)
+		}
+	case version >= 1 && version < schemaVersion:
+		return fmt.Errorf("%w %d: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData, version)
 	case version != schemaVersion:
 		return fmt.Errorf("%w %d (this tokend understands %d)", errUnsupportedData, version, schemaVersion)
 	}
@@ -324,7 +329,7 @@ func initSchema(tx *bolt.Tx) error {
 	return nil
 }
 
-// upgradeSchema1 brings a database of schema 1 to the current one in the
+// upgradeSchema1 brings a database of schema 1 to schema 2 in the
 // transaction that opens it: it builds sessions_by_owner from the sessions.
 func upgradeSchema1(tx *bolt.Tx) error {
 	if tx.Bucket(bucketSessions) == nil {
@@ -344,7 +349,7 @@ func upgradeSchema1(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketMeta).Put(keySchema, itob(schemaVersion))
+	return tx.Bucket(bucketMeta).Put(keySchema, itob(2))
 }
 
 // Close closes the database. From then on nothing is answered from the
@@ -410,6 +415,19 @@ func pairKey(a, b uint64) []byte {
 	binary.BigEndian.PutUint64(k, a)
 	binary.BigEndian.PutUint64(k[8:], b)
 	return k
+}
+
+// putTokenOwner writes the entry that lists t under its owner: in
+// tokens_by_owner for a personal token, in grant_tokens for a token of a
+// grant, which the personal views leave out.
+func putTokenOwner(tx *bolt.Tx, t *tokenRecord) error {
+	if t.Grant != 0 {
+		return tx.Bucket(bucketGrantTokens).Put(pairKey(t.Grant, t.ID), nil)
+	}
+	// Each owner's keys only grow: fill pages further than the default.
+	byOwner := tx.Bucket(bucketTokensByOwner)
+	byOwner.FillPercent = 0.9
+	return byOwner.Put(pairKey(t.Owner, t.ID), nil)
 }
 
 func expiryKey(t *tokenRecord) []byte {
@@ -600,7 +618,7 @@ func (s *boltStore) UpgradePasswordHash(id uint64, oldHash, newHash string) erro
 	})
 }
 
-// DeleteUser removes user id with all of their tokens and sessions. It
+// DeleteUser removes user id with all of their tokens, grants and sessions. It
 // returns errNotFound for an unknown user and errLastAdmin when id is the
 // only admin.
 func (s *boltStore) DeleteUser(id uint64) error {
@@ -620,6 +638,9 @@ func (s *boltStore) DeleteUser(id uint64) error {
 			}
 		}
 		if err := s.deleteTokensOf(tx, id); err != nil {
+			return err
+		}
+		if _, err := s.deleteGrantsOf(tx, id); err != nil {
 			return err
 		}
 		if _, err := deleteSessionsExcept(tx, id, sessionHash{}); err != nil {
@@ -647,18 +668,31 @@ func countAdmins(tx *bolt.Tx) (int, error) {
 	return n, err
 }
 
-// RevokeTokensOf deletes every token of user id and returns how many. It
-// returns errNotFound for an unknown user.
+// RevokeTokensOf deletes every token of user id and every grant they
+// made, and returns how many tokens went: personal ones and the grants'
+// access tokens. It returns errNotFound for an unknown user.
 func (s *boltStore) RevokeTokensOf(id uint64) (int, error) {
 	var n int
 	err := s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketUsers).Get(itob(id)) == nil {
 			return errNotFound
 		}
-		n = len(tokenIDsOf(tx, id))
-		return s.deleteTokensOf(tx, id)
+		var err error
+		n, err = s.revokeAllOf(tx, id)
+		return err
 	})
 	return n, err
+}
+
+// revokeAllOf deletes every personal token and grant of user and returns
+// how many tokens went, the grants' access tokens counted.
+func (s *boltStore) revokeAllOf(tx *bolt.Tx, user uint64) (int, error) {
+	n := len(tokenIDsOf(tx, user))
+	if err := s.deleteTokensOf(tx, user); err != nil {
+		return 0, err
+	}
+	m, err := s.deleteGrantsOf(tx, user)
+	return n + m, err
 }
 
 // ---- tokens ----
@@ -734,10 +768,7 @@ func putNewToken(tx *bolt.Tx, t *tokenRecord, h tokenHash) error {
 	if err := byHash.Put(h[:], authRecordOf(&rec).marshal()); err != nil {
 		return err
 	}
-	// Each owner's keys only grow: fill pages further than the default.
-	byOwner := tx.Bucket(bucketTokensByOwner)
-	byOwner.FillPercent = 0.9
-	if err := byOwner.Put(pairKey(rec.Owner, id), nil); err != nil {
+	if err := putTokenOwner(tx, &rec); err != nil {
 		return err
 	}
 	if rec.ExpiresAt != nil {
@@ -756,7 +787,11 @@ func (s *boltStore) deleteToken(tx *bolt.Tx, t *tokenRecord) error {
 		return err
 	}
 	s.evict = append(s.evict, t.Hash)
-	if err := tx.Bucket(bucketTokensByOwner).Delete(pairKey(t.Owner, t.ID)); err != nil {
+	ownerIndex, key := tx.Bucket(bucketTokensByOwner), pairKey(t.Owner, t.ID)
+	if t.Grant != 0 {
+		ownerIndex, key = tx.Bucket(bucketGrantTokens), pairKey(t.Grant, t.ID)
+	}
+	if err := ownerIndex.Delete(key); err != nil {
 		return err
 	}
 	if t.ExpiresAt != nil {
@@ -818,11 +853,13 @@ func (s *boltStore) readAuth(h tokenHash, c *authCache, gen uint64) (a authRecor
 		if err := a.unmarshalHead(v); err != nil {
 			return err
 		}
-		scopes, err := c.scopesOf(v[authRecordHead:])
+		scopes, client, err := c.tailOf(v[authRecordHead:])
 		if err != nil {
 			return err
 		}
-		a.Scopes = scopes
+		if err := a.setTail(v[0], scopes, client); err != nil {
+			return err
+		}
 		var ok bool
 		if u, ok = c.cachedUser(a.Owner, gen); ok {
 			return nil
@@ -883,7 +920,8 @@ func ownedToken(tx *bolt.Tx, id, owner uint64) (tokenRecord, error) {
 	if err := getJSON(tx.Bucket(bucketTokens), itob(id), &t); err != nil {
 		return t, err
 	}
-	if owner != anyOwner && t.Owner != owner {
+	// A grant's token is no personal token: the grant owns it.
+	if t.Grant != 0 || owner != anyOwner && t.Owner != owner {
 		return tokenRecord{}, errNotFound
 	}
 	return t, nil
@@ -907,7 +945,7 @@ func (s *boltStore) TokensByOwner(owner uint64) ([]tokenRecord, error) {
 	return out, err
 }
 
-// AllTokens returns every token, newest first.
+// AllTokens returns every personal token, newest first.
 func (s *boltStore) AllTokens() ([]tokenRecord, error) {
 	out := []tokenRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -917,7 +955,9 @@ func (s *boltStore) AllTokens() ([]tokenRecord, error) {
 			if err := json.Unmarshal(v, &t); err != nil {
 				return fmt.Errorf("decode token %d: %w", btoi(k), err)
 			}
-			out = append(out, t)
+			if t.Grant == 0 {
+				out = append(out, t)
+			}
 		}
 		return nil
 	})
@@ -1144,7 +1184,9 @@ func (s *boltStore) Check() error {
 			if v := byHash.Get(t.Hash[:]); v == nil || a.unmarshal(v) != nil || !slices.Equal(a.marshal(), authRecordOf(&t).marshal()) {
 				bad("token %d has no tokens_by_hash entry that matches it", t.ID)
 			}
-			if byOwner.Get(pairKey(t.Owner, t.ID)) == nil {
+			if t.Grant != 0 {
+				checkGrantToken(tx, &t, bad)
+			} else if byOwner.Get(pairKey(t.Owner, t.ID)) == nil {
 				bad("token %d has no tokens_by_owner entry", t.ID)
 			}
 			if users.Get(itob(t.Owner)) == nil {
@@ -1165,8 +1207,8 @@ func (s *boltStore) Check() error {
 		})
 		byOwner.ForEach(func(k, _ []byte) error {
 			var t tokenRecord
-			if len(k) != 16 || getJSON(tokens, k[8:], &t) != nil || t.Owner != btoi(k[:8]) {
-				bad("tokens_by_owner %x points at no token of that owner", k)
+			if len(k) != 16 || getJSON(tokens, k[8:], &t) != nil || t.Owner != btoi(k[:8]) || t.Grant != 0 {
+				bad("tokens_by_owner %x points at no personal token of that owner", k)
 			}
 			return nil
 		})
@@ -1201,6 +1243,7 @@ func (s *boltStore) Check() error {
 			}
 			return nil
 		})
+		checkOAuth(tx, bad)
 		return nil
 	})
 	if err != nil {

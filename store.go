@@ -49,7 +49,8 @@ type store interface {
 	// ChangePassword sets a password and, as c says, revokes the user's
 	// tokens and ends their other sessions, in one transaction.
 	ChangePassword(id uint64, c passwordChange) (tokens, sessions int, err error)
-	// RevokeTokensOf deletes every token of user id and returns how many.
+	// RevokeTokensOf deletes every token and grant of user id and returns
+	// how many tokens went, the grants' access tokens counted.
 	RevokeTokensOf(id uint64) (int, error)
 	// TokenCounts returns how many tokens each user holds.
 	TokenCounts() (map[uint64]int, error)
