@@ -33,10 +33,6 @@ import (
 // pgLockPurgeOAuth: one OAuth purge at a time (see pgLockMigrate).
 const pgLockPurgeOAuth int64 = 0x746f6b656e64_0005
 
-// oauthPurgeBatch is the most codes, device requests or grants one purge
-// transaction deletes.
-const oauthPurgeBatch = 1000
-
 // The hot statements of the OAuth store, named for
 // TestPGHotQueriesUseIndexes.
 const (

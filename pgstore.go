@@ -421,7 +421,7 @@ func notFound(err error) error {
 // The statements on hot paths, named so that a test can show that each
 // uses an index (TestPGHotQueriesUseIndexes).
 const (
-	pgSQLAuthenticate = `SELECT t.id, t.owner, t.created_at, t.expires_at, t.scopes,
+	pgSQLAuthenticate = `SELECT t.id, t.owner, t.created_at, t.expires_at, t.scopes, t.client_id,
 			u.id, u.name, u.admin, u.created_at, u.password_changed_at
 		FROM tokens t JOIN users u ON u.id = t.owner WHERE t.hash = $1`
 	pgSQLTokensByOwner = "SELECT " + pgTokenColumns + " FROM tokens t WHERE t.owner = $1 AND " + pgPersonal + " ORDER BY t.id DESC"
@@ -883,12 +883,16 @@ func (s *pgStore) readAuth(h tokenHash, _ *authCache, _ uint64) (authRecord, use
 	var a authRecord
 	var id, owner, created int64
 	var expires *int64
+	var client *string
 	var u userRecord
 	var uid, ucreated, uchanged int64
 	err := s.pool.QueryRow(ctx, pgSQLAuthenticate, h[:]).
-		Scan(&id, &owner, &created, &expires, &a.Scopes, &uid, &u.Name, &u.Admin, &ucreated, &uchanged)
+		Scan(&id, &owner, &created, &expires, &a.Scopes, &client, &uid, &u.Name, &u.Admin, &ucreated, &uchanged)
 	if err != nil {
 		return authRecord{}, userRecord{}, false, pgError(notFound(err))
+	}
+	if client != nil {
+		a.Client = *client
 	}
 	a.ID, a.Owner, a.CreatedAt, a.ExpiresAt = uint64(id), uint64(owner), nanoTime(created), nanoTimePtr(expires)
 	u.ID, u.CreatedAt, u.PasswordChangedAt = uint64(uid), nanoTime(ucreated), nanoTime(uchanged)
