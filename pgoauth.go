@@ -318,6 +318,9 @@ func issuePGGrant(ctx context.Context, tx pgx.Tx, client string, user uint64, sc
 // and returns the access token as stored.
 func issuePGTokens(ctx context.Context, tx pgx.Tx, g grantRecord, issue *oauthIssue) (tokenRecord, error) {
 	t := issue.Access
+	if t.ExpiresAt == nil {
+		return tokenRecord{}, errors.New("an OAuth access token must expire")
+	}
 	t.Owner, t.Grant, t.Client, t.Hash = g.User, g.ID, g.Client, issue.AccessHash
 	if err := insertToken(ctx, tx, &t); err != nil {
 		return tokenRecord{}, err
@@ -507,18 +510,18 @@ func (s *pgStore) DeviceAuthByUserCode(uc tokenHash) (deviceAuthRecord, error) {
 }
 
 // DecideDeviceAuth records user's answer to pending request uc.
-// errNotFound for an unknown request or user, errCodeUsed when it was
-// decided already, errTokenExpired when it expired at now.
+// errNotFound for an unknown request or user, errTokenExpired when it
+// expired at now, errCodeUsed when it was decided already.
 func (s *pgStore) DecideDeviceAuth(uc tokenHash, user uint64, approve bool, scopes []string, now time.Time) error {
 	return s.update(func(ctx context.Context, tx pgx.Tx, _ *pgChanges) error {
 		d, err := scanDevice(tx.QueryRow(ctx, "SELECT "+pgDeviceColumns+" FROM device_auths WHERE user_code_hash = $1 FOR UPDATE", uc[:]))
 		switch {
 		case err != nil:
 			return notFound(err)
-		case d.State != devicePending:
-			return errCodeUsed
 		case !now.Before(d.ExpiresAt):
 			return errTokenExpired
+		case d.State != devicePending:
+			return errCodeUsed
 		}
 		state, approved := deviceDenied, []string{}
 		if approve {
