@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -532,5 +533,26 @@ func TestPGOAuthConcurrentRemovals(t *testing.T) {
 	if n := pgQueryInt(t, dbURL, "SELECT count(*) FROM grants") + pgQueryInt(t, dbURL, "SELECT count(*) FROM tokens") +
 		pgQueryInt(t, dbURL, "SELECT count(*) FROM auth_codes") + pgQueryInt(t, dbURL, "SELECT count(*) FROM clients"); n != 0 {
 		t.Fatalf("%d grants, tokens, codes and clients left; want 0", n)
+	}
+}
+
+func TestPGOAuthCheckFindsMismatches(t *testing.T) {
+	st, dbURL := newTestPGStore(t)
+	alice := engineUser(t, st, "alice", true)
+	app, tv := pgClient(t, st, "app"), pgClient(t, st, "tv")
+	_, tok, err := st.RedeemAuthCode(pgCode(t, st, app.ID, alice.ID), engineNow, pgIssue(t, alice.ID, engineNow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Check(); err != nil {
+		t.Fatalf("Check of a sound database: %v", err)
+	}
+	pgExec(t, dbURL, "UPDATE tokens SET client_id = $2 WHERE id = $1", int64(tok.ID), tv.ID)
+	pgExec(t, dbURL, "UPDATE clients SET name_key = 'other' WHERE id = $1", tv.ID)
+	err = st.Check()
+	for _, want := range []string{fmt.Sprintf("token %d is not of the user and client of its grant", tok.ID), `client "id-tv" ("tv") has the name key "other"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Check = %v; want it to say %q", err, want)
+		}
 	}
 }
