@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -930,5 +931,68 @@ func TestUpgradeSchema2(t *testing.T) {
 			t.Errorf("schema after the upgrade = %d; want 3", v)
 		}
 		return nil
+	})
+}
+
+// TestEngineOAuthRedeemRace redeems one code, and then rotates one refresh
+// token, from many goroutines at once: exactly one succeeds, the next
+// hears errCodeUsed, and since a second use revokes the grant, none is
+// left and no access token issued verifies. (A code stays to answer
+// errCodeUsed to every later use; a refresh token goes with its grant, so
+// uses after the revocation hear errNotFound.)
+func TestEngineOAuthRedeemRace(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		x := newOAuthFixture(t, st)
+		alice := storeUser(t, st, "alice", false)
+		app := x.client("App")
+		const racers = 6
+		race := func(what string, afterRevocation error, call func(is *issued) error) {
+			t.Helper()
+			var issues [racers]*issued
+			for i := range issues {
+				issues[i] = x.issue(alice.ID, x.now, scopeTokensRead)
+			}
+			errs := make(chan error, racers)
+			var wg sync.WaitGroup
+			for i := range racers {
+				wg.Go(func() { errs <- call(issues[i]) })
+			}
+			wg.Wait()
+			close(errs)
+			won, used := 0, 0
+			for err := range errs {
+				switch {
+				case err == nil:
+					won++
+				case errors.Is(err, errCodeUsed):
+					used++
+				case !errors.Is(err, afterRevocation):
+					t.Errorf("%s raced: %v; want nil, errCodeUsed or %v", what, err, afterRevocation)
+				}
+			}
+			if won != 1 || used == 0 {
+				t.Errorf("%s raced: %d succeeded, %d heard errCodeUsed; want exactly 1 and at least 1", what, won, used)
+			}
+			if ids := grantIDs(t, st, alice.ID); len(ids) != 0 {
+				t.Errorf("after %s raced alice holds grants %v; want none (reuse revokes)", what, ids)
+			}
+			for _, is := range issues {
+				if authenticates(t, st, is.access) {
+					t.Errorf("after %s raced an access token verifies", what)
+				}
+			}
+		}
+		h := x.code(app, alice.ID, scopeTokensRead)
+		race("RedeemAuthCode", errCodeUsed, func(is *issued) error {
+			_, _, err := st.RedeemAuthCode(h, x.now, &is.issue)
+			return err
+		})
+		_, _, first := x.grant(app, alice.ID, scopeTokensRead)
+		race("RefreshGrant", errNotFound, func(is *issued) error {
+			_, _, err := st.RefreshGrant(hashToken(first.refresh), x.now.Add(time.Minute), &is.issue)
+			return err
+		})
+		checkStore(t, st)
 	})
 }
