@@ -779,6 +779,11 @@ func TestEngineOAuthPurge(t *testing.T) {
 		x.now = x.now.Add(20 * time.Minute)
 		liveCode := x.code(app, alice.ID)
 
+		ended, cancel := context.WithCancel(context.Background())
+		cancel()
+		if n, err := st.PurgeOAuth(ended, expiring.ExpiresAt); err != nil || n != 0 {
+			t.Errorf("PurgeOAuth with an ended context = %d, %v; want nothing done, no error", n, err)
+		}
 		n, err := st.PurgeOAuth(context.Background(), x.now.Add(-10*time.Minute))
 		// Then the old code, the two redeemed ones and oldDev expire.
 		if err != nil || n != 4 {
