@@ -387,10 +387,7 @@ func (s *server) newIssue(c clientRecord, user uint64, scopes []string, now time
 	if err != nil {
 		return nil, tokenResponse{}, err
 	}
-	ttl := c.AccessTTL
-	if ttl <= 0 {
-		ttl = defaultAccessTTL
-	}
+	ttl := c.accessTTL()
 	expires := now.Add(ttl)
 	if scopes == nil {
 		scopes = []string{}

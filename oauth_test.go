@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -43,28 +42,15 @@ func newTestServerOn(t *testing.T, st store) *testServer {
 	return ts
 }
 
-// addClient registers c directly in the store and returns its secret ("" for
-// a public client).
+// addClient registers c as an admin does (AddClient) and returns it with
+// its secret ("" for a public client).
 func (ts *testServer) addClient(c clientRecord) (clientRecord, string) {
 	ts.t.Helper()
-	var secret string
-	if !c.Public {
-		var b [32]byte
-		rand.Read(b[:])
-		secret = "tkdcs_" + base64.RawURLEncoding.EncodeToString(b[:])
-		h := hashToken(secret)
-		c.SecretHash = &h
+	added, secret, err := ts.oauthActions().AddClient(clientSpec{Name: c.Name, RedirectURIs: c.RedirectURIs, Public: c.Public, Device: c.Device, AccessTTL: c.AccessTTL})
+	if err != nil {
+		ts.t.Fatalf("AddClient(%q): %v", c.Name, err)
 	}
-	if c.ID == "" {
-		var b [16]byte
-		rand.Read(b[:])
-		c.ID = base64.RawURLEncoding.EncodeToString(b[:])
-	}
-	c.CreatedAt = ts.clock.Now()
-	if err := ts.server.store.CreateClient(&c); err != nil {
-		ts.t.Fatalf("CreateClient(%q): %v", c.Name, err)
-	}
-	return c, secret
+	return added, secret
 }
 
 var (
@@ -200,7 +186,9 @@ func TestOAuthCodeFlow(t *testing.T) {
 		defer hs.Close()
 		alice := ts.addUser("alice", false)
 		c, secret := ts.addClient(clientRecord{Name: "Example App", RedirectURIs: []string{"http://127.0.0.1/callback"}})
-		rs, rsSecret := ts.addClient(clientRecord{Name: "Resource Server"})
+		// AddClient wants a flow for every client, even one that only
+		// introspects.
+		rs, rsSecret := ts.addClient(clientRecord{Name: "Resource Server", RedirectURIs: []string{"https://rs.example/cb"}})
 		conf := oauthConfig(hs.URL, c, secret, scopeTokensRead, scopeIntrospect, scopeAdmin)
 		conf.RedirectURL = "http://127.0.0.1:49152/callback" // any port on loopback
 
@@ -385,8 +373,8 @@ func TestOAuthDeviceFlow(t *testing.T) {
 		if err != nil || len(grants) != 1 {
 			t.Fatalf("GrantsOf(bob) = %v, %v; want one", grants, err)
 		}
-		if _, err := ts.server.store.DeleteGrant(grants[0].ID, bob.ID); err != nil {
-			t.Fatalf("DeleteGrant: %v", err)
+		if _, err := ts.oauthActions().RevokeGrant(grants[0].ID, bob.ID); err != nil {
+			t.Fatalf("RevokeGrant: %v", err)
 		}
 		ts.checkTokenWorks("the device token after its grant is revoked", tok.AccessToken, false)
 		ts.checkNoSecretsLogged(map[string]string{"device code": da.DeviceCode, "user code": da.UserCode,
@@ -792,7 +780,7 @@ func TestOAuthConsent(t *testing.T) {
 func TestOAuthRevoke(t *testing.T) {
 	f := newOAuthServerFixture(t)
 	ts := f.ts
-	other, otherSecret := ts.addClient(clientRecord{Name: "Other"})
+	other, otherSecret := ts.addClient(clientRecord{Name: "Other", Device: true})
 	otherBasic := "Basic " + base64.StdEncoding.EncodeToString([]byte(other.ID+":"+otherSecret))
 	_, personal := ts.addToken(f.alice, "mine", nil, 0)
 	revoke := func(what, token, hint, authorization string) {

@@ -238,7 +238,8 @@ func (s *server) revokeRefresh(c clientRecord, token string) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	if _, err := s.store.DeleteGrant(g.ID, anyOwner); err != nil && !errors.Is(err, errNotFound) {
+	var he *httpError
+	if _, err := s.oauthActions().RevokeGrant(g.ID, anyOwner); err != nil && !errors.As(err, &he) { // 404: revoked a moment ago
 		return true, err
 	}
 	s.log.Info("oauth grant revoked", "client", c.ID, "grant_id", g.ID, "user_id", g.User, "by", "revocation endpoint")
