@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -608,11 +609,13 @@ func TestOAuthDeviceErrors(t *testing.T) {
 	denied := start()
 	decide(denied, "deny")
 	checkOAuthError(t, "a poll of a denied request", poll(denied), 400, "access_denied")
+	w := ts.page(pageReq{method: "POST", path: "/device", cookie: f.cookie, form: url.Values{"user_code": {denied.UserCode}}})
+	checkPage(t, "typing the code of a denied request", w, http.StatusConflict, "That code was answered already")
 
 	approved := start()
 	decide(approved, "approve")
 	ts.clock.Add(10 * devicePollEvery)
-	w := poll(approved)
+	w = poll(approved)
 	var tr tokenResponse
 	if w.Code != 200 {
 		t.Fatalf("a poll of an approved request = %d: %s", w.Code, w.Body)
@@ -625,6 +628,8 @@ func TestOAuthDeviceErrors(t *testing.T) {
 
 	ts.clock.Add(deviceCodeTTL)
 	checkOAuthError(t, "a poll of an expired request", poll(da), 400, "expired_token")
+	w = ts.page(pageReq{method: "POST", path: "/device", cookie: f.cookie, form: url.Values{"user_code": {da.UserCode}}})
+	checkPage(t, "typing the code of an expired request", w, http.StatusBadRequest, "That code has expired")
 	checkOAuthError(t, "a poll by another client", ts.oauthPost("/oauth/token", url.Values{"grant_type": {grantDeviceCode}, "device_code": {da.DeviceCode}}, f.webBasic), 400, "unauthorized_client")
 
 	before := ts.snapshot()
@@ -635,6 +640,32 @@ func TestOAuthDeviceErrors(t *testing.T) {
 	checkOAuthError(t, "device authorization by an unknown client",
 		ts.oauthPost("/oauth/device_authorization", url.Values{"client_id": {"nope"}}, ""), 401, "invalid_client")
 	assertUnchanged(t, "refused device authorizations", before, ts.snapshot())
+}
+
+// TestOAuthAccessTokenLifetime: an access token lives as long as its
+// client says, and the device page's link survives signing in.
+func TestOAuthAccessTokenLifetime(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	c, _ := ts.addClient(clientRecord{Name: "Short", Public: true, Device: true, AccessTTL: time.Hour})
+	w := ts.oauthPost("/oauth/device_authorization", url.Values{"client_id": {c.ID}}, "")
+	var da deviceAuthResponse
+	decode(t, w, &da)
+	u, _ := url.Parse(da.VerificationURIComplete)
+	checkRedirect(t, "the device link signed out", ts.page(pageReq{method: "GET", path: u.RequestURI()}), "/login?next="+url.QueryEscape(u.RequestURI()))
+	cookie := ts.login("alice")
+	w = ts.page(pageReq{method: "POST", path: "/device/approve", cookie: cookie, form: url.Values{"user_code": {da.UserCode}, "decision": {"approve"}}})
+	checkPage(t, "approve with no scope", w, http.StatusOK, "Device connected")
+	w = ts.oauthPost("/oauth/token", url.Values{"grant_type": {grantDeviceCode}, "device_code": {da.DeviceCode}, "client_id": {c.ID}}, "")
+	var tr tokenResponse
+	decode(t, w, &tr)
+	if w.Code != 200 || tr.ExpiresIn != 3600 || tr.Scope != "" {
+		t.Fatalf("device token = %d, expires_in %d, scope %q; want 200, 3600 and no scope", w.Code, tr.ExpiresIn, tr.Scope)
+	}
+	ts.clock.Add(time.Hour - time.Second)
+	ts.checkTokenWorks("a one-hour token a second before its hour", tr.AccessToken, true)
+	ts.clock.Add(time.Second)
+	ts.checkTokenWorks("a one-hour token after its hour", tr.AccessToken, false)
 }
 
 // TestOAuthDeviceCodeGuesses: a person may type only so many wrong user
