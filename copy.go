@@ -902,23 +902,24 @@ func (p *pgImport) ImportSessions(sessions []storedSession) error {
 // The OAuth part of pgImport is the PostgreSQL engine's to write: until
 // then, a copy into PostgreSQL of a store that holds OAuth clients or
 // grants fails, and nothing is written, rather than leave them behind.
+var errPGImportOAuth = errors.New("copying OAuth clients and grants into PostgreSQL is not supported yet")
 
 func (p *pgImport) ImportClients([]clientRecord) error {
-	return fmt.Errorf("copy OAuth clients: %w", errOAuthPending)
+	return fmt.Errorf("copy OAuth clients: %w", errPGImportOAuth)
 }
 
 func (p *pgImport) ImportGrants([]grantCopy) error {
-	return fmt.Errorf("copy grants: %w", errOAuthPending)
+	return fmt.Errorf("copy grants: %w", errPGImportOAuth)
 }
 
-func (p *pgImport) ClientByID(string) (clientRecord, error) { return clientRecord{}, errOAuthPending }
+func (p *pgImport) ClientByID(string) (clientRecord, error) { return clientRecord{}, errPGImportOAuth }
 
 func (p *pgImport) GrantOfRefresh(tokenHash) (grantRecord, error) {
-	return grantRecord{}, errOAuthPending
+	return grantRecord{}, errPGImportOAuth
 }
 
 func (p *pgImport) TokenByHash(tokenHash) (tokenRecord, userRecord, error) {
-	return tokenRecord{}, userRecord{}, errOAuthPending
+	return tokenRecord{}, userRecord{}, errPGImportOAuth
 }
 
 func (p *pgImport) IDSequences() (idSequences, error) {
