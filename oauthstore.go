@@ -79,8 +79,9 @@ type grantRecord struct {
 }
 
 // oauthIssue is what one exchange issues, made by the caller: a new access
-// token and a new refresh token. The store sets Access.ID, Access.Grant
-// and Access.Client.
+// token, which must expire, and a new refresh token. The store sets
+// Access.ID, Access.Grant and Access.Client, and Access.Owner to the
+// grant's user.
 type oauthIssue struct {
 	Access       tokenRecord // Owner, Name, Scopes, CreatedAt, ExpiresAt, Hint
 	AccessHash   tokenHash
@@ -173,7 +174,9 @@ type oauthStore interface {
 	// ---- device authorization requests ----
 
 	// CreateDeviceAuth stores d under device code hash dev and user code
-	// hash uc; errCodeTaken when uc is in use by a request not yet expired.
+	// hash uc; errCodeTaken when uc is in use by a request not yet expired
+	// at d.CreatedAt (an expired one holding it is deleted); errNotFound
+	// for an unknown client.
 	CreateDeviceAuth(dev, uc tokenHash, d deviceAuthRecord) error
 	// DeviceAuthByUserCode returns the request whose user code hashes to uc.
 	DeviceAuthByUserCode(uc tokenHash) (deviceAuthRecord, error)
