@@ -166,15 +166,16 @@ func (c *authCache) get(h tokenHash) (authRecord, bool) {
 	ok = ok && !c.distrusted.Load()
 	var s authSlot
 	var scopes []string
+	var client string
 	if ok {
 		s = c.slots[i]
-		scopes = c.lists.list(s.list())
+		scopes, client = c.lists.list(s.list()), c.lists.client(s.list())
 	}
 	c.mu.RUnlock()
 	if !ok {
 		return authRecord{}, false
 	}
-	a := authRecord{ID: s.id, Owner: s.owner & ownerMask, CreatedAt: time.Unix(0, s.created).UTC(), Scopes: scopes}
+	a := authRecord{ID: s.id, Owner: s.owner & ownerMask, CreatedAt: time.Unix(0, s.created).UTC(), Scopes: scopes, Client: client}
 	if s.expires != 0 {
 		t := time.Unix(0, s.expires).UTC()
 		a.ExpiresAt = &t
@@ -190,13 +191,13 @@ func (c *authCache) put(h tokenHash, a authRecord, readGen uint64) {
 	}
 	s := authSlot{hash: h, id: a.ID, created: unixNano(a.CreatedAt), expires: expiryNano(a.ExpiresAt)}
 	var buf [256]byte // most lists fit: then only a new one allocates
-	key := appendScopes(buf[:0], a.Scopes)
+	key := appendTail(buf[:0], a.Scopes, a.Client)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gen.Load() != readGen || c.distrusted.Load() {
 		return
 	}
-	list, ok := c.lists.intern(key, a.Scopes)
+	list, ok := c.lists.intern(key, a.Scopes, a.Client)
 	if !ok {
 		return
 	}
@@ -321,27 +322,29 @@ func (c *authCache) len() int {
 	return c.n
 }
 
-// scopesOf returns the scope list encoded as key (an auth record's scopes,
-// see appendScopes). A list the cache already knows is shared rather than
-// decoded afresh, and a new one is kept to be shared: verifying a token
-// that is not cached then allocates nothing for its scopes.
-func (c *authCache) scopesOf(key []byte) ([]string, error) {
+// tailOf returns the scope list and client id encoded as key (an auth
+// record's tail, see appendTail). A list the cache already knows is
+// shared rather than decoded afresh, and a new one is kept to be shared:
+// verifying a token that is not cached then allocates nothing for its
+// scopes.
+func (c *authCache) tailOf(key []byte) ([]string, string, error) {
 	c.mu.RLock()
 	n, ok := c.lists.lookup(key)
 	var scopes []string
+	var client string
 	if ok {
-		scopes = c.lists.list(n)
+		scopes, client = c.lists.list(n), c.lists.client(n)
 	}
 	c.mu.RUnlock()
 	if ok {
-		return scopes, nil
+		return scopes, client, nil
 	}
-	scopes, err := decodeScopes(key)
+	scopes, client, err := decodeTail(key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	c.mu.Lock()
-	c.lists.intern(key, scopes)
+	c.lists.intern(key, scopes, client)
 	c.mu.Unlock()
-	return scopes, nil
+	return scopes, client, nil
 }

@@ -15,16 +15,25 @@ import (
 //
 // Layout, big-endian: version (1 byte) | token id (8) | owner id (8) |
 // created unix ns (8) | expires unix ns, 0 for never (8) | scope count (1) |
-// per scope: length (1) and bytes.
+// per scope: length (1) and bytes. Version 2, written for the access
+// tokens of OAuth grants alone, then has the client id: length (1, never
+// 0) and bytes. Everything after the expiry is the record's tail, which
+// the auth cache keeps once for every token that shares it (scopeLists).
 type authRecord struct {
 	ID        uint64
 	Owner     uint64
 	CreatedAt time.Time
 	ExpiresAt *time.Time
 	Scopes    []string
+	// Client is the client id of a grant's access token, "" for a
+	// personal token.
+	Client string
 }
 
-const authRecordVersion = 1
+const (
+	authRecordVersion       = 1 // without a client
+	authRecordVersionClient = 2 // with one
+)
 
 var errBadAuthRecord = errors.New("malformed auth record")
 
@@ -35,21 +44,36 @@ func (a *authRecord) expired(now time.Time) bool {
 
 // authRecordOf returns the auth record of token t.
 func authRecordOf(t *tokenRecord) authRecord {
-	return authRecord{ID: t.ID, Owner: t.Owner, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Scopes: t.Scopes}
+	return authRecord{ID: t.ID, Owner: t.Owner, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Scopes: t.Scopes, Client: t.Client}
 }
 
 func (a authRecord) marshal() []byte {
-	n := 1 + 8*4 + 1
+	n := 1 + 8*4 + 1 + 1 + len(a.Client)
 	for _, s := range a.Scopes {
 		n += 1 + len(s)
 	}
 	b := make([]byte, 0, n)
-	b = append(b, authRecordVersion)
+	version := byte(authRecordVersion)
+	if a.Client != "" {
+		version = authRecordVersionClient
+	}
+	b = append(b, version)
 	b = binary.BigEndian.AppendUint64(b, a.ID)
 	b = binary.BigEndian.AppendUint64(b, a.Owner)
 	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(a.CreatedAt)))
 	b = binary.BigEndian.AppendUint64(b, uint64(expiryNano(a.ExpiresAt)))
-	return appendScopes(b, a.Scopes)
+	return appendTail(b, a.Scopes, a.Client)
+}
+
+// appendTail appends the tail of an auth record: its scopes and, for a
+// grant's access token, its client id.
+func appendTail(b []byte, scopes []string, client string) []byte {
+	b = appendScopes(b, scopes)
+	if client != "" {
+		b = append(b, byte(len(client)))
+		b = append(b, client...)
+	}
+	return b
 }
 
 // appendScopes appends the encoding of scopes in an auth record: a count,
@@ -67,24 +91,33 @@ func appendScopes(b []byte, scopes []string) []byte {
 const authRecordHead = 1 + 8*4
 
 // unmarshal decodes b, which it does not keep: bytes from bbolt die with
-// their transaction. The scope list is a new one; authCache.authByHash
+// their transaction. The scope list is a new one; authCache.tailOf
 // shares it instead.
 func (a *authRecord) unmarshal(b []byte) error {
 	if err := a.unmarshalHead(b); err != nil {
 		return err
 	}
-	scopes, err := decodeScopes(b[authRecordHead:])
+	scopes, client, err := decodeTail(b[authRecordHead:])
 	if err != nil {
 		return err
 	}
-	a.Scopes = scopes
+	return a.setTail(b[0], scopes, client)
+}
+
+// setTail sets the scopes and client decoded from the tail of a record of
+// version, which must say whether the record names a client.
+func (a *authRecord) setTail(version byte, scopes []string, client string) error {
+	if (client != "") != (version == authRecordVersionClient) {
+		return errBadAuthRecord
+	}
+	a.Scopes, a.Client = scopes, client
 	return nil
 }
 
 // unmarshalHead decodes the fields of b before its scopes, and checks
 // that b is long enough to hold a scope count.
 func (a *authRecord) unmarshalHead(b []byte) error {
-	if len(b) < authRecordHead+1 || b[0] != authRecordVersion {
+	if len(b) < authRecordHead+1 || (b[0] != authRecordVersion && b[0] != authRecordVersionClient) {
 		return errBadAuthRecord
 	}
 	a.ID = binary.BigEndian.Uint64(b[1:])
@@ -127,6 +160,7 @@ type scopeLists struct {
 type scopeListEntry struct {
 	key        string // the encoding; "" once dropped
 	list       []string
+	client     string // for the tail of a grant's access token
 	refs       int    // cache slots that name this list
 	prev, next uint32 // neighbours in the idle ring while refs is 0, newest after the head
 }
@@ -144,10 +178,13 @@ func (l *scopeLists) lookup(key []byte) (uint32, bool) {
 // list returns list number n.
 func (l *scopeLists) list(n uint32) []string { return l.entries[n].list }
 
-// intern returns the number of the list encoded as key, adding scopes
-// under it as an idle list if need be. It returns false when the table is
-// full of lists that cached tokens name.
-func (l *scopeLists) intern(key []byte, scopes []string) (uint32, bool) {
+// client returns the client id that list number n carries, "" for none.
+func (l *scopeLists) client(n uint32) string { return l.entries[n].client }
+
+// intern returns the number of the tail encoded as key (appendTail),
+// adding scopes and client under it as an idle list if need be. It
+// returns false when the table is full of lists that cached tokens name.
+func (l *scopeLists) intern(key []byte, scopes []string, client string) (uint32, bool) {
 	if n, ok := l.ids[string(key)]; ok {
 		return n, true
 	}
@@ -168,6 +205,7 @@ func (l *scopeLists) intern(key []byte, scopes []string) (uint32, bool) {
 	e := &l.entries[n]
 	e.key = string(key)
 	e.list = append(make([]string, 0, len(scopes)), scopes...)
+	e.client = client
 	l.ids[e.key] = n
 	l.pushIdle(n)
 	return n, true
@@ -218,21 +256,26 @@ func (l *scopeLists) unlink(n uint32) {
 	l.idle--
 }
 
-func decodeScopes(b []byte) ([]string, error) {
+// decodeTail decodes the tail of an auth record: its scopes and the client
+// id that may follow them.
+func decodeTail(b []byte) ([]string, string, error) {
 	count := int(b[0])
 	rest := b[1:]
 	scopes := make([]string, 0, count)
 	for range count {
 		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
-			return nil, errBadAuthRecord
+			return nil, "", errBadAuthRecord
 		}
 		scopes = append(scopes, string(rest[1:1+int(rest[0])]))
 		rest = rest[1+int(rest[0]):]
 	}
-	if len(rest) != 0 {
-		return nil, errBadAuthRecord
+	switch {
+	case len(rest) == 0:
+		return scopes, "", nil
+	case rest[0] == 0 || len(rest) != 1+int(rest[0]):
+		return nil, "", errBadAuthRecord
 	}
-	return scopes, nil
+	return scopes, string(rest[1:]), nil
 }
 
 // authByHash reads the auth record stored under h, or errNotFound.

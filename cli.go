@@ -602,7 +602,7 @@ func tokenRevoke(args []string, stdout, stderr io.Writer) error {
 // ---- purge ----
 
 func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := command{"purge", "[-expired-retention 168h] [-session-idle 168h]", "Delete tokens that expired longer ago than the retention, and expired sessions, as the server does every -purge-interval."}
+	cmd := command{"purge", "[-expired-retention 168h] [-session-idle 168h]", "Delete tokens that expired longer ago than the retention, expired sessions, and expired OAuth codes, device requests and grants, as the server does every -purge-interval."}
 	var db string
 	fs := cmd.newFlagSet(stderr, &db)
 	retention := fs.Duration("expired-retention", defaultConfig().ExpiredRetention, "how long expired tokens stay visible before they are deleted")
@@ -638,7 +638,8 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "purged %s in %s and %s\n", plural(res.Tokens, "expired token"), plural(res.Transactions, "transaction"), plural(sessions, "expired session"))
+	fmt.Fprintf(stdout, "purged %s in %s, %s and %s\n", plural(res.Tokens, "expired token"), plural(res.Transactions, "transaction"),
+		plural(sessions, "expired session"), plural(res.OAuth, "expired OAuth record"))
 	return nil
 }
 

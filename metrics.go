@@ -42,6 +42,10 @@ type metrics struct {
 	flushDuration prometheus.Histogram
 	handler       http.Handler
 
+	// purgeDeletedOAuth counts the OAuth codes, device requests and
+	// grants the purge deleted.
+	purgeDeletedOAuth prometheus.Counter
+
 	// requestSeries holds the request counter and histogram of each
 	// method, route and status seen, so that a request finds them with one
 	// lookup instead of hashing its labels twice. Its keys are bounded:
@@ -93,6 +97,10 @@ func newMetrics(st store, log *slog.Logger) *metrics {
 			Name: "tokend_purge_deleted_tokens_total",
 			Help: "Expired tokens deleted by the purge.",
 		}),
+		purgeDeletedOAuth: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokend_purge_deleted_oauth_total",
+			Help: "Expired OAuth authorization codes, device requests and grants deleted by the purge.",
+		}),
 		flushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tokend_last_used_flush_duration_seconds",
 			Help:    "Time to write gathered last-used times to the database, per flush that had any.",
@@ -108,7 +116,7 @@ func newMetrics(st store, log *slog.Logger) *metrics {
 		m.purgeRuns.WithLabelValues(r)
 	}
 	reg.MustRegister(
-		m.requests, m.duration, m.inFlight, m.authDecisions, m.purgeRuns, m.purgeDeleted, m.flushDuration,
+		m.requests, m.duration, m.inFlight, m.authDecisions, m.purgeRuns, m.purgeDeleted, m.purgeDeletedOAuth, m.flushDuration,
 		storeCollector{st},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,6 +204,7 @@ func TestEngineOAuthAuthCode(t *testing.T) {
 		if _, h := x.secret(); st.CreateAuthCode(h, authCodeRecord{Client: "nope", User: alice.ID, ExpiresAt: x.now.Add(time.Minute)}) == nil {
 			t.Error("CreateAuthCode for an unknown client succeeded")
 		}
+		_, personal := storeToken(t, st, alice.ID, "ci", nil, scopeTokensRead)
 		h := x.code(app, alice.ID, scopeTokensRead, scopeTokensWrite)
 		c, err := st.AuthCode(h)
 		if err != nil || c.Client != app.ID || c.User != alice.ID || !slices.Equal(c.Scopes, []string{scopeTokensRead, scopeTokensWrite}) ||
@@ -236,9 +238,14 @@ func TestEngineOAuthAuthCode(t *testing.T) {
 		if tok.ID == 0 || tok.Grant != g.ID || tok.Client != app.ID || tok.Owner != alice.ID || !slices.Equal(tok.Scopes, []string{scopeTokensRead}) {
 			t.Errorf("access token = %+v; want one of the grant, client and user", tok)
 		}
-		a, u, err := st.Authenticate(hashToken(is.access))
-		if err != nil || a.ID != tok.ID || a.Owner != alice.ID || u.Name != "alice" || !slices.Equal(a.Scopes, []string{scopeTokensRead}) {
-			t.Errorf("Authenticate(access) = %+v, %+v, %v; want the token of alice", a, u, err)
+		for _, from := range []string{"the database", "the auth cache"} {
+			a, u, err := st.Authenticate(hashToken(is.access))
+			if err != nil || a.ID != tok.ID || a.Owner != alice.ID || u.Name != "alice" || !slices.Equal(a.Scopes, []string{scopeTokensRead}) || a.Client != app.ID {
+				t.Errorf("Authenticate(access) from %s = %+v, %+v, %v; want the token of alice and its client", from, a, u, err)
+			}
+		}
+		if a, _, err := st.Authenticate(hashToken(personal)); err != nil || a.Client != "" {
+			t.Errorf("Authenticate(personal token) = %+v, %v; want no client", a, err)
 		}
 		if got, _, err := st.TokenByHash(hashToken(is.access)); err != nil || got.Grant != g.ID || got.Client != app.ID {
 			t.Errorf("TokenByHash(access) = %+v, %v; want Grant and Client kept", got, err)
@@ -772,6 +779,11 @@ func TestEngineOAuthPurge(t *testing.T) {
 		x.now = x.now.Add(20 * time.Minute)
 		liveCode := x.code(app, alice.ID)
 
+		ended, cancel := context.WithCancel(context.Background())
+		cancel()
+		if n, err := st.PurgeOAuth(ended, expiring.ExpiresAt); err != nil || n != 0 {
+			t.Errorf("PurgeOAuth with an ended context = %d, %v; want nothing done, no error", n, err)
+		}
 		n, err := st.PurgeOAuth(context.Background(), x.now.Add(-10*time.Minute))
 		// Then the old code, the two redeemed ones and oldDev expire.
 		if err != nil || n != 4 {
@@ -924,5 +936,68 @@ func TestUpgradeSchema2(t *testing.T) {
 			t.Errorf("schema after the upgrade = %d; want 3", v)
 		}
 		return nil
+	})
+}
+
+// TestEngineOAuthRedeemRace redeems one code, and then rotates one refresh
+// token, from many goroutines at once: exactly one succeeds, the next
+// hears errCodeUsed, and since a second use revokes the grant, none is
+// left and no access token issued verifies. (A code stays to answer
+// errCodeUsed to every later use; a refresh token goes with its grant, so
+// uses after the revocation hear errNotFound.)
+func TestEngineOAuthRedeemRace(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		x := newOAuthFixture(t, st)
+		alice := storeUser(t, st, "alice", false)
+		app := x.client("App")
+		const racers = 6
+		race := func(what string, afterRevocation error, call func(is *issued) error) {
+			t.Helper()
+			var issues [racers]*issued
+			for i := range issues {
+				issues[i] = x.issue(alice.ID, x.now, scopeTokensRead)
+			}
+			errs := make(chan error, racers)
+			var wg sync.WaitGroup
+			for i := range racers {
+				wg.Go(func() { errs <- call(issues[i]) })
+			}
+			wg.Wait()
+			close(errs)
+			won, used := 0, 0
+			for err := range errs {
+				switch {
+				case err == nil:
+					won++
+				case errors.Is(err, errCodeUsed):
+					used++
+				case !errors.Is(err, afterRevocation):
+					t.Errorf("%s raced: %v; want nil, errCodeUsed or %v", what, err, afterRevocation)
+				}
+			}
+			if won != 1 || used == 0 {
+				t.Errorf("%s raced: %d succeeded, %d heard errCodeUsed; want exactly 1 and at least 1", what, won, used)
+			}
+			if ids := grantIDs(t, st, alice.ID); len(ids) != 0 {
+				t.Errorf("after %s raced alice holds grants %v; want none (reuse revokes)", what, ids)
+			}
+			for _, is := range issues {
+				if authenticates(t, st, is.access) {
+					t.Errorf("after %s raced an access token verifies", what)
+				}
+			}
+		}
+		h := x.code(app, alice.ID, scopeTokensRead)
+		race("RedeemAuthCode", errCodeUsed, func(is *issued) error {
+			_, _, err := st.RedeemAuthCode(h, x.now, &is.issue)
+			return err
+		})
+		_, _, first := x.grant(app, alice.ID, scopeTokensRead)
+		race("RefreshGrant", errNotFound, func(is *issued) error {
+			_, _, err := st.RefreshGrant(hashToken(first.refresh), x.now.Add(time.Minute), &is.issue)
+			return err
+		})
+		checkStore(t, st)
 	})
 }

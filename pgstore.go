@@ -60,8 +60,7 @@ const pgDefaultMaxConns = 16
 // pgStore is the PostgreSQL engine. Each exported method is one SQL
 // transaction (a single statement, or a BEGIN … COMMIT).
 type pgStore struct {
-	oauthPending // until the OAuth methods are written
-	pool         *pgxpool.Pool
+	pool *pgxpool.Pool
 	// sink hears, synchronously once a write has committed and before the
 	// write returns, what it deleted or changed (see invalidationSink).
 	// Other instances hear it through the notification the write sends.
@@ -383,14 +382,19 @@ func scanUser(r scanner, extra ...any) (userRecord, error) {
 	return u, nil
 }
 
-const pgTokenColumns = "t.id, t.owner, t.name, t.scopes, t.created_at, t.expires_at, t.last_used_at, t.last_used_ip, t.hint, t.hash"
+const pgTokenColumns = "t.id, t.owner, t.name, t.scopes, t.created_at, t.expires_at, t.last_used_at, t.last_used_ip, t.hint, t.hash, t.grant_id, t.client_id"
+
+// pgPersonal is the condition that leaves the access tokens of OAuth
+// grants out of the personal-token views (oauthstore.go).
+const pgPersonal = "t.grant_id IS NULL"
 
 func scanToken(r scanner, extra ...any) (tokenRecord, error) {
 	var t tokenRecord
 	var id, owner, created int64
-	var expires, lastUsed *int64
+	var expires, lastUsed, grant *int64
+	var client *string
 	var hash []byte
-	dest := append([]any{&id, &owner, &t.Name, &t.Scopes, &created, &expires, &lastUsed, &t.LastUsedIP, &t.Hint, &hash}, extra...)
+	dest := append([]any{&id, &owner, &t.Name, &t.Scopes, &created, &expires, &lastUsed, &t.LastUsedIP, &t.Hint, &hash, &grant, &client}, extra...)
 	if err := r.Scan(dest...); err != nil {
 		return tokenRecord{}, err
 	}
@@ -399,6 +403,9 @@ func scanToken(r scanner, extra ...any) (tokenRecord, error) {
 		return tokenRecord{}, fmt.Errorf("token %d: %w", id, err)
 	}
 	t.ID, t.Owner, t.Hash = uint64(id), uint64(owner), h
+	if grant != nil && client != nil {
+		t.Grant, t.Client = uint64(*grant), *client
+	}
 	t.CreatedAt, t.ExpiresAt, t.LastUsedAt = nanoTime(created), nanoTimePtr(expires), nanoTimePtr(lastUsed)
 	return t, nil
 }
@@ -414,10 +421,10 @@ func notFound(err error) error {
 // The statements on hot paths, named so that a test can show that each
 // uses an index (TestPGHotQueriesUseIndexes).
 const (
-	pgSQLAuthenticate = `SELECT t.id, t.owner, t.created_at, t.expires_at, t.scopes,
+	pgSQLAuthenticate = `SELECT t.id, t.owner, t.created_at, t.expires_at, t.scopes, t.client_id,
 			u.id, u.name, u.admin, u.created_at, u.password_changed_at
 		FROM tokens t JOIN users u ON u.id = t.owner WHERE t.hash = $1`
-	pgSQLTokensByOwner = "SELECT " + pgTokenColumns + " FROM tokens t WHERE t.owner = $1 ORDER BY t.id DESC"
+	pgSQLTokensByOwner = "SELECT " + pgTokenColumns + " FROM tokens t WHERE t.owner = $1 AND " + pgPersonal + " ORDER BY t.id DESC"
 	// = ANY(ARRAY(…)) rather than IN (…): the planner then looks each id
 	// up in the primary key rather than joining against the whole table.
 	pgSQLPurgeTokens = `DELETE FROM tokens WHERE id = ANY (ARRAY(
@@ -577,13 +584,21 @@ func countPGAdmins(ctx context.Context, tx pgx.Tx) (int, error) {
 	return n, err
 }
 
-// deletePGTokensOf deletes every token of owner and notes their hashes in c.
+// deletePGTokensOf deletes every token of owner, and their OAuth grants
+// with the requests they approved (deletePGGrantsOf), notes the tokens'
+// hashes in c and returns how many tokens went: personal tokens and the
+// grants' access tokens. The caller holds owner's row.
 func deletePGTokensOf(ctx context.Context, tx pgx.Tx, owner uint64, c *pgChanges) (int, error) {
+	n, err := deletePGGrantsOf(ctx, tx, owner, c)
+	if err != nil {
+		return 0, err
+	}
 	rows, err := tx.Query(ctx, "DELETE FROM tokens WHERE owner = $1 RETURNING hash", idParam(owner))
 	if err != nil {
 		return 0, err
 	}
-	return collectGone(rows, c)
+	m, err := collectGone(rows, c)
+	return n + m, err
 }
 
 // collectGone reads the hashes a DELETE … RETURNING hash returned into c.
@@ -673,8 +688,9 @@ func (s *pgStore) SetAdmin(id uint64, admin bool) (userRecord, error) {
 	return u, err
 }
 
-// RevokeTokensOf deletes every token of user id and returns how many. It
-// returns errNotFound for an unknown user.
+// RevokeTokensOf deletes every token of user id and their OAuth grants,
+// and returns how many tokens went (the grants' access tokens included).
+// It returns errNotFound for an unknown user.
 func (s *pgStore) RevokeTokensOf(id uint64) (int, error) {
 	var n int
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
@@ -726,12 +742,12 @@ func (s *pgStore) ChangePassword(id uint64, pc passwordChange) (tokens, sessions
 	return tokens, sessions, err
 }
 
-// TokenCounts returns how many tokens each user holds; users without
-// tokens are missing from the map.
+// TokenCounts returns how many personal tokens each user holds; users
+// without any are missing from the map.
 func (s *pgStore) TokenCounts() (map[uint64]int, error) {
 	ctx, cancel := s.opContext()
 	defer cancel()
-	rows, err := s.pool.Query(ctx, "SELECT owner, count(*) FROM tokens GROUP BY owner")
+	rows, err := s.pool.Query(ctx, "SELECT t.owner, count(*) FROM tokens t WHERE "+pgPersonal+" GROUP BY t.owner")
 	if err != nil {
 		return nil, pgError(err)
 	}
@@ -801,7 +817,7 @@ func (s *pgStore) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
 			return notFound(err)
 		}
 		var full bool
-		err = tx.QueryRow(ctx, "SELECT count(*) >= $2 FROM (SELECT 1 FROM tokens WHERE owner = $1 LIMIT $2) AS held",
+		err = tx.QueryRow(ctx, "SELECT count(*) >= $2 FROM (SELECT 1 FROM tokens t WHERE t.owner = $1 AND "+pgPersonal+" LIMIT $2) AS held",
 			idParam(rec.Owner), limit).Scan(&full)
 		if err != nil {
 			return err
@@ -825,10 +841,16 @@ func insertToken(ctx context.Context, q pgQuerier, t *tokenRecord) error {
 	if scopes == nil {
 		scopes = []string{}
 	}
+	var grant *int64
+	var client *string
+	if t.Grant != 0 {
+		g := idParam(t.Grant)
+		grant, client = &g, &t.Client
+	}
 	var id int64
-	err := q.QueryRow(ctx, `INSERT INTO tokens (owner, hash, name, scopes, created_at, expires_at, hint)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
-		idParam(t.Owner), t.Hash[:], t.Name, scopes, unixNano(t.CreatedAt), expiryParam(t.ExpiresAt), t.Hint).Scan(&id)
+	err := q.QueryRow(ctx, `INSERT INTO tokens (owner, hash, name, scopes, created_at, expires_at, hint, grant_id, client_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+		idParam(t.Owner), t.Hash[:], t.Name, scopes, unixNano(t.CreatedAt), expiryParam(t.ExpiresAt), t.Hint, grant, client).Scan(&id)
 	switch {
 	case pgForeignKeyViolation(err):
 		return errNotFound
@@ -861,12 +883,16 @@ func (s *pgStore) readAuth(h tokenHash, _ *authCache, _ uint64) (authRecord, use
 	var a authRecord
 	var id, owner, created int64
 	var expires *int64
+	var client *string
 	var u userRecord
 	var uid, ucreated, uchanged int64
 	err := s.pool.QueryRow(ctx, pgSQLAuthenticate, h[:]).
-		Scan(&id, &owner, &created, &expires, &a.Scopes, &uid, &u.Name, &u.Admin, &ucreated, &uchanged)
+		Scan(&id, &owner, &created, &expires, &a.Scopes, &client, &uid, &u.Name, &u.Admin, &ucreated, &uchanged)
 	if err != nil {
 		return authRecord{}, userRecord{}, false, pgError(notFound(err))
+	}
+	if client != nil {
+		a.Client = *client
 	}
 	a.ID, a.Owner, a.CreatedAt, a.ExpiresAt = uint64(id), uint64(owner), nanoTime(created), nanoTimePtr(expires)
 	u.ID, u.CreatedAt, u.PasswordChangedAt = uint64(uid), nanoTime(ucreated), nanoTime(uchanged)
@@ -895,7 +921,7 @@ func (s *pgStore) TokenByHash(h tokenHash) (tokenRecord, userRecord, error) {
 func (s *pgStore) TokenByID(id, owner uint64) (tokenRecord, error) {
 	ctx, cancel := s.opContext()
 	defer cancel()
-	t, err := scanToken(s.pool.QueryRow(ctx, "SELECT "+pgTokenColumns+" FROM tokens t WHERE t.id = $1 AND ($2::bigint = 0 OR t.owner = $2)",
+	t, err := scanToken(s.pool.QueryRow(ctx, "SELECT "+pgTokenColumns+" FROM tokens t WHERE t.id = $1 AND ($2::bigint = 0 OR t.owner = $2) AND "+pgPersonal,
 		idParam(id), idParam(owner)))
 	return t, pgError(notFound(err))
 }
@@ -930,7 +956,7 @@ func (s *pgStore) TokensByOwner(owner uint64) ([]tokenRecord, error) {
 
 // AllTokens returns every token, newest first.
 func (s *pgStore) AllTokens() ([]tokenRecord, error) {
-	return s.queryTokens("SELECT " + pgTokenColumns + " FROM tokens t ORDER BY t.id DESC")
+	return s.queryTokens("SELECT " + pgTokenColumns + " FROM tokens t WHERE " + pgPersonal + " ORDER BY t.id DESC")
 }
 
 // DeleteToken revokes token id if owner holds it (or owner is anyOwner) and
@@ -939,7 +965,7 @@ func (s *pgStore) DeleteToken(id, owner uint64) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		var err error
-		t, err = scanToken(tx.QueryRow(ctx, "DELETE FROM tokens t WHERE t.id = $1 AND ($2::bigint = 0 OR t.owner = $2) RETURNING "+pgTokenColumns,
+		t, err = scanToken(tx.QueryRow(ctx, "DELETE FROM tokens t WHERE t.id = $1 AND ($2::bigint = 0 OR t.owner = $2) AND "+pgPersonal+" RETURNING "+pgTokenColumns,
 			idParam(id), idParam(owner)))
 		if err != nil {
 			return notFound(err)
@@ -976,7 +1002,7 @@ func (s *pgStore) RotateToken(id, owner uint64, h tokenHash, hint string, now ti
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		// The owner's row first (see the locking order at the top), then the token's.
 		var holder int64
-		err := tx.QueryRow(ctx, "SELECT owner FROM tokens WHERE id = $1 AND ($2::bigint = 0 OR owner = $2)", idParam(id), idParam(owner)).Scan(&holder)
+		err := tx.QueryRow(ctx, "SELECT t.owner FROM tokens t WHERE t.id = $1 AND ($2::bigint = 0 OR t.owner = $2) AND "+pgPersonal, idParam(id), idParam(owner)).Scan(&holder)
 		if err != nil {
 			return notFound(err)
 		}
@@ -1297,9 +1323,10 @@ func (s *pgStore) PurgeSessions(ctx context.Context, now time.Time, idle time.Du
 // ---- consistency ----
 
 // Check verifies what the schema's constraints do not: that the schema is
-// this binary's and that every user's name key is its lower-cased name
-// as tokend lowers it. It returns every problem found,
-// joined.
+// this binary's, that every user's and client's name key is its
+// lower-cased name as tokend lowers it, and that each access token of a
+// grant has the grant's user and client (checkOAuth). It returns every
+// problem found, joined.
 func (s *pgStore) Check() error {
 	ctx, cancel := s.opContext()
 	defer cancel()
@@ -1332,6 +1359,9 @@ func (s *pgStore) Check() error {
 		}
 	}
 	if err := rows.Err(); err != nil {
+		return pgError(err)
+	}
+	if err := s.checkOAuth(ctx, bad); err != nil {
 		return pgError(err)
 	}
 	return errors.Join(problems...)

@@ -674,8 +674,8 @@ func TestPGServerShutdownIsUnavailable(t *testing.T) {
 
 // TestPGHotQueriesUseIndexes shows, with EXPLAIN on tables of realistic
 // shape and fresh statistics, that no hot path reads a table from end to
-// end: verification, a user's tokens and sessions, a session, and both
-// purges each go through an index.
+// end: verification, a user's tokens, sessions and grants, a session, a
+// refresh token, a grant's tokens, and the purges each go through an index.
 func TestPGHotQueriesUseIndexes(t *testing.T) {
 	st, dbURL := newTestPGStore(t)
 	// 5,000 users; 20,000 tokens, 5% expired long ago, half the rest never
@@ -691,8 +691,29 @@ func TestPGHotQueriesUseIndexes(t *testing.T) {
 			CASE WHEN i % 50 = 0 THEN 10 ELSE 9000000000000000000 END,
 			CASE WHEN i % 50 = 1 THEN 10 ELSE 9000000000000000000 END, 0, '', ''
 		FROM generate_series(1, 20000) AS i`)
+	// 50 clients; 10,000 grants, 5% expired, each with a token and two
+	// refresh tokens; 5,000 codes and 5,000 device requests, 5% expired.
+	pgExec(t, dbURL, `INSERT INTO clients (id, name, name_key, redirect_uris, public, device, access_ttl, created_at, created_by)
+		SELECT 'c' || i, 'c' || i, 'c' || i, '{}', false, false, 0, 0, 1 FROM generate_series(1, 50) AS i`)
+	pgExec(t, dbURL, `INSERT INTO grants (client_id, user_id, scopes, created_at, expires_at)
+		SELECT 'c' || i % 50 + 1, (SELECT min(id) FROM users) + i % 5000, '{tokens:read}', 0,
+			CASE WHEN i % 20 = 0 THEN 1000 ELSE 9000000000000000000 END
+		FROM generate_series(1, 10000) AS i`)
+	pgExec(t, dbURL, `INSERT INTO tokens (owner, hash, name, scopes, created_at, expires_at, hint, grant_id, client_id)
+		SELECT user_id, sha256(('g' || id)::bytea), 'g', scopes, 0, 9000000000000000000, 'abcd', id, client_id FROM grants`)
+	pgExec(t, dbURL, `INSERT INTO refresh_tokens (hash, grant_id, used)
+		SELECT sha256(('r' || id || '.' || n)::bytea), id, n = 1 FROM grants, generate_series(1, 2) AS n`)
+	pgExec(t, dbURL, `INSERT INTO auth_codes (hash, client_id, user_id, scopes, redirect_uri, challenge, created_at, expires_at)
+		SELECT sha256(('a' || i)::bytea), 'c' || i % 50 + 1, (SELECT min(id) FROM users) + i % 5000, '{}', '', '', 0,
+			CASE WHEN i % 20 = 0 THEN 1000 ELSE 9000000000000000000 END
+		FROM generate_series(1, 5000) AS i`)
+	pgExec(t, dbURL, `INSERT INTO device_auths (hash, user_code_hash, client_id, scopes, created_at, expires_at, poll_interval, state)
+		SELECT sha256(('d' || i)::bytea), sha256(('u' || i)::bytea), 'c' || i % 50 + 1, '{}', 0,
+			CASE WHEN i % 20 = 0 THEN 1000 ELSE 9000000000000000000 END, 5000000000, 0
+		FROM generate_series(1, 5000) AS i`)
 	pgExec(t, dbURL, "ANALYZE")
 	owner := pgQueryInt(t, dbURL, "SELECT min(id) + 7 FROM users")
+	grants := []int64{pgQueryInt(t, dbURL, "SELECT min(id) + 7 FROM grants")}
 	tokenHash := sha256Bytes("t77")
 	sessHash := sha256Bytes("s77")
 
@@ -708,6 +729,12 @@ func TestPGHotQueriesUseIndexes(t *testing.T) {
 		{"a session", pgSQLSessionByHash, []any{sessHash}, []string{"sessions_pkey", "users_pkey"}},
 		{"a user's sessions", pgSQLSessionsOf, []any{owner}, []string{"sessions_owner"}},
 		{"sessions purge", pgSQLPurgeSessions, []any{int64(100), int64(100), sessionPurgeBatch}, []string{"sessions_expiry", "sessions_last_seen", "sessions_pkey"}},
+		{"a user's grants", pgSQLGrantsOf, []any{owner}, []string{"grants_user", "tokens_grant"}},
+		{"a refresh token's grant", pgSQLGrantOfRefresh, []any{sha256Bytes("r77.1")}, []string{"refresh_tokens_pkey", "grants_pkey"}},
+		{"a grant's tokens", pgSQLGrantTokens, []any{grants}, []string{"tokens_grant"}},
+		{"expired codes purge", pgSQLPurgeCodes, []any{int64(2000), oauthPurgeBatch}, []string{"auth_codes_expiry", "auth_codes_pkey"}},
+		{"expired device requests purge", pgSQLPurgeDevice, []any{int64(2000), oauthPurgeBatch}, []string{"device_auths_expiry", "device_auths_pkey"}},
+		{"expired grants purge", pgSQLExpiredGrants, []any{int64(2000), oauthPurgeBatch}, []string{"grants_expiry"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rows, err := st.pool.Query(t.Context(), "EXPLAIN "+tc.sql, tc.args...)

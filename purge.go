@@ -11,16 +11,25 @@ const purgeBatch = 1000
 // purgeResult is what one purge pass did.
 type purgeResult struct {
 	Tokens       int // tokens deleted
-	Transactions int
+	Transactions int // of the tokens' purge
+	// OAuth counts the authorization codes, device requests and grants
+	// deleted (a grant's tokens are not counted in Tokens).
+	OAuth int
 }
 
-// purgeOnce deletes tokens that expired more than retention before now.
-// Expired tokens are refused at request time whether or not they have been
+// purgeOnce deletes tokens that expired more than retention before now,
+// then the OAuth codes, device requests and grants expired at now: those
+// are never shown once expired, so they keep no retention. Expired tokens
+// and codes are refused at request time whether or not they have been
 // purged: this is housekeeping, not security.
 func purgeOnce(ctx context.Context, st store, now time.Time, retention time.Duration) (purgeResult, error) {
 	var res purgeResult
 	var err error
 	res.Tokens, res.Transactions, err = st.PurgeExpired(ctx, now.Add(-retention), purgeBatch)
+	if err != nil {
+		return res, err
+	}
+	res.OAuth, err = st.PurgeOAuth(ctx, now)
 	return res, err
 }
 
@@ -51,14 +60,19 @@ func (s *server) purge(ctx context.Context) {
 	start := time.Now()
 	res, err := purgeOnce(ctx, s.store, s.now(), s.cfg.ExpiredRetention)
 	s.metrics.purgeDeleted.Add(float64(res.Tokens))
+	s.metrics.purgeDeletedOAuth.Add(float64(res.OAuth))
 	if err != nil {
 		s.metrics.purgeRuns.WithLabelValues("error").Inc()
-		s.log.Error("purge expired tokens; will retry at the next tick", "err", err, "tokens_deleted", res.Tokens)
+		s.log.Error("purge expired tokens and OAuth requests and grants; will retry at the next tick", "err", err,
+			"tokens_deleted", res.Tokens, "oauth_deleted", res.OAuth)
 	} else {
 		s.metrics.purgeRuns.WithLabelValues("ok").Inc()
 	}
 	if err == nil && res.Tokens > 0 {
 		s.log.Info("purged expired tokens", "tokens", res.Tokens, "transactions", res.Transactions, "duration", time.Since(start))
+	}
+	if err == nil && res.OAuth > 0 {
+		s.log.Info("purged expired OAuth codes, device requests and grants", "records", res.OAuth)
 	}
 	n, err := s.store.PurgeSessions(ctx, s.now(), s.cfg.SessionIdle)
 	if err != nil {

@@ -408,11 +408,11 @@ func TestPurgeCommandBounds(t *testing.T) {
 		}
 	}
 	out, _, err := runCLI(t, "", "purge", "-db", db, "-expired-retention", "876000h")
-	if err != nil || out != "purged 0 expired tokens in 1 transaction and 0 expired sessions\n" {
+	if err != nil || out != "purged 0 expired tokens in 1 transaction, 0 expired sessions and 0 expired OAuth records\n" {
 		t.Errorf("tokend purge -expired-retention 876000h = %q, %v; want nothing purged, in 1 transaction", out, err)
 	}
 	out, _, err = runCLI(t, "", "purge", "-db", db, "-expired-retention", "0s")
-	if err != nil || out != "purged 1 expired token in 1 transaction and 0 expired sessions\n" {
+	if err != nil || out != "purged 1 expired token in 1 transaction, 0 expired sessions and 0 expired OAuth records\n" {
 		t.Errorf("tokend purge -expired-retention 0s = %q, %v; want the one expired token purged", out, err)
 	}
 	st, err = openStore(db, time.Second)
@@ -422,5 +422,78 @@ func TestPurgeCommandBounds(t *testing.T) {
 	defer st.Close()
 	if all, _ := st.AllTokens(); len(all) != 2 {
 		t.Errorf("%d tokens left; want the 2 that have not expired", len(all))
+	}
+}
+
+// TestPurgeRemovesExpiredOAuth: each purge pass deletes the OAuth codes,
+// device requests and grants expired at now, the grants with their
+// tokens, logs it and counts it; what is live stays. tokend purge does
+// the same offline.
+func TestPurgeRemovesExpiredOAuth(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	x := newOAuthFixture(t, ts.store)
+	now := ts.clock.Now()
+	x.now = now.Add(-31 * 24 * time.Hour) // the grant's refresh token expired a day ago
+	app := x.client("App")
+	old, _, oldIs := x.grant(app, alice.ID, scopeTokensRead)
+	staleCode := x.code(app, alice.ID)
+	x.now = now
+	live, _, liveIs := x.grant(app, alice.ID, scopeTokensRead)
+	liveCode := x.code(app, alice.ID)
+
+	ts.purge(context.Background())
+	// The two codes of before (one redeemed) and the old grant.
+	fams := scrape(t, ts)
+	if got := sample(fams, "tokend_purge_deleted_oauth_total", nil); got != 3 {
+		t.Errorf("tokend_purge_deleted_oauth_total = %v; want 3", got)
+	}
+	if got := sample(fams, "tokend_purge_runs_total", map[string]string{"result": "ok"}); got != 1 {
+		t.Errorf("tokend_purge_runs_total{ok} = %v; want 1", got)
+	}
+	if !strings.Contains(ts.logs.String(), "purged expired OAuth") {
+		t.Errorf("the purge did not log the OAuth records it deleted:\n%s", ts.logs.String())
+	}
+	if ids := grantIDs(t, ts.store, alice.ID); len(ids) != 1 || ids[0] != live.ID {
+		t.Errorf("grants after the purge = %v; want [%d], not the expired %d", ids, live.ID, old.ID)
+	}
+	if _, _, err := ts.store.TokenByHash(hashToken(oldIs.access)); !errors.Is(err, errNotFound) {
+		t.Errorf("the expired grant's access token after the purge: %v; want errNotFound", err)
+	}
+	if _, _, err := ts.store.TokenByHash(hashToken(liveIs.access)); err != nil {
+		t.Errorf("the live grant's access token after the purge: %v", err)
+	}
+	if _, err := ts.store.AuthCode(staleCode); !errors.Is(err, errNotFound) {
+		t.Errorf("an expired code after the purge: %v; want errNotFound", err)
+	}
+	if _, err := ts.store.AuthCode(liveCode); err != nil {
+		t.Errorf("a live code after the purge: %v", err)
+	}
+	if err := ts.store.Check(); err != nil {
+		t.Errorf("Check after the purge: %v", err)
+	}
+	// With nothing expired, the OAuth purge does not write.
+	writes := ts.store.writeTxs.Load()
+	if n, err := ts.store.PurgeOAuth(context.Background(), now); err != nil || n != 0 {
+		t.Errorf("PurgeOAuth with nothing expired = %d, %v", n, err)
+	}
+	if got := ts.store.writeTxs.Load() - writes; got != 0 {
+		t.Errorf("PurgeOAuth with nothing expired wrote %d transactions; want 0", got)
+	}
+
+	// Offline: a code that expired an hour ago goes.
+	db := filepath.Join(t.TempDir(), "tokend.db")
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := storeUser(t, st, "bob", false)
+	x = newOAuthFixture(t, st)
+	x.now = time.Now().Add(-time.Hour)
+	x.code(x.client("App"), bob.ID)
+	st.Close()
+	out, _, err := runCLI(t, "", "purge", "-db", db)
+	if err != nil || !strings.Contains(out, "1 expired OAuth record") {
+		t.Errorf("tokend purge = %q, %v; want 1 expired OAuth record purged", out, err)
 	}
 }

@@ -625,6 +625,8 @@ func TestAuthRecordRoundTrip(t *testing.T) {
 	for _, a := range []authRecord{
 		{ID: 1, Owner: 2, CreatedAt: time.Date(2030, 1, 1, 0, 0, 0, 1, time.UTC), ExpiresAt: &exp, Scopes: []string{scopeTokensRead, "treasure:create"}},
 		{ID: 1<<64 - 1, Owner: 7, CreatedAt: time.Unix(0, 0).UTC(), Scopes: []string{}},
+		{ID: 9, Owner: 3, CreatedAt: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), ExpiresAt: &exp, Scopes: []string{scopeTokensRead}, Client: "client-id"},
+		{ID: 10, Owner: 3, CreatedAt: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), ExpiresAt: &exp, Scopes: []string{}, Client: "c"},
 	} {
 		var back authRecord
 		if err := back.unmarshal(a.marshal()); err != nil {
@@ -632,10 +634,20 @@ func TestAuthRecordRoundTrip(t *testing.T) {
 		}
 		if back.ID != a.ID || back.Owner != a.Owner || !back.CreatedAt.Equal(a.CreatedAt) ||
 			(a.ExpiresAt == nil) != (back.ExpiresAt == nil) || (a.ExpiresAt != nil && !back.ExpiresAt.Equal(*a.ExpiresAt)) ||
-			strings.Join(back.Scopes, " ") != strings.Join(a.Scopes, " ") {
+			strings.Join(back.Scopes, " ") != strings.Join(a.Scopes, " ") || back.Client != a.Client {
 			t.Errorf("round trip of %+v = %+v", a, back)
 		}
 		b := a.marshal()
+		// Version 1, as every record was before clients, unless a client
+		// is named.
+		if want := map[bool]byte{false: 1, true: 2}[a.Client != ""]; b[0] != want {
+			t.Errorf("marshal(%+v) is of version %d; want %d", a, b[0], want)
+		}
+		other := append([]byte(nil), b...)
+		other[0] ^= 3 // 1 ↔ 2: the version must agree with the client
+		if err := back.unmarshal(other); err == nil {
+			t.Errorf("unmarshal of %+v under the other version = nil error", a)
+		}
 		for n := range len(b) - 1 {
 			if err := back.unmarshal(b[:n]); err == nil {
 				t.Errorf("unmarshal of %d of %d bytes = nil error", n, len(b))
