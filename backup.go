@@ -165,7 +165,7 @@ func writeBackupFile(st *boltStore, path string) (int64, error) {
 // for a database that is lost or unreadable.
 func runRestore(args []string, stdout, stderr io.Writer) error {
 	cmd := command{"restore", "[-force] BACKUP", "Put the backup BACKUP in place of the database (mode 0600), with the server stopped.\n" +
-		"The backup must open as a tokend database and pass the consistency check. User and token\n" +
+		"The backup must open as a tokend database and pass the consistency check. User, token and grant\n" +
 		"ids then continue past every id handed out since the backup, so none is handed out twice.\n" +
 		"A database that exists is replaced only with -force."}
 	var db string

@@ -756,6 +756,15 @@ func TestRestoreWithTheDatabaseLost(t *testing.T) {
 	if users[0].ID > ownerMask {
 		t.Errorf("the first user after the restore has id %d; want one the auth cache can hold (below 2^%d)", users[0].ID, ownerBits)
 	}
+	// Grant ids, shown in URLs, continue past the clock's floor too.
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if seq, err := st.IDSequences(); err != nil || seq.Grants < floor.Grants || seq.Grants == 0 {
+		t.Errorf("the grant sequence after the restore = %d, %v; want at least the clock's floor, %d", seq.Grants, err, floor.Grants)
+	}
 }
 
 // TestPlainRestartKeepsIDsSequential: a server restarted on its own file

@@ -1130,3 +1130,106 @@ func checkGrantToken(tx *bolt.Tx, t *tokenRecord, bad func(format string, args .
 		bad("token %d has no grant_tokens entry", t.ID)
 	}
 }
+
+// ---- copy (copy.go) ----
+
+// exportOAuth hands every OAuth client, then every grant with its refresh
+// tokens, to to, in batches of at most batch, from tx. Codes and device
+// requests in flight stay behind.
+func exportOAuth(ctx context.Context, tx *bolt.Tx, batch int, to importer) error {
+	clients := &batcher[clientRecord]{ctx: ctx, size: batch, out: to.ImportClients}
+	err := tx.Bucket(bucketClients).ForEach(func(k, v []byte) error {
+		var c clientRecord
+		if err := getJSON(tx.Bucket(bucketClients), k, &c); err != nil {
+			return err
+		}
+		return clients.add(c)
+	})
+	if err != nil {
+		return err
+	}
+	if err := clients.flush(); err != nil {
+		return err
+	}
+	grants := &batcher[grantCopy]{ctx: ctx, size: batch, out: to.ImportGrants}
+	refresh := tx.Bucket(bucketRefresh)
+	err = tx.Bucket(bucketGrants).ForEach(func(k, v []byte) error {
+		var g grantCopy
+		if err := getJSON(tx.Bucket(bucketGrants), k, &g.grant); err != nil {
+			return err
+		}
+		for _, rk := range keysWithPrefix(tx.Bucket(bucketGrantRefresh), k) {
+			h := tokenHash(rk[8:])
+			id, used, err := parseRefreshValue(refresh.Get(h[:]))
+			if err != nil || id != g.grant.ID {
+				return fmt.Errorf("refresh token %x of grant %d: %w", h[:4], g.grant.ID, asCorruption(errNotFound))
+			}
+			g.refresh = append(g.refresh, refreshCopy{hash: h, used: used})
+		}
+		return grants.add(g)
+	})
+	if err != nil {
+		return err
+	}
+	return grants.flush()
+}
+
+// ImportClients stores OAuth clients with their ids and name index
+// entries, in one write transaction. It returns errNameTaken when a name
+// or id is taken.
+func (s *boltStore) ImportClients(list []clientRecord) error {
+	return s.update(func(tx *bolt.Tx) error {
+		clients, byName := tx.Bucket(bucketClients), tx.Bucket(bucketClientsByName)
+		for i := range list {
+			c := &list[i]
+			nameKey := []byte(strings.ToLower(c.Name))
+			if c.ID == "" || len(c.ID) > 255 || byName.Get(nameKey) != nil || clients.Get([]byte(c.ID)) != nil {
+				return fmt.Errorf("OAuth client %q (%q): %w", c.ID, c.Name, errNameTaken)
+			}
+			if err := putJSON(clients, []byte(c.ID), c); err != nil {
+				return err
+			}
+			if err := byName.Put(nameKey, []byte(c.ID)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ImportGrants stores grants with their ids, index entries and refresh
+// tokens, in one write transaction. Their users and clients must be
+// stored already.
+func (s *boltStore) ImportGrants(list []grantCopy) error {
+	return s.update(func(tx *bolt.Tx) error {
+		users, clients, grants := tx.Bucket(bucketUsers), tx.Bucket(bucketClients), tx.Bucket(bucketGrants)
+		refresh, grantRefresh := tx.Bucket(bucketRefresh), tx.Bucket(bucketGrantRefresh)
+		grants.FillPercent = 0.9
+		for i := range list {
+			g := &list[i].grant
+			switch {
+			case users.Get(itob(g.User)) == nil:
+				return fmt.Errorf("grant %d: %w: user %d", g.ID, errNotFound, g.User)
+			case clients.Get([]byte(g.Client)) == nil:
+				return fmt.Errorf("grant %d: %w: client %q", g.ID, errNotFound, g.Client)
+			case g.ID == 0 || grants.Get(itob(g.ID)) != nil:
+				return fmt.Errorf("grant id %d is taken or not a grant id", g.ID)
+			}
+			if err := putGrant(tx, g); err != nil {
+				return err
+			}
+			for _, r := range list[i].refresh {
+				if refresh.Get(r.hash[:]) != nil {
+					return fmt.Errorf("a refresh token of grant %d: its hash is taken", g.ID)
+				}
+				if err := refresh.Put(r.hash[:], refreshValue(g.ID, r.used)); err != nil {
+					return err
+				}
+				if err := grantRefresh.Put(grantRefreshKey(g.ID, r.hash), nil); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}

@@ -24,8 +24,12 @@ import (
 // `tokend copy -from SRC -to DST` moves a whole deployment between stores,
 // each a bbolt file or a PostgreSQL database: every user with their
 // password hash, every token with its hash, scopes, expiry, last use and
-// hint, every session, and the id sequences. Ids are kept, so the apps
-// behind the proxy still know everyone by X-Auth-User-Id.
+// hint (and, for a grant's access token, its grant and client), every
+// session, every OAuth client and grant with the hashes of its refresh
+// tokens, and the id sequences. Ids are kept, so the apps behind the proxy
+// still know everyone by X-Auth-User-Id. Authorization codes and device
+// requests in flight are left behind: they live for minutes, and a client
+// whose code is lost asks the user again.
 //
 // The source is only read, from one consistent snapshot (a bbolt file
 // opened read-only, which no server can hold meanwhile; one read-only
@@ -45,13 +49,31 @@ const copyBatch = 5000
 // the target, chosen at random among all it wrote.
 const copySamples = 64
 
-// copyCounts is how many records of each kind a store holds.
+// copyCounts is how many records of each kind a store holds. Refresh
+// counts refresh tokens, used ones included.
 type copyCounts struct {
-	Users, Tokens, Sessions int
+	Users, Tokens, Sessions  int
+	Clients, Grants, Refresh int
 }
 
 func (c copyCounts) String() string {
-	return fmt.Sprintf("%d users, %d tokens, %d sessions", c.Users, c.Tokens, c.Sessions)
+	s := fmt.Sprintf("%d users, %d tokens, %d sessions", c.Users, c.Tokens, c.Sessions)
+	if c.Clients+c.Grants+c.Refresh > 0 {
+		s += fmt.Sprintf(", %d OAuth clients, %d grants with %d refresh tokens", c.Clients, c.Grants, c.Refresh)
+	}
+	return s
+}
+
+// grantCopy is a grant as the copy moves it: with every refresh token it
+// issued, by hash, used or not.
+type grantCopy struct {
+	grant   grantRecord
+	refresh []refreshCopy
+}
+
+type refreshCopy struct {
+	hash tokenHash
+	used bool
 }
 
 // importer is a store that a deployment is being copied into: it takes
@@ -63,28 +85,39 @@ type importer interface {
 	// ImportUsers stores users with their ids; errNameTaken when a name
 	// is taken, ignoring case.
 	ImportUsers(users []userRecord) error
-	// ImportTokens stores tokens with their ids and hashes; their owners
-	// are stored already.
+	// ImportClients stores OAuth clients with their ids; errNameTaken
+	// when a name is taken, ignoring case.
+	ImportClients(clients []clientRecord) error
+	// ImportGrants stores grants with their ids and their refresh tokens;
+	// their users and clients are stored already.
+	ImportGrants(grants []grantCopy) error
+	// ImportTokens stores tokens with their ids and hashes; their owners,
+	// and the grants of grants' tokens, are stored already.
 	ImportTokens(tokens []tokenRecord) error
 	// ImportSessions stores sessions under their hashes; their users are
 	// stored already.
 	ImportSessions(sessions []storedSession) error
-	// IDSequences returns the last user and token ids handed out.
+	// IDSequences returns the last user, token and grant ids handed out.
 	IDSequences() (idSequences, error)
 	// RaiseIDSequences raises each sequence to at least its value in to,
 	// never lowering one, and returns the sequences as they now stand.
 	RaiseIDSequences(to idSequences) (idSequences, error)
-	// Counts returns how many users, tokens and sessions it holds.
+	// Counts returns how many records of each kind it holds.
 	Counts() (copyCounts, error)
 	UserByID(id uint64) (userRecord, error)
 	TokenByID(id, owner uint64) (tokenRecord, error)
+	// TokenByHash reads back grants' tokens, which TokenByID leaves out.
+	TokenByHash(h tokenHash) (tokenRecord, userRecord, error)
 	SessionByHash(h sessionHash) (sessionRecord, userRecord, error)
+	ClientByID(id string) (clientRecord, error)
+	GrantOfRefresh(h tokenHash) (grantRecord, error)
 }
 
 // exporter is a store that a deployment is copied out of.
 type exporter interface {
-	// Export hands every user, then every token, then every session to
-	// to, in batches of at most batch, all from one consistent snapshot,
+	// Export hands every user, then every OAuth client, then every grant,
+	// then every token, then every session to to, in batches of at most
+	// batch, all from one consistent snapshot,
 	// and returns the id sequences as they stood at that snapshot or
 	// later. It stops at the first error, or when ctx ends.
 	Export(ctx context.Context, batch int, to importer) (idSequences, error)
@@ -374,6 +407,8 @@ type copyRecorder struct {
 	users    []userRecord
 	tokens   []tokenRecord
 	sessions []storedSession
+	clients  []clientRecord
+	grants   []grantCopy
 }
 
 // keepSample keeps v in *kept with the probability that leaves every one of
@@ -394,6 +429,30 @@ func (r *copyRecorder) ImportUsers(users []userRecord) error {
 		r.counts.Users++
 		r.maxIDs.Users = max(r.maxIDs.Users, u.ID)
 		keepSample(&r.users, r.counts.Users, u)
+	}
+	return nil
+}
+
+func (r *copyRecorder) ImportClients(clients []clientRecord) error {
+	if err := r.importer.ImportClients(clients); err != nil {
+		return fmt.Errorf("write OAuth clients: %w", err)
+	}
+	for _, c := range clients {
+		r.counts.Clients++
+		keepSample(&r.clients, r.counts.Clients, c)
+	}
+	return nil
+}
+
+func (r *copyRecorder) ImportGrants(grants []grantCopy) error {
+	if err := r.importer.ImportGrants(grants); err != nil {
+		return fmt.Errorf("write grants: %w", err)
+	}
+	for _, g := range grants {
+		r.counts.Grants++
+		r.counts.Refresh += len(g.refresh)
+		r.maxIDs.Grants = max(r.maxIDs.Grants, g.grant.ID)
+		keepSample(&r.grants, r.counts.Grants, g)
 	}
 	return nil
 }
@@ -431,7 +490,13 @@ func (r *copyRecorder) verify() (int, error) {
 		}
 	}
 	for _, want := range r.tokens {
-		got, err := r.importer.TokenByID(want.ID, anyOwner)
+		var got tokenRecord
+		var err error
+		if want.Grant != 0 {
+			got, _, err = r.importer.TokenByHash(want.Hash)
+		} else {
+			got, err = r.importer.TokenByID(want.ID, anyOwner)
+		}
 		if err != nil || !sameToken(got, want) {
 			return 0, fmt.Errorf("token %d does not read back from the target as it was read (%v)", want.ID, err)
 		}
@@ -442,7 +507,22 @@ func (r *copyRecorder) verify() (int, error) {
 			return 0, fmt.Errorf("a session of user %d does not read back from the target as it was read (%v)", want.rec.User, err)
 		}
 	}
-	return len(r.users) + len(r.tokens) + len(r.sessions), nil
+	for _, want := range r.clients {
+		got, err := r.importer.ClientByID(want.ID)
+		if err != nil || !sameClient(got, want) {
+			return 0, fmt.Errorf("OAuth client %q does not read back from the target as it was read (%v)", want.ID, err)
+		}
+	}
+	for _, want := range r.grants {
+		// Every refresh token names the grant: a grant has at least one.
+		for _, rt := range want.refresh {
+			got, err := r.importer.GrantOfRefresh(rt.hash)
+			if err != nil || !sameGrant(got, want.grant) {
+				return 0, fmt.Errorf("grant %d does not read back from the target by its refresh tokens (%v)", want.grant.ID, err)
+			}
+		}
+	}
+	return len(r.users) + len(r.tokens) + len(r.sessions) + len(r.clients) + len(r.grants), nil
 }
 
 // sameStoredTime compares times as both engines keep them: Unix nanoseconds,
@@ -464,7 +544,19 @@ func sameUser(a, b userRecord) bool {
 func sameToken(a, b tokenRecord) bool {
 	return a.ID == b.ID && a.Owner == b.Owner && a.Name == b.Name && slices.Equal(a.Scopes, b.Scopes) &&
 		sameStoredTime(a.CreatedAt, b.CreatedAt) && expiryNano(a.ExpiresAt) == expiryNano(b.ExpiresAt) &&
-		sameStoredTimePtr(a.LastUsedAt, b.LastUsedAt) && a.LastUsedIP == b.LastUsedIP && a.Hint == b.Hint && a.Hash == b.Hash
+		sameStoredTimePtr(a.LastUsedAt, b.LastUsedAt) && a.LastUsedIP == b.LastUsedIP && a.Hint == b.Hint && a.Hash == b.Hash &&
+		a.Grant == b.Grant && a.Client == b.Client
+}
+
+func sameClient(a, b clientRecord) bool {
+	return a.ID == b.ID && a.Name == b.Name && slices.Equal(a.RedirectURIs, b.RedirectURIs) && a.Public == b.Public &&
+		a.Device == b.Device && (a.SecretHash == nil) == (b.SecretHash == nil) && (a.SecretHash == nil || *a.SecretHash == *b.SecretHash) &&
+		a.AccessTTL == b.AccessTTL && sameStoredTime(a.CreatedAt, b.CreatedAt) && a.CreatedBy == b.CreatedBy
+}
+
+func sameGrant(a, b grantRecord) bool {
+	return a.ID == b.ID && a.Client == b.Client && a.User == b.User && slices.Equal(a.Scopes, b.Scopes) &&
+		sameStoredTime(a.CreatedAt, b.CreatedAt) && sameStoredTime(a.RefreshedAt, b.RefreshedAt) && sameStoredTime(a.ExpiresAt, b.ExpiresAt)
 }
 
 func sameSession(a, b sessionRecord) bool {
@@ -522,6 +614,9 @@ func (s *boltStore) Export(ctx context.Context, batch int, to importer) (idSeque
 			return err
 		}
 		if err := users.flush(); err != nil {
+			return err
+		}
+		if err := exportOAuth(ctx, tx, batch, to); err != nil {
 			return err
 		}
 		tokens := &batcher[tokenRecord]{ctx: ctx, size: batch, out: to.ImportTokens}
@@ -587,14 +682,16 @@ func (s *boltStore) ImportUsers(list []userRecord) error {
 // entry, in one write transaction.
 func (s *boltStore) ImportTokens(list []tokenRecord) error {
 	return s.update(func(tx *bolt.Tx) error {
-		users, tokens := tx.Bucket(bucketUsers), tx.Bucket(bucketTokens)
-		byHash, byOwner, byExpiry := tx.Bucket(bucketTokensByHash), tx.Bucket(bucketTokensByOwner), tx.Bucket(bucketTokensByExpiry)
+		users, tokens, grants := tx.Bucket(bucketUsers), tx.Bucket(bucketTokens), tx.Bucket(bucketGrants)
+		byHash, byExpiry := tx.Bucket(bucketTokensByHash), tx.Bucket(bucketTokensByExpiry)
 		tokens.FillPercent = 0.95
 		for i := range list {
 			t := &list[i]
 			switch {
 			case users.Get(itob(t.Owner)) == nil:
 				return fmt.Errorf("token %d: %w: owner %d", t.ID, errNotFound, t.Owner)
+			case t.Grant != 0 && grants.Get(itob(t.Grant)) == nil:
+				return fmt.Errorf("token %d: %w: grant %d", t.ID, errNotFound, t.Grant)
 			case tokens.Get(itob(t.ID)) != nil, byHash.Get(t.Hash[:]) != nil:
 				return fmt.Errorf("token %d: its id or hash is taken", t.ID)
 			}
@@ -604,7 +701,7 @@ func (s *boltStore) ImportTokens(list []tokenRecord) error {
 			if err := byHash.Put(t.Hash[:], authRecordOf(t).marshal()); err != nil {
 				return err
 			}
-			if err := byOwner.Put(pairKey(t.Owner, t.ID), nil); err != nil {
+			if err := putTokenOwner(tx, t); err != nil {
 				return err
 			}
 			if t.ExpiresAt != nil {
@@ -635,13 +732,16 @@ func (s *boltStore) ImportSessions(list []storedSession) error {
 	})
 }
 
-// Counts returns how many users, tokens and sessions the database holds.
+// Counts returns how many records of each kind the database holds.
 func (s *boltStore) Counts() (copyCounts, error) {
 	var c copyCounts
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c.Users = tx.Bucket(bucketUsers).Stats().KeyN
 		c.Tokens = tx.Bucket(bucketTokens).Stats().KeyN
 		c.Sessions = tx.Bucket(bucketSessions).Stats().KeyN
+		c.Clients = tx.Bucket(bucketClients).Stats().KeyN
+		c.Grants = tx.Bucket(bucketGrants).Stats().KeyN
+		c.Refresh = tx.Bucket(bucketRefresh).Stats().KeyN
 		return nil
 	})
 	return c, err
@@ -797,6 +897,29 @@ func (p *pgImport) ImportSessions(sessions []storedSession) error {
 			unixNano(s.rec.LastSeenAt), unixNano(s.rec.SignedInAt), s.rec.Addr, s.rec.Agent})
 	}
 	return p.copyRows("sessions", []string{"hash", "user_id", "created_at", "expires_at", "last_seen_at", "signed_in_at", "addr", "agent"}, rows)
+}
+
+// The OAuth part of pgImport is the PostgreSQL engine's to write: until
+// then, a copy into PostgreSQL of a store that holds OAuth clients or
+// grants fails, and nothing is written, rather than leave them behind.
+var errPGImportOAuth = errors.New("copying OAuth clients and grants into PostgreSQL is not supported yet")
+
+func (p *pgImport) ImportClients([]clientRecord) error {
+	return fmt.Errorf("copy OAuth clients: %w", errPGImportOAuth)
+}
+
+func (p *pgImport) ImportGrants([]grantCopy) error {
+	return fmt.Errorf("copy grants: %w", errPGImportOAuth)
+}
+
+func (p *pgImport) ClientByID(string) (clientRecord, error) { return clientRecord{}, errPGImportOAuth }
+
+func (p *pgImport) GrantOfRefresh(tokenHash) (grantRecord, error) {
+	return grantRecord{}, errPGImportOAuth
+}
+
+func (p *pgImport) TokenByHash(tokenHash) (tokenRecord, userRecord, error) {
+	return tokenRecord{}, userRecord{}, errPGImportOAuth
 }
 
 func (p *pgImport) IDSequences() (idSequences, error) {

@@ -305,3 +305,112 @@ func TestCopyFromHeldSource(t *testing.T) {
 		t.Errorf("the refused copy left %q behind", names)
 	}
 }
+
+// TestCopyKeepsOAuth copies a bbolt deployment that holds OAuth clients
+// and grants to a new bbolt file: clients, grants, their access tokens
+// (with grant and client) and refresh tokens (used ones still known as
+// used) arrive unchanged, new grant ids continue past the copied ones,
+// and codes and device requests in flight stay behind.
+func TestCopyKeepsOAuth(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src.db")
+	st, err := openStore(src, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newOAuthFixture(t, st)
+	alice := storeUser(t, st, "alice", false)
+	bob := storeUser(t, st, "bob", false)
+	app, tv := x.client("App"), x.client("TV")
+	pub := clientRecord{ID: "id-cli", Name: "cli", Public: true, Device: true, CreatedAt: x.now}
+	if err := st.CreateClient(&pub); err != nil {
+		t.Fatal(err)
+	}
+	_, _, kept := x.grant(app, alice.ID, scopeTokensRead)
+	rotated, _, first := x.grant(tv, bob.ID, scopeTokensRead, scopeTokensWrite)
+	next := x.issue(bob.ID, x.now.Add(time.Hour), scopeTokensRead)
+	if _, _, err := st.RefreshGrant(hashToken(first.refresh), x.now.Add(time.Hour), &next.issue); err != nil {
+		t.Fatal(err)
+	}
+	_, personal := storeToken(t, st, alice.ID, "ci", nil)
+	code := x.code(app, alice.ID)
+	_, dev := x.secret()
+	_, uc := x.secret()
+	if err := st.CreateDeviceAuth(dev, uc, deviceAuthRecord{Client: tv.ID, CreatedAt: x.now, ExpiresAt: x.now.Add(time.Hour), Interval: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	wantClients, _ := st.Clients()
+	wantAlice, _ := st.GrantsOf(alice.ID)
+	wantBob, _ := st.GrantsOf(bob.ID)
+	srcIDs, _ := st.IDSequences()
+	st.Close()
+
+	dst := filepath.Join(t.TempDir(), "dst.db")
+	out, _, err := runCLI(t, "", "copy", "-from", src, "-to", dst)
+	if err != nil || !strings.Contains(out, "3 OAuth clients, 2 grants with 3 refresh tokens") {
+		t.Fatalf("tokend copy = %q, %v; want 3 clients and 2 grants with 3 refresh tokens copied", out, err)
+	}
+	got := openCopied(t, dst)
+	if err := got.Check(); err != nil {
+		t.Errorf("Check of the copy: %v", err)
+	}
+	clients, err := got.Clients()
+	if err != nil || len(clients) != len(wantClients) {
+		t.Fatalf("Clients of the copy = %+v, %v; want %d", clients, err, len(wantClients))
+	}
+	for i := range clients {
+		if !sameClient(clients[i], wantClients[i]) {
+			t.Errorf("client %d of the copy = %+v; want %+v", i, clients[i], wantClients[i])
+		}
+	}
+	for _, w := range []struct {
+		user uint64
+		want []grantRecord
+	}{{alice.ID, wantAlice}, {bob.ID, wantBob}} {
+		grants, err := got.GrantsOf(w.user)
+		if err != nil || len(grants) != len(w.want) {
+			t.Fatalf("GrantsOf(%d) of the copy = %+v, %v; want %d", w.user, grants, err, len(w.want))
+		}
+		for i := range grants {
+			if !sameGrant(grants[i], w.want[i]) {
+				t.Errorf("grant of user %d in the copy = %+v; want %+v", w.user, grants[i], w.want[i])
+			}
+		}
+	}
+	for _, secret := range []string{kept.access, next.access} {
+		a, _, err := got.Authenticate(hashToken(secret))
+		tok, _, terr := got.TokenByHash(hashToken(secret))
+		if err != nil || terr != nil || a.Client == "" || tok.Grant == 0 || tok.Client != a.Client {
+			t.Errorf("a grant's access token in the copy: %+v, %v / %+v, %v; want it with its grant and client", a, err, tok, terr)
+		}
+	}
+	if _, _, err := got.Authenticate(hashToken(personal)); err != nil {
+		t.Errorf("the personal token in the copy: %v", err)
+	}
+	if list, _ := got.TokensByOwner(alice.ID); len(list) != 1 {
+		t.Errorf("alice's personal tokens in the copy = %+v; want the one personal token", list)
+	}
+	// Codes and device requests in flight stay behind.
+	if _, err := got.AuthCode(code); !errors.Is(err, errNotFound) {
+		t.Errorf("a code in the copy: %v; want errNotFound", err)
+	}
+	if _, err := got.DeviceAuthByUserCode(uc); !errors.Is(err, errNotFound) {
+		t.Errorf("a device request in the copy: %v; want errNotFound", err)
+	}
+	// The live refresh token rotates; the rotated one is still known as used.
+	again := x.issue(bob.ID, x.now.Add(2*time.Hour))
+	x.st = got
+	if _, _, err := got.RefreshGrant(hashToken(next.refresh), x.now.Add(2*time.Hour), &again.issue); err != nil {
+		t.Errorf("RefreshGrant with the live refresh token in the copy = %v", err)
+	}
+	if _, _, err := got.RefreshGrant(hashToken(first.refresh), x.now.Add(2*time.Hour), &again.issue); !errors.Is(err, errCodeUsed) {
+		t.Errorf("RefreshGrant with the rotated refresh token in the copy = %v; want errCodeUsed", err)
+	}
+	if ids := grantIDs(t, got, bob.ID); len(ids) != 0 {
+		t.Errorf("bob's grants after the replay in the copy = %v; want none", ids)
+	}
+	// New grants get ids past the copied ones.
+	g, _, _ := x.grant(app, bob.ID)
+	if g.ID <= max(rotated.ID, srcIDs.Grants) {
+		t.Errorf("a new grant in the copy got id %d; want past %d", g.ID, max(rotated.ID, srcIDs.Grants))
+	}
+}

@@ -189,9 +189,9 @@ func openStoreWith(path string, opts bolt.Options) (*boltStore, error) {
 	return &boltStore{db: db, auth: newAuthCache(defaultAuthCacheSize), creationLimit: creationLimit(opts.MaxSize, db.AllocSize)}, nil
 }
 
-// Ids of users and tokens are never handed out twice for one deployment,
-// even when the database is put back from a backup: the apps behind the
-// proxy know people by X-Auth-User-Id. Ids come from each bucket's
+// Ids of users, tokens and grants are never handed out twice for one
+// deployment, even when the database is put back from a backup: the apps
+// behind the proxy know people by X-Auth-User-Id. Ids come from each bucket's
 // sequence, one after another, and a restarted server carries on where the
 // last run stopped. A backup holds the sequences of its time, so `tokend
 // restore` (see runRestore) raises them past every id handed out since:
@@ -206,13 +206,15 @@ func openStoreWith(path string, opts bolt.Options) (*boltStore, error) {
 // commit). Users get one a millisecond (each costs a password hash), which
 // keeps user ids below 2^48, the most the auth cache packs beside a scope
 // list, for thousands of years; token ids stay below 2^53, safe in JSON,
-// until the year 2270.
+// until the year 2270. Grants get one a millisecond (each costs a user's
+// consent).
 var idFloorRates = []struct {
 	bucket   []byte
 	perMilli uint64
 }{
 	{bucketUsers, 1},
 	{bucketTokens, 1 << 10},
+	{bucketGrants, 1},
 }
 
 var idEpoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -227,15 +229,18 @@ func idFloor(t time.Time, perMilli uint64) uint64 {
 	return uint64(ms) * perMilli
 }
 
-// idSequences holds the last user id and the last token id handed out.
+// idSequences holds the last user, token and grant ids handed out.
 type idSequences struct {
-	Users, Tokens uint64
+	Users, Tokens, Grants uint64
 }
 
 // of returns where q holds the sequence of bucket, one of idFloorRates'.
 func (q *idSequences) of(bucket []byte) *uint64 {
-	if bytes.Equal(bucket, bucketUsers) {
+	switch {
+	case bytes.Equal(bucket, bucketUsers):
 		return &q.Users
+	case bytes.Equal(bucket, bucketGrants):
+		return &q.Grants
 	}
 	return &q.Tokens
 }
@@ -251,10 +256,10 @@ func idFloorAt(t time.Time) idSequences {
 
 // atLeast returns, sequence by sequence, the larger of q and o.
 func (q idSequences) atLeast(o idSequences) idSequences {
-	return idSequences{Users: max(q.Users, o.Users), Tokens: max(q.Tokens, o.Tokens)}
+	return idSequences{Users: max(q.Users, o.Users), Tokens: max(q.Tokens, o.Tokens), Grants: max(q.Grants, o.Grants)}
 }
 
-// IDSequences returns the last user and token ids handed out.
+// IDSequences returns the last user, token and grant ids handed out.
 func (s *boltStore) IDSequences() (idSequences, error) {
 	var q idSequences
 	err := s.db.View(func(tx *bolt.Tx) error {

@@ -79,8 +79,9 @@ type grantRecord struct {
 }
 
 // oauthIssue is what one exchange issues, made by the caller: a new access
-// token and a new refresh token. The store sets Access.ID, Access.Grant
-// and Access.Client.
+// token, which must expire, and a new refresh token. The store sets
+// Access.ID, Access.Grant and Access.Client, and Access.Owner to the
+// grant's user.
 type oauthIssue struct {
 	Access       tokenRecord // Owner, Name, Scopes, CreatedAt, ExpiresAt, Hint
 	AccessHash   tokenHash
@@ -173,7 +174,9 @@ type oauthStore interface {
 	// ---- device authorization requests ----
 
 	// CreateDeviceAuth stores d under device code hash dev and user code
-	// hash uc; errCodeTaken when uc is in use by a request not yet expired.
+	// hash uc; errCodeTaken when uc is in use by a request not yet expired
+	// at d.CreatedAt (an expired one holding it is deleted); errNotFound
+	// for an unknown client.
 	CreateDeviceAuth(dev, uc tokenHash, d deviceAuthRecord) error
 	// DeviceAuthByUserCode returns the request whose user code hashes to uc.
 	DeviceAuthByUserCode(uc tokenHash) (deviceAuthRecord, error)
@@ -216,51 +219,3 @@ const maxGrantsPerUser = 100
 // defaultAccessTTL is the lifetime of an OAuth access token when the
 // client sets none.
 const defaultAccessTTL = 8 * time.Hour
-
-// errOAuthPending is what an engine answers for the OAuth methods it does
-// not implement yet.
-var errOAuthPending = errors.New("OAuth is not implemented by this store engine yet")
-
-// oauthPending is embedded in an engine while its OAuth methods are being
-// written: it answers every one with errOAuthPending. It must not remain.
-type oauthPending struct{}
-
-func (oauthPending) CreateClient(*clientRecord) error        { return errOAuthPending }
-func (oauthPending) ClientByID(string) (clientRecord, error) { return clientRecord{}, errOAuthPending }
-func (oauthPending) Clients() ([]clientRecord, error)        { return nil, errOAuthPending }
-func (oauthPending) DeleteClient(string) (clientRecord, error) {
-	return clientRecord{}, errOAuthPending
-}
-func (oauthPending) GrantsOf(uint64) ([]grantRecord, error) { return nil, errOAuthPending }
-func (oauthPending) DeleteGrant(_, _ uint64) (grantRecord, error) {
-	return grantRecord{}, errOAuthPending
-}
-func (oauthPending) GrantOfRefresh(tokenHash) (grantRecord, error) {
-	return grantRecord{}, errOAuthPending
-}
-func (oauthPending) CreateAuthCode(tokenHash, authCodeRecord) error { return errOAuthPending }
-func (oauthPending) AuthCode(tokenHash) (authCodeRecord, error) {
-	return authCodeRecord{}, errOAuthPending
-}
-func (oauthPending) RedeemAuthCode(tokenHash, time.Time, *oauthIssue) (grantRecord, tokenRecord, error) {
-	return grantRecord{}, tokenRecord{}, errOAuthPending
-}
-func (oauthPending) CreateDeviceAuth(_, _ tokenHash, _ deviceAuthRecord) error {
-	return errOAuthPending
-}
-func (oauthPending) DeviceAuthByUserCode(tokenHash) (deviceAuthRecord, error) {
-	return deviceAuthRecord{}, errOAuthPending
-}
-func (oauthPending) DecideDeviceAuth(tokenHash, uint64, bool, []string, time.Time) error {
-	return errOAuthPending
-}
-func (oauthPending) PollDeviceAuth(tokenHash, time.Time) (deviceAuthRecord, bool, error) {
-	return deviceAuthRecord{}, false, errOAuthPending
-}
-func (oauthPending) RedeemDeviceAuth(tokenHash, time.Time, *oauthIssue) (grantRecord, tokenRecord, error) {
-	return grantRecord{}, tokenRecord{}, errOAuthPending
-}
-func (oauthPending) RefreshGrant(tokenHash, time.Time, *oauthIssue) (grantRecord, tokenRecord, error) {
-	return grantRecord{}, tokenRecord{}, errOAuthPending
-}
-func (oauthPending) PurgeOAuth(context.Context, time.Time) (int, error) { return 0, errOAuthPending }
