@@ -665,3 +665,33 @@ func TestCopyKeepsOAuthThroughPG(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkOAuthExchangeEngines times one authorization code redemption
+// followed by one refresh, each a durable write transaction, on each
+// engine, from one caller.
+func BenchmarkOAuthExchangeEngines(b *testing.B) {
+	pg, _ := newTestPGStore(b)
+	bolt, _ := newTestDB(b)
+	for _, e := range []struct {
+		name string
+		st   store
+	}{{"bbolt", bolt}, {"postgres", pg}} {
+		u := engineUser(b, e.st, "alice", false)
+		app := pgClient(b, e.st, "app")
+		b.Run(e.name, func(b *testing.B) {
+			for b.Loop() {
+				first := pgIssue(b, u.ID, engineNow)
+				g, _, err := e.st.RedeemAuthCode(pgCode(b, e.st, app.ID, u.ID), engineNow, first)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := e.st.RefreshGrant(first.RefreshHash, engineNow, pgIssue(b, u.ID, engineNow)); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := e.st.DeleteGrant(g.ID, anyOwner); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
