@@ -292,7 +292,7 @@ func copyToPG(ctx context.Context, src exporter, dbURL string) (copyResult, erro
 	err = pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
 		// Servers on the target may read meanwhile; none writes until the
 		// copy has committed or rolled back.
-		if _, err := tx.Exec(ctx, "LOCK TABLE users, tokens, sessions IN EXCLUSIVE MODE"); err != nil {
+		if _, err := tx.Exec(ctx, "LOCK TABLE users, tokens, sessions, clients, grants, refresh_tokens, auth_codes, device_auths IN EXCLUSIVE MODE"); err != nil {
 			return err
 		}
 		dst := &pgImport{ctx: ctx, tx: tx}
@@ -749,13 +749,14 @@ func (s *boltStore) Counts() (copyCounts, error) {
 
 // ---- PostgreSQL ----
 
-// pgIDSequences returns the last user and token ids handed out.
+// pgIDSequences returns the last user, token and grant ids handed out.
 func pgIDSequences(ctx context.Context, q pgQuerier) (idSequences, error) {
-	var users, tokens int64
+	var users, tokens, grants int64
 	err := q.QueryRow(ctx, `SELECT
 		(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM users_id_seq),
-		(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM tokens_id_seq)`).Scan(&users, &tokens)
-	return idSequences{Users: uint64(max(users, 0)), Tokens: uint64(max(tokens, 0))}, err
+		(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM tokens_id_seq),
+		(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM grants_id_seq)`).Scan(&users, &tokens, &grants)
+	return idSequences{Users: uint64(max(users, 0)), Tokens: uint64(max(tokens, 0)), Grants: uint64(max(grants, 0))}, err
 }
 
 // Export hands everything the database holds to to, from one read-only
@@ -780,6 +781,9 @@ func (s *pgStore) Export(ctx context.Context, batch int, to importer) (idSequenc
 			return err
 		}
 		if err := users.flush(); err != nil {
+			return err
+		}
+		if err := pgExportOAuth(ctx, tx, batch, to); err != nil {
 			return err
 		}
 		tokens := &batcher[tokenRecord]{ctx: ctx, size: batch, out: to.ImportTokens}
@@ -884,10 +888,19 @@ func (p *pgImport) ImportTokens(tokens []tokenRecord) error {
 		if scopes == nil {
 			scopes = []string{}
 		}
+		var grant *int64
+		var client *string
+		if t.Grant != 0 {
+			g, err := pgID("grant", t.Grant)
+			if err != nil {
+				return err
+			}
+			grant, client = &g, &t.Client
+		}
 		rows = append(rows, []any{id, idParam(t.Owner), t.Hash[:], t.Name, scopes, unixNano(t.CreatedAt),
-			expiryParam(t.ExpiresAt), timeParam(t.LastUsedAt), t.LastUsedIP, t.Hint})
+			expiryParam(t.ExpiresAt), timeParam(t.LastUsedAt), t.LastUsedIP, t.Hint, grant, client})
 	}
-	return p.copyRows("tokens", []string{"id", "owner", "hash", "name", "scopes", "created_at", "expires_at", "last_used_at", "last_used_ip", "hint"}, rows)
+	return p.copyRows("tokens", []string{"id", "owner", "hash", "name", "scopes", "created_at", "expires_at", "last_used_at", "last_used_ip", "hint", "grant_id", "client_id"}, rows)
 }
 
 func (p *pgImport) ImportSessions(sessions []storedSession) error {
@@ -899,27 +912,82 @@ func (p *pgImport) ImportSessions(sessions []storedSession) error {
 	return p.copyRows("sessions", []string{"hash", "user_id", "created_at", "expires_at", "last_seen_at", "signed_in_at", "addr", "agent"}, rows)
 }
 
-// The OAuth part of pgImport is the PostgreSQL engine's to write: until
-// then, a copy into PostgreSQL of a store that holds OAuth clients or
-// grants fails, and nothing is written, rather than leave them behind.
-var errPGImportOAuth = errors.New("copying OAuth clients and grants into PostgreSQL is not supported yet")
-
-func (p *pgImport) ImportClients([]clientRecord) error {
-	return fmt.Errorf("copy OAuth clients: %w", errPGImportOAuth)
+// ImportClients stores clients with their ids; errNameTaken when a name
+// (ignoring case) or an id is taken.
+func (p *pgImport) ImportClients(clients []clientRecord) error {
+	rows := make([][]any, 0, len(clients))
+	for _, c := range clients {
+		var secret []byte
+		if c.SecretHash != nil {
+			secret = c.SecretHash[:]
+		}
+		uris := c.RedirectURIs
+		if uris == nil {
+			uris = []string{}
+		}
+		rows = append(rows, []any{c.ID, c.Name, strings.ToLower(c.Name), uris, c.Public, c.Device, secret,
+			int64(c.AccessTTL), unixNano(c.CreatedAt), idParam(c.CreatedBy)})
+	}
+	_, err := p.tx.CopyFrom(p.ctx, pgx.Identifier{"clients"},
+		[]string{"id", "name", "name_key", "redirect_uris", "public", "device", "secret_hash", "access_ttl", "created_at", "created_by"},
+		pgx.CopyFromRows(rows))
+	switch pgConstraint(err) {
+	case "clients_name_key", "clients_pkey":
+		return fmt.Errorf("OAuth client: %w", errNameTaken)
+	}
+	return err
 }
 
-func (p *pgImport) ImportGrants([]grantCopy) error {
-	return fmt.Errorf("copy grants: %w", errPGImportOAuth)
+// ImportGrants stores grants with their ids, then their refresh tokens.
+func (p *pgImport) ImportGrants(grants []grantCopy) error {
+	rows := make([][]any, 0, len(grants))
+	var refresh [][]any
+	for _, gc := range grants {
+		g := gc.grant
+		id, err := pgID("grant", g.ID)
+		if err != nil {
+			return err
+		}
+		scopes := g.Scopes
+		if scopes == nil {
+			scopes = []string{}
+		}
+		var refreshed *int64
+		if !g.RefreshedAt.IsZero() {
+			n := unixNano(g.RefreshedAt)
+			refreshed = &n
+		}
+		rows = append(rows, []any{id, g.Client, idParam(g.User), scopes, unixNano(g.CreatedAt), refreshed, unixNano(g.ExpiresAt)})
+		for _, r := range gc.refresh {
+			refresh = append(refresh, []any{r.hash[:], id, r.used})
+		}
+	}
+	_, err := p.tx.CopyFrom(p.ctx, pgx.Identifier{"grants"},
+		[]string{"id", "client_id", "user_id", "scopes", "created_at", "refreshed_at", "expires_at"}, pgx.CopyFromRows(rows))
+	if err != nil {
+		return err
+	}
+	_, err = p.tx.CopyFrom(p.ctx, pgx.Identifier{"refresh_tokens"}, []string{"hash", "grant_id", "used"}, pgx.CopyFromRows(refresh))
+	return err
 }
 
-func (p *pgImport) ClientByID(string) (clientRecord, error) { return clientRecord{}, errPGImportOAuth }
-
-func (p *pgImport) GrantOfRefresh(tokenHash) (grantRecord, error) {
-	return grantRecord{}, errPGImportOAuth
+func (p *pgImport) ClientByID(id string) (clientRecord, error) {
+	c, err := scanClient(p.tx.QueryRow(p.ctx, "SELECT "+pgClientColumns+" FROM clients c WHERE c.id = $1", id))
+	return c, notFound(err)
 }
 
-func (p *pgImport) TokenByHash(tokenHash) (tokenRecord, userRecord, error) {
-	return tokenRecord{}, userRecord{}, errPGImportOAuth
+func (p *pgImport) GrantOfRefresh(h tokenHash) (grantRecord, error) {
+	g, err := scanGrant(p.tx.QueryRow(p.ctx, pgSQLGrantOfRefresh, h[:]))
+	return g, notFound(err)
+}
+
+func (p *pgImport) TokenByHash(h tokenHash) (tokenRecord, userRecord, error) {
+	t, err := scanToken(p.tx.QueryRow(p.ctx, "SELECT "+pgTokenColumns+" FROM tokens t WHERE t.hash = $1", h[:]))
+	if err != nil {
+		return tokenRecord{}, userRecord{}, notFound(err)
+	}
+	u, err := p.UserByID(t.Owner)
+	return t, u, err
 }
 
 func (p *pgImport) IDSequences() (idSequences, error) {
@@ -932,7 +1000,7 @@ func (p *pgImport) RaiseIDSequences(to idSequences) (idSequences, error) {
 	for _, seq := range []struct {
 		name string
 		to   uint64
-	}{{"users_id_seq", to.Users}, {"tokens_id_seq", to.Tokens}} {
+	}{{"users_id_seq", to.Users}, {"tokens_id_seq", to.Tokens}, {"grants_id_seq", to.Grants}} {
 		v, err := pgID("sequence", max(seq.to, 1))
 		if err != nil {
 			return idSequences{}, err
@@ -948,8 +1016,9 @@ func (p *pgImport) RaiseIDSequences(to idSequences) (idSequences, error) {
 
 func (p *pgImport) Counts() (copyCounts, error) {
 	var c copyCounts
-	err := p.tx.QueryRow(p.ctx, "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM tokens), (SELECT count(*) FROM sessions)").
-		Scan(&c.Users, &c.Tokens, &c.Sessions)
+	err := p.tx.QueryRow(p.ctx, `SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM tokens), (SELECT count(*) FROM sessions),
+		(SELECT count(*) FROM clients), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens)`).
+		Scan(&c.Users, &c.Tokens, &c.Sessions, &c.Clients, &c.Grants, &c.Refresh)
 	return c, err
 }
 

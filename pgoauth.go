@@ -759,3 +759,61 @@ func (s *pgStore) checkOAuth(ctx context.Context, bad func(format string, args .
 		return nil
 	})
 }
+
+// pgExportOAuth hands every client, then every grant with its refresh
+// tokens, to to, from tx (see pgStore.Export). Codes and device requests
+// in flight are not copied.
+func pgExportOAuth(ctx context.Context, tx pgx.Tx, batch int, to importer) error {
+	clients := &batcher[clientRecord]{ctx: ctx, size: batch, out: to.ImportClients}
+	err := pgEach(ctx, tx, "SELECT "+pgClientColumns+" FROM clients c ORDER BY c.id", func(r pgx.Rows) error {
+		c, err := scanClient(r)
+		if err != nil {
+			return err
+		}
+		return clients.add(c)
+	})
+	if err != nil {
+		return err
+	}
+	if err := clients.flush(); err != nil {
+		return err
+	}
+	// One row a refresh token, in grant order: a grant is complete when
+	// the next one begins. Every grant has at least one refresh token.
+	grants := &batcher[grantCopy]{ctx: ctx, size: batch, out: to.ImportGrants}
+	var cur grantCopy
+	err = pgEach(ctx, tx, "SELECT "+pgGrantColumns+`, r.hash, r.used
+		FROM grants g LEFT JOIN refresh_tokens r ON r.grant_id = g.id ORDER BY g.id, r.hash`, func(r pgx.Rows) error {
+		var hash []byte
+		var used *bool
+		g, err := scanGrant(r, &hash, &used)
+		if err != nil {
+			return err
+		}
+		if g.ID != cur.grant.ID {
+			if cur.grant.ID != 0 {
+				if err := grants.add(cur); err != nil {
+					return err
+				}
+			}
+			cur = grantCopy{grant: g}
+		}
+		if hash != nil {
+			h, err := hashOf(hash)
+			if err != nil {
+				return fmt.Errorf("refresh token of grant %d: %w", g.ID, err)
+			}
+			cur.refresh = append(cur.refresh, refreshCopy{hash: h, used: used != nil && *used})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if cur.grant.ID != 0 {
+		if err := grants.add(cur); err != nil {
+			return err
+		}
+	}
+	return grants.flush()
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -554,5 +555,143 @@ func TestPGOAuthCheckFindsMismatches(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Check = %v; want it to say %q", err, want)
 		}
+	}
+}
+
+// TestCopyKeepsOAuthThroughPG copies a bbolt deployment with OAuth clients
+// and grants to PostgreSQL and back: clients, grants, their access tokens
+// (with grant and client) and refresh tokens (used ones still known as
+// used) arrive on both, and new grant ids continue past the copied ones.
+func TestCopyKeepsOAuthThroughPG(t *testing.T) {
+	pgURL := newTestPG(t)
+	src := filepath.Join(t.TempDir(), "src.db")
+	st, err := openStore(src, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newOAuthFixture(t, st)
+	alice := storeUser(t, st, "alice", false)
+	bob := storeUser(t, st, "bob", false)
+	app, tv := x.client("App"), x.client("TV")
+	pub := clientRecord{ID: "id-cli", Name: "cli", Public: true, Device: true, CreatedAt: x.now}
+	if err := st.CreateClient(&pub); err != nil {
+		t.Fatal(err)
+	}
+	_, _, kept := x.grant(app, alice.ID, scopeTokensRead)
+	rotated, _, first := x.grant(tv, bob.ID, scopeTokensRead, scopeTokensWrite)
+	next := x.issue(bob.ID, x.now.Add(time.Hour), scopeTokensRead)
+	if _, _, err := st.RefreshGrant(hashToken(first.refresh), x.now.Add(time.Hour), &next.issue); err != nil {
+		t.Fatal(err)
+	}
+	_, personal := storeToken(t, st, alice.ID, "ci", nil)
+	code := x.code(app, alice.ID)
+	wantClients, _ := st.Clients()
+	wantGrants := map[uint64][]grantRecord{}
+	for _, u := range []uint64{alice.ID, bob.ID} {
+		wantGrants[u], _ = st.GrantsOf(u)
+	}
+	st.Close()
+
+	out, _, err := runCLI(t, "", "copy", "-from", src, "-to", pgURL)
+	if err != nil || !strings.Contains(out, "3 OAuth clients, 2 grants with 3 refresh tokens") {
+		t.Fatalf("copy bbolt → PostgreSQL = %q, %v; want 3 clients and 2 grants with 3 refresh tokens copied", out, err)
+	}
+	back := filepath.Join(t.TempDir(), "back.db")
+	out, _, err = runCLI(t, "", "copy", "-from", pgURL, "-to", back)
+	if err != nil || !strings.Contains(out, "3 OAuth clients, 2 grants with 3 refresh tokens") {
+		t.Fatalf("copy PostgreSQL → bbolt = %q, %v; want 3 clients and 2 grants with 3 refresh tokens copied", out, err)
+	}
+	if n := pgQueryInt(t, pgURL, "SELECT count(*) FROM refresh_tokens WHERE used"); n != 1 {
+		t.Errorf("%d used refresh tokens on PostgreSQL; want 1", n)
+	}
+
+	for _, tc := range []struct {
+		name string
+		st   store
+	}{{"PostgreSQL", openTestPGStore(t, pgURL)}, {"bbolt copied back", openCopied(t, back)}} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.st
+			if err := got.Check(); err != nil {
+				t.Errorf("Check: %v", err)
+			}
+			clients, err := got.Clients()
+			if err != nil || len(clients) != len(wantClients) {
+				t.Fatalf("Clients = %+v, %v; want %d", clients, err, len(wantClients))
+			}
+			for i := range clients {
+				if !sameClient(clients[i], wantClients[i]) {
+					t.Errorf("client %d = %+v; want %+v", i, clients[i], wantClients[i])
+				}
+			}
+			for user, want := range wantGrants {
+				grants, err := got.GrantsOf(user)
+				if err != nil || len(grants) != len(want) {
+					t.Fatalf("GrantsOf(%d) = %+v, %v; want %d", user, grants, err, len(want))
+				}
+				for i := range grants {
+					if !sameGrant(grants[i], want[i]) {
+						t.Errorf("grant of user %d = %+v; want %+v", user, grants[i], want[i])
+					}
+				}
+			}
+			for _, secret := range []string{kept.access, next.access} {
+				a, _, err := got.Authenticate(hashToken(secret))
+				tok, _, terr := got.TokenByHash(hashToken(secret))
+				if err != nil || terr != nil || a.Client == "" || tok.Grant == 0 || tok.Client != a.Client {
+					t.Errorf("a grant's access token: %+v, %v / %+v, %v; want it with its grant and client", a, err, tok, terr)
+				}
+			}
+			if list, err := got.TokensByOwner(alice.ID); err != nil || len(list) != 1 {
+				t.Errorf("alice's personal tokens = %+v, %v; want the one personal token", list, err)
+			}
+			if _, _, err := got.Authenticate(hashToken(personal)); err != nil {
+				t.Errorf("the personal token: %v", err)
+			}
+			if _, err := got.AuthCode(code); !errors.Is(err, errNotFound) {
+				t.Errorf("a code in flight: %v; want errNotFound (not copied)", err)
+			}
+			// The live refresh token rotates; the rotated one replays as used.
+			y := newOAuthFixture(t, got)
+			again := y.issue(bob.ID, x.now.Add(2*time.Hour))
+			if _, _, err := got.RefreshGrant(hashToken(next.refresh), x.now.Add(2*time.Hour), &again.issue); err != nil {
+				t.Errorf("RefreshGrant with the live refresh token = %v", err)
+			}
+			if _, _, err := got.RefreshGrant(hashToken(first.refresh), x.now.Add(2*time.Hour), &y.issue(bob.ID, x.now).issue); !errors.Is(err, errCodeUsed) {
+				t.Errorf("RefreshGrant with the rotated refresh token = %v; want errCodeUsed", err)
+			}
+			if g, _, _ := y.grant(app, bob.ID); g.ID <= rotated.ID {
+				t.Errorf("a new grant got id %d; want past %d", g.ID, rotated.ID)
+			}
+		})
+	}
+}
+
+// BenchmarkOAuthExchangeEngines times one authorization code redemption
+// followed by one refresh, each a durable write transaction, on each
+// engine, from one caller.
+func BenchmarkOAuthExchangeEngines(b *testing.B) {
+	pg, _ := newTestPGStore(b)
+	bolt, _ := newTestDB(b)
+	for _, e := range []struct {
+		name string
+		st   store
+	}{{"bbolt", bolt}, {"postgres", pg}} {
+		u := engineUser(b, e.st, "alice", false)
+		app := pgClient(b, e.st, "app")
+		b.Run(e.name, func(b *testing.B) {
+			for b.Loop() {
+				first := pgIssue(b, u.ID, engineNow)
+				g, _, err := e.st.RedeemAuthCode(pgCode(b, e.st, app.ID, u.ID), engineNow, first)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := e.st.RefreshGrant(first.RefreshHash, engineNow, pgIssue(b, u.ID, engineNow)); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := e.st.DeleteGrant(g.ID, anyOwner); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
