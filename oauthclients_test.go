@@ -145,14 +145,19 @@ func TestAddClient(t *testing.T) {
 // token's secret.
 func issueTestGrant(t *testing.T, ts *testServer, u userRecord, c clientRecord, scopes []string) (grantRecord, string) {
 	t.Helper()
-	now := ts.clock.Now()
+	return storeTestGrant(t, ts.server.store, ts.clock.Now(), u, c, scopes)
+}
+
+// storeTestGrant is issueTestGrant on st at now.
+func storeTestGrant(t *testing.T, st store, now time.Time, u userRecord, c clientRecord, scopes []string) (grantRecord, string) {
+	t.Helper()
 	code := hashToken("code " + newFormKey())
-	err := ts.server.store.CreateAuthCode(code, authCodeRecord{Client: c.ID, User: u.ID, Scopes: scopes,
+	err := st.CreateAuthCode(code, authCodeRecord{Client: c.ID, User: u.ID, Scopes: scopes,
 		RedirectURI: c.RedirectURIs[0], Challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", CreatedAt: now, ExpiresAt: now.Add(time.Minute)})
 	if err != nil {
 		t.Fatalf("CreateAuthCode: %v", err)
 	}
-	access, err := ts.format.generate()
+	access, err := mustFormat(t, defaultTokenPrefix).generate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +168,7 @@ func issueTestGrant(t *testing.T, ts *testServer, u userRecord, c clientRecord, 
 		RefreshHash:  hashToken("refresh " + newFormKey()),
 		RefreshUntil: now.Add(30 * 24 * time.Hour),
 	}
-	g, _, err := ts.server.store.RedeemAuthCode(code, now, issue)
+	g, _, err := st.RedeemAuthCode(code, now, issue)
 	if err != nil {
 		t.Fatalf("RedeemAuthCode: %v", err)
 	}
@@ -714,4 +719,85 @@ func TestParseAccessTTL(t *testing.T) {
 	if _, err := checkClientSpec(clientSpec{Name: "x", Device: true, AccessTTL: 1<<63 - 1}); err == nil {
 		t.Errorf("checkClientSpec took the longest duration as a lifetime")
 	}
+}
+
+// TestEngineClientActions runs the client and grant actions on every
+// engine: what the transports rely on holds whichever stores the data.
+func TestEngineClientActions(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+		acts := oauthActions{store: st, now: func() time.Time { return now }}
+		alice := newUser("alice", "x", false, now)
+		bob := newUser("bob", "x", false, now)
+		for _, u := range []*userRecord{&alice, &bob} {
+			if err := st.CreateUser(u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		web, secret, err := acts.AddClient(clientSpec{Name: "Web App", RedirectURIs: []string{"https://app.example.com/cb"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli, _, err := acts.AddClient(clientSpec{Name: "cli", Public: true, Device: true, RedirectURIs: []string{"http://127.0.0.1/cb"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var he *httpError
+		if _, _, err := acts.AddClient(clientSpec{Name: "WEB APP", Device: true}); !errors.As(err, &he) || he.status != http.StatusConflict {
+			t.Errorf("AddClient of a taken name = %v; want 409", err)
+		}
+		if got, err := st.Clients(); err != nil || len(got) != 2 {
+			t.Errorf("Clients after a refused AddClient = %+v, %v; want two", got, err)
+		}
+		if c, err := acts.FindClient(" web app "); err != nil || c.ID != web.ID || *c.SecretHash != hashToken(secret) {
+			t.Errorf("FindClient by name = %+v, %v; want Web App with its secret's hash", c, err)
+		}
+		if c, err := acts.FindClient(cli.ID); err != nil || c.Name != "cli" || c.SecretHash != nil {
+			t.Errorf("FindClient by id = %+v, %v; want cli without a secret", c, err)
+		}
+		if _, err := acts.RemoveClient("nobody"); !errors.As(err, &he) || he.status != http.StatusNotFound {
+			t.Errorf("RemoveClient of nobody = %v; want 404", err)
+		}
+
+		gWeb, accessWeb := storeTestGrant(t, st, now, alice, web, []string{scopeTokensRead})
+		gCli, accessCli := storeTestGrant(t, st, now, alice, cli, []string{scopeTokensRead})
+		if _, _, err := st.Authenticate(hashToken(accessWeb)); err != nil {
+			t.Fatalf("Authenticate the grant's token: %v", err)
+		}
+		grants, err := acts.GrantsOf(alice.ID)
+		if err != nil || len(grants) != 2 || grants[0].ID != gCli.ID || grants[0].ClientName != "cli" || grants[1].ClientName != "Web App" {
+			t.Errorf("GrantsOf(alice) = %+v, %v; want cli then Web App, named", grants, err)
+		}
+		before := storeContents(t, st)
+		if _, err := acts.RevokeGrant(gCli.ID, bob.ID); !errors.As(err, &he) || he.status != http.StatusNotFound {
+			t.Errorf("RevokeGrant of alice's grant by bob = %v; want 404", err)
+		}
+		if after := storeContents(t, st); after != before {
+			t.Errorf("a refused RevokeGrant changed the store:\n%s\nthen\n%s", before, after)
+		}
+		if _, err := acts.RevokeGrant(gCli.ID, alice.ID); err != nil {
+			t.Fatalf("RevokeGrant: %v", err)
+		}
+		if _, _, err := st.Authenticate(hashToken(accessCli)); !errors.Is(err, errNotFound) {
+			t.Errorf("Authenticate a revoked grant's token = %v; want errNotFound", err)
+		}
+		// Removing a client takes its grants and their tokens, cached ones
+		// included.
+		if _, err := acts.RemoveClient("Web App"); err != nil {
+			t.Fatalf("RemoveClient: %v", err)
+		}
+		if _, _, err := st.Authenticate(hashToken(accessWeb)); !errors.Is(err, errNotFound) {
+			t.Errorf("Authenticate the removed client's token = %v; want errNotFound", err)
+		}
+		if grants, err := acts.GrantsOf(alice.ID); err != nil || len(grants) != 0 {
+			t.Errorf("GrantsOf(alice) after both went = %+v, %v (grant %d)", grants, err, gWeb.ID)
+		}
+		if clients, err := acts.ListClients(); err != nil || len(clients) != 1 || clients[0].ID != cli.ID {
+			t.Errorf("ListClients after removing Web App = %+v, %v", clients, err)
+		}
+		if err := st.Check(); err != nil {
+			t.Errorf("Check: %v", err)
+		}
+	})
 }
