@@ -1051,3 +1051,62 @@ func TestEngineOAuthRedeemRace(t *testing.T) {
 		checkStore(t, st)
 	})
 }
+
+// TestBoltOAuthAtTheCreationLimit: once the database has reached its
+// creation limit, the OAuth store refuses what creates (clients, codes,
+// device requests, grants, refreshes) with errSpaceReserved and changes
+// nothing, while revocations, a replayed code's revocation and deletions
+// still go through.
+func TestBoltOAuthAtTheCreationLimit(t *testing.T) {
+	st, _ := newTestDB(t)
+	x := newOAuthFixture(t, st)
+	alice := storeUser(t, st, "alice", false)
+	app := x.client("App")
+	g, _, is := x.grant(app, alice.ID, scopeTokensRead)
+	replayed := x.code(app, alice.ID)
+	first := x.issue(alice.ID, x.now)
+	if _, _, err := st.RedeemAuthCode(replayed, x.now, &first.issue); err != nil {
+		t.Fatal(err)
+	}
+	pending := x.code(app, alice.ID)
+	before := dumpStore(t, st)
+
+	st.creationLimit = 1 // every page in use lies past it: the database is full
+	more := x.issue(alice.ID, x.now)
+	c := clientRecord{ID: "id-new", Name: "new", CreatedAt: x.now}
+	_, h := x.secret()
+	_, uc := x.secret()
+	for what, err := range map[string]error{
+		"CreateClient":     st.CreateClient(&c),
+		"CreateAuthCode":   st.CreateAuthCode(h, authCodeRecord{Client: app.ID, User: alice.ID, ExpiresAt: x.now.Add(time.Minute)}),
+		"CreateDeviceAuth": st.CreateDeviceAuth(h, uc, deviceAuthRecord{Client: app.ID, CreatedAt: x.now, ExpiresAt: x.now.Add(time.Minute)}),
+	} {
+		if !errors.Is(err, errSpaceReserved) {
+			t.Errorf("%s when full = %v; want errSpaceReserved", what, err)
+		}
+	}
+	if _, _, err := st.RedeemAuthCode(pending, x.now, &more.issue); !errors.Is(err, errSpaceReserved) {
+		t.Errorf("RedeemAuthCode when full = %v; want errSpaceReserved", err)
+	}
+	if _, _, err := st.RefreshGrant(hashToken(is.refresh), x.now, &more.issue); !errors.Is(err, errSpaceReserved) {
+		t.Errorf("RefreshGrant when full = %v; want errSpaceReserved", err)
+	}
+	assertUnchanged(t, "refused creations when full", before, dumpStore(t, st))
+
+	if _, _, err := st.RedeemAuthCode(replayed, x.now, &more.issue); !errors.Is(err, errCodeUsed) {
+		t.Errorf("RedeemAuthCode(replayed) when full = %v; want errCodeUsed", err)
+	}
+	if authenticates(t, st, first.access) {
+		t.Error("a replayed code's grant survived when full")
+	}
+	if _, err := st.DeleteGrant(g.ID, alice.ID); err != nil {
+		t.Errorf("DeleteGrant when full = %v", err)
+	}
+	if _, err := st.DeleteClient(app.ID); err != nil {
+		t.Errorf("DeleteClient when full = %v", err)
+	}
+	if _, err := st.AuthCode(pending); !errors.Is(err, errNotFound) {
+		t.Errorf("a deleted client's code: %v; want errNotFound", err)
+	}
+	checkStore(t, st)
+}
