@@ -26,7 +26,8 @@ import (
 //   - a refresh token by its hash, with the grant it belongs to and
 //     whether it was used;
 //   - codes and device requests by their hashes, a device request also by
-//     its user code, and both by client and by expiry (requests_by_*).
+//     its user code, and both by client, by expiry and by the user who
+//     approved them (requests_by_*).
 var (
 	bucketClients        = []byte("clients")          // client id → clientRecord
 	bucketClientsByName  = []byte("clients_by_name")  // lower-cased name → client id
@@ -45,11 +46,15 @@ var (
 	bucketRequestsByClient = []byte("requests_by_client")
 	// expiry unix ns ‖ request kind ‖ hash → empty, for PurgeOAuth.
 	bucketRequestsByExpiry = []byte("requests_by_expiry")
+	// user id ‖ request kind ‖ hash → empty: the codes a user approved and
+	// the device requests they decided, which go when the user's tokens
+	// are revoked, so that none makes a grant afterwards.
+	bucketRequestsByUser = []byte("requests_by_user")
 
 	oauthBuckets = [][]byte{
 		bucketClients, bucketClientsByName, bucketGrants, bucketGrantsByUser, bucketGrantsByClient,
 		bucketGrantsByExpiry, bucketGrantTokens, bucketRefresh, bucketGrantRefresh, bucketAuthCodes,
-		bucketDeviceAuths, bucketDeviceByUser, bucketRequestsByClient, bucketRequestsByExpiry,
+		bucketDeviceAuths, bucketDeviceByUser, bucketRequestsByClient, bucketRequestsByExpiry, bucketRequestsByUser,
 	}
 )
 
@@ -104,6 +109,10 @@ func requestClientKey(client string, kind byte, h tokenHash) []byte {
 
 func requestExpiryKey(exp time.Time, kind byte, h tokenHash) []byte {
 	return append(append(itob(timeKey(exp)), kind), h[:]...)
+}
+
+func requestUserKey(user uint64, kind byte, h tokenHash) []byte {
+	return append(append(itob(user), kind), h[:]...)
 }
 
 // refreshValue is the value of a refresh token in the refresh bucket:
@@ -386,6 +395,23 @@ func (s *boltStore) deleteGrantTokens(tx *bolt.Tx, grant uint64) error {
 	return nil
 }
 
+// deleteRequestsOf deletes the codes user approved and the device
+// requests they decided.
+func deleteRequestsOf(tx *bolt.Tx, user uint64) error {
+	byUser := tx.Bucket(bucketRequestsByUser)
+	for _, k := range keysWithPrefix(byUser, itob(user)) {
+		if len(k) == 8+1+len(tokenHash{}) {
+			if err := deleteRequest(tx, k[8], tokenHash(k[9:])); err != nil {
+				return err
+			}
+		}
+		if err := byUser.Delete(k); err != nil { // gone already, unless astray
+			return err
+		}
+	}
+	return nil
+}
+
 // deleteGrantsOf deletes every grant of user and returns how many access
 // tokens went with them.
 func (s *boltStore) deleteGrantsOf(tx *bolt.Tx, user uint64) (int, error) {
@@ -493,6 +519,9 @@ func putAuthCode(tx *bolt.Tx, h tokenHash, c *authCodeRecord) error {
 	if err := tx.Bucket(bucketRequestsByClient).Put(requestClientKey(c.Client, requestCode, h), nil); err != nil {
 		return err
 	}
+	if err := tx.Bucket(bucketRequestsByUser).Put(requestUserKey(c.User, requestCode, h), nil); err != nil {
+		return err
+	}
 	return tx.Bucket(bucketRequestsByExpiry).Put(requestExpiryKey(c.ExpiresAt, requestCode, h), nil)
 }
 
@@ -589,6 +618,11 @@ func putDeviceAuth(tx *bolt.Tx, dev tokenHash, d *storedDeviceAuth) error {
 	if err := putJSON(tx.Bucket(bucketDeviceAuths), dev[:], d); err != nil {
 		return err
 	}
+	if d.User != 0 {
+		if err := tx.Bucket(bucketRequestsByUser).Put(requestUserKey(d.User, requestDevice, dev), nil); err != nil {
+			return err
+		}
+	}
 	if err := tx.Bucket(bucketDeviceByUser).Put(d.UserCode[:], dev[:]); err != nil {
 		return err
 	}
@@ -610,6 +644,9 @@ func deleteDeviceAuth(tx *bolt.Tx, dev tokenHash, d *storedDeviceAuth) error {
 	if err := tx.Bucket(bucketRequestsByClient).Delete(requestClientKey(d.Client, requestDevice, dev)); err != nil {
 		return err
 	}
+	if err := tx.Bucket(bucketRequestsByUser).Delete(requestUserKey(d.User, requestDevice, dev)); err != nil {
+		return err
+	}
 	if err := tx.Bucket(bucketRequestsByExpiry).Delete(requestExpiryKey(d.ExpiresAt, requestDevice, dev)); err != nil {
 		return err
 	}
@@ -619,6 +656,9 @@ func deleteDeviceAuth(tx *bolt.Tx, dev tokenHash, d *storedDeviceAuth) error {
 // deleteAuthCode deletes code c stored under h with its index entries.
 func deleteAuthCode(tx *bolt.Tx, h tokenHash, c *authCodeRecord) error {
 	if err := tx.Bucket(bucketRequestsByClient).Delete(requestClientKey(c.Client, requestCode, h)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketRequestsByUser).Delete(requestUserKey(c.User, requestCode, h)); err != nil {
 		return err
 	}
 	if err := tx.Bucket(bucketRequestsByExpiry).Delete(requestExpiryKey(c.ExpiresAt, requestCode, h)); err != nil {
@@ -709,7 +749,7 @@ func (s *boltStore) DecideDeviceAuth(uc tokenHash, user uint64, approve bool, sc
 		if approve {
 			d.State, d.Approved = deviceApproved, scopes
 		}
-		return putJSON(tx.Bucket(bucketDeviceAuths), dev[:], &d)
+		return putDeviceAuth(tx, dev, &d)
 	})
 }
 
@@ -1047,20 +1087,22 @@ func checkOAuth(tx *bolt.Tx, bad func(format string, args ...any)) {
 	// requests_by_expiry, and each entry pointing back.
 	byClient, byExpiry := tx.Bucket(bucketRequestsByClient), tx.Bucket(bucketRequestsByExpiry)
 	byUserCode := tx.Bucket(bucketDeviceByUser)
+	byUser := tx.Bucket(bucketRequestsByUser)
 	type request struct {
 		client  string
 		expires time.Time
+		user    uint64
 	}
 	requestOf := func(kind byte, h []byte) (request, bool) {
 		switch kind {
 		case requestCode:
 			var c authCodeRecord
 			if getJSON(tx.Bucket(bucketAuthCodes), h, &c) == nil {
-				return request{c.Client, c.ExpiresAt}, true
+				return request{c.Client, c.ExpiresAt, c.User}, true
 			}
 		case requestDevice:
 			if d, err := deviceAuth(tx, h); err == nil {
-				return request{d.Client, d.ExpiresAt}, true
+				return request{d.Client, d.ExpiresAt, d.User}, true
 			}
 		}
 		return request{}, false
@@ -1076,6 +1118,9 @@ func checkOAuth(tx *bolt.Tx, bad func(format string, args ...any)) {
 		}
 		if byExpiry.Get(requestExpiryKey(r.expires, kind, tokenHash(k))) == nil {
 			bad("request %c %x has no requests_by_expiry entry", kind, k[:4])
+		}
+		if r.user != 0 && byUser.Get(requestUserKey(r.user, kind, tokenHash(k))) == nil {
+			bad("request %c %x has no requests_by_user entry", kind, k[:4])
 		}
 	}
 	tx.Bucket(bucketAuthCodes).ForEach(func(k, _ []byte) error { checkRequest(requestCode, k); return nil })
@@ -1100,6 +1145,16 @@ func checkOAuth(tx *bolt.Tx, bad func(format string, args ...any)) {
 		}
 		if r, ok := requestOf(k[1+n], k[2+n:]); !ok || r.client != string(k[1:1+n]) {
 			bad("requests_by_client %x points at no request of that client", k[:min(len(k), 12)])
+		}
+		return nil
+	})
+	byUser.ForEach(func(k, _ []byte) error {
+		if len(k) != 8+1+len(tokenHash{}) {
+			bad("requests_by_user %x is malformed", k)
+			return nil
+		}
+		if r, ok := requestOf(k[8], k[9:]); !ok || r.user != btoi(k[:8]) {
+			bad("requests_by_user %x points at no request of that user", k[:12])
 		}
 		return nil
 	})

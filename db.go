@@ -623,7 +623,8 @@ func (s *boltStore) UpgradePasswordHash(id uint64, oldHash, newHash string) erro
 	})
 }
 
-// DeleteUser removes user id with all of their tokens, grants and sessions. It
+// DeleteUser removes user id with all of their tokens, grants and sessions,
+// and the codes and device requests they approved. It
 // returns errNotFound for an unknown user and errLastAdmin when id is the
 // only admin.
 func (s *boltStore) DeleteUser(id uint64) error {
@@ -645,7 +646,7 @@ func (s *boltStore) DeleteUser(id uint64) error {
 		if err := s.deleteTokensOf(tx, id); err != nil {
 			return err
 		}
-		if _, err := s.deleteGrantsOf(tx, id); err != nil {
+		if _, err := s.revokeAllOf(tx, id); err != nil {
 			return err
 		}
 		if _, err := deleteSessionsExcept(tx, id, sessionHash{}); err != nil {
@@ -689,15 +690,19 @@ func (s *boltStore) RevokeTokensOf(id uint64) (int, error) {
 	return n, err
 }
 
-// revokeAllOf deletes every personal token and grant of user and returns
-// how many tokens went, the grants' access tokens counted.
+// revokeAllOf deletes every personal token and grant of user, and the
+// codes and device requests they approved, and returns how many tokens
+// went, the grants' access tokens counted.
 func (s *boltStore) revokeAllOf(tx *bolt.Tx, user uint64) (int, error) {
 	n := len(tokenIDsOf(tx, user))
 	if err := s.deleteTokensOf(tx, user); err != nil {
 		return 0, err
 	}
 	m, err := s.deleteGrantsOf(tx, user)
-	return n + m, err
+	if err != nil {
+		return 0, err
+	}
+	return n + m, deleteRequestsOf(tx, user)
 }
 
 // ---- tokens ----

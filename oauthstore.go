@@ -22,7 +22,8 @@ import (
 // limit leave them out. Authenticate, TokenByHash, DeleteTokenByHash,
 // FlushLastUsed and PurgeExpired treat them as any token. RevokeTokensOf,
 // ChangePassword with revocation and DeleteUser delete the user's grants
-// as well.
+// as well, and the codes and device requests the user approved (or
+// denied), so that none of them makes a grant afterwards.
 
 // Errors of the OAuth store, beside those of db.go.
 var (

@@ -523,10 +523,47 @@ func TestEngineOAuthCascades(t *testing.T) {
 		bob := storeUser(t, st, "bob", false)
 		app, other := x.client("App"), x.client("Other")
 
-		// RevokeTokensOf: a personal token and a grant's access token.
+		// requests returns a code alice approved, a device request she
+		// approved, and a device request no one decided yet.
+		requests := func() (code, approved, pending tokenHash) {
+			t.Helper()
+			code = x.code(app, alice.ID)
+			for i, uc := range []*tokenHash{&approved, &pending} {
+				_, dev := x.secret()
+				_, *uc = x.secret()
+				if err := st.CreateDeviceAuth(dev, *uc, deviceAuthRecord{Client: app.ID, CreatedAt: x.now, ExpiresAt: x.now.Add(time.Hour), Interval: time.Second}); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					if err := st.DecideDeviceAuth(*uc, alice.ID, true, nil, x.now); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			return code, approved, pending
+		}
+		// requestsGone checks that alice's code and approved request went
+		// with her tokens, and the undecided request stayed.
+		requestsGone := func(what string, code, approved, pending tokenHash) {
+			t.Helper()
+			if _, err := st.AuthCode(code); !errors.Is(err, errNotFound) {
+				t.Errorf("after %s alice's code: %v; want errNotFound", what, err)
+			}
+			if _, err := st.DeviceAuthByUserCode(approved); !errors.Is(err, errNotFound) {
+				t.Errorf("after %s the device request alice approved: %v; want errNotFound", what, err)
+			}
+			if _, err := st.DeviceAuthByUserCode(pending); err != nil {
+				t.Errorf("after %s an undecided device request: %v; want it kept", what, err)
+			}
+		}
+
+		// RevokeTokensOf: a personal token and a grant's access token, and
+		// the requests alice approved.
 		_, personal := storeToken(t, st, alice.ID, "ci", nil)
 		_, _, is := x.grant(app, alice.ID, scopeTokensRead)
 		bobGrant, _, bobIs := x.grant(app, bob.ID, scopeTokensRead)
+		bobCode := x.code(app, bob.ID)
+		code, approved, pending := requests()
 		for _, s := range []string{personal, is.access, bobIs.access} {
 			if !authenticates(t, st, s) {
 				t.Fatal("a fresh token does not verify")
@@ -544,10 +581,15 @@ func TestEngineOAuthCascades(t *testing.T) {
 		if !authenticates(t, st, bobIs.access) || !slices.Equal(grantIDs(t, st, bob.ID), []uint64{bobGrant.ID}) {
 			t.Error("RevokeTokensOf(alice) touched bob's grant")
 		}
+		requestsGone("RevokeTokensOf", code, approved, pending)
+		if _, err := st.AuthCode(bobCode); err != nil {
+			t.Errorf("RevokeTokensOf(alice) took bob's code: %v", err)
+		}
 
 		// ChangePassword with revocation.
 		_, _, is = x.grant(app, alice.ID, scopeTokensRead)
 		authenticates(t, st, is.access)
+		code, approved, pending = requests()
 		n, _, err := st.ChangePassword(alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$bmV3$a2V5", at: x.now, revokeTokens: true})
 		if err != nil || n != 1 {
 			t.Errorf("ChangePassword(revoke) = %d tokens, %v; want 1", n, err)
@@ -555,6 +597,7 @@ func TestEngineOAuthCascades(t *testing.T) {
 		if authenticates(t, st, is.access) || len(grantIDs(t, st, alice.ID)) != 0 {
 			t.Error("after ChangePassword with revocation alice's grant remains")
 		}
+		requestsGone("ChangePassword with revocation", code, approved, pending)
 		// Without revocation, grants stay.
 		g, _, is := x.grant(app, alice.ID, scopeTokensRead)
 		if _, _, err := st.ChangePassword(alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$b2xk$a2V5", at: x.now}); err != nil {
@@ -587,7 +630,7 @@ func TestEngineOAuthCascades(t *testing.T) {
 		_, _, is = x.grant(app, alice.ID, scopeTokensRead)
 		og, _, ois := x.grant(other, alice.ID, scopeTokensRead)
 		authenticates(t, st, is.access)
-		code := x.code(app, alice.ID)
+		code = x.code(app, alice.ID)
 		_, dev := x.secret()
 		_, uc := x.secret()
 		if err := st.CreateDeviceAuth(dev, uc, deviceAuthRecord{Client: app.ID, CreatedAt: x.now, ExpiresAt: x.now.Add(time.Hour), Interval: time.Second}); err != nil {
@@ -614,9 +657,12 @@ func TestEngineOAuthCascades(t *testing.T) {
 		checkStore(t, st)
 
 		// DeleteUser.
+		app = x.client("App again")
+		code, approved, pending = requests()
 		if err := st.DeleteUser(alice.ID); err != nil {
 			t.Fatal(err)
 		}
+		requestsGone("DeleteUser", code, approved, pending)
 		if authenticates(t, st, ois.access) || len(grantIDs(t, st, alice.ID)) != 0 {
 			t.Error("a deleted user's grant or its access token remains")
 		}
@@ -866,6 +912,10 @@ func TestBoltOAuthCheckFindsBrokenIndexes(t *testing.T) {
 		{"device_by_user_code astray", "device_by_user_code", func(tx *bolt.Tx, _ grantRecord, _ tokenRecord, h tokenHash) error {
 			return tx.Bucket(bucketDeviceByUser).Put(h[:], h[:])
 		}},
+		{"code without user entry", "no requests_by_user entry", func(tx *bolt.Tx, _ grantRecord, _ tokenRecord, _ tokenHash) error {
+			k, _ := tx.Bucket(bucketRequestsByUser).Cursor().First()
+			return tx.Bucket(bucketRequestsByUser).Delete(slices.Clone(k))
+		}},
 		{"code without expiry entry", "no requests_by_expiry entry", func(tx *bolt.Tx, _ grantRecord, _ tokenRecord, _ tokenHash) error {
 			c := tx.Bucket(bucketRequestsByExpiry).Cursor()
 			k, _ := c.First()
@@ -1000,4 +1050,63 @@ func TestEngineOAuthRedeemRace(t *testing.T) {
 		})
 		checkStore(t, st)
 	})
+}
+
+// TestBoltOAuthAtTheCreationLimit: once the database has reached its
+// creation limit, the OAuth store refuses what creates (clients, codes,
+// device requests, grants, refreshes) with errSpaceReserved and changes
+// nothing, while revocations, a replayed code's revocation and deletions
+// still go through.
+func TestBoltOAuthAtTheCreationLimit(t *testing.T) {
+	st, _ := newTestDB(t)
+	x := newOAuthFixture(t, st)
+	alice := storeUser(t, st, "alice", false)
+	app := x.client("App")
+	g, _, is := x.grant(app, alice.ID, scopeTokensRead)
+	replayed := x.code(app, alice.ID)
+	first := x.issue(alice.ID, x.now)
+	if _, _, err := st.RedeemAuthCode(replayed, x.now, &first.issue); err != nil {
+		t.Fatal(err)
+	}
+	pending := x.code(app, alice.ID)
+	before := dumpStore(t, st)
+
+	st.creationLimit = 1 // every page in use lies past it: the database is full
+	more := x.issue(alice.ID, x.now)
+	c := clientRecord{ID: "id-new", Name: "new", CreatedAt: x.now}
+	_, h := x.secret()
+	_, uc := x.secret()
+	for what, err := range map[string]error{
+		"CreateClient":     st.CreateClient(&c),
+		"CreateAuthCode":   st.CreateAuthCode(h, authCodeRecord{Client: app.ID, User: alice.ID, ExpiresAt: x.now.Add(time.Minute)}),
+		"CreateDeviceAuth": st.CreateDeviceAuth(h, uc, deviceAuthRecord{Client: app.ID, CreatedAt: x.now, ExpiresAt: x.now.Add(time.Minute)}),
+	} {
+		if !errors.Is(err, errSpaceReserved) {
+			t.Errorf("%s when full = %v; want errSpaceReserved", what, err)
+		}
+	}
+	if _, _, err := st.RedeemAuthCode(pending, x.now, &more.issue); !errors.Is(err, errSpaceReserved) {
+		t.Errorf("RedeemAuthCode when full = %v; want errSpaceReserved", err)
+	}
+	if _, _, err := st.RefreshGrant(hashToken(is.refresh), x.now, &more.issue); !errors.Is(err, errSpaceReserved) {
+		t.Errorf("RefreshGrant when full = %v; want errSpaceReserved", err)
+	}
+	assertUnchanged(t, "refused creations when full", before, dumpStore(t, st))
+
+	if _, _, err := st.RedeemAuthCode(replayed, x.now, &more.issue); !errors.Is(err, errCodeUsed) {
+		t.Errorf("RedeemAuthCode(replayed) when full = %v; want errCodeUsed", err)
+	}
+	if authenticates(t, st, first.access) {
+		t.Error("a replayed code's grant survived when full")
+	}
+	if _, err := st.DeleteGrant(g.ID, alice.ID); err != nil {
+		t.Errorf("DeleteGrant when full = %v", err)
+	}
+	if _, err := st.DeleteClient(app.ID); err != nil {
+		t.Errorf("DeleteClient when full = %v", err)
+	}
+	if _, err := st.AuthCode(pending); !errors.Is(err, errNotFound) {
+		t.Errorf("a deleted client's code: %v; want errNotFound", err)
+	}
+	checkStore(t, st)
 }
