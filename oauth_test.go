@@ -884,6 +884,22 @@ func TestOAuthIntrospectClients(t *testing.T) {
 			t.Errorf("%s: error %q, WWW-Authenticate %q; want invalid_client and a Basic challenge", tc.name, p.Error, w.Header().Get("WWW-Authenticate"))
 		}
 	}
+	// A service that only introspects registers a confidential client
+	// with no flow; it introspects, and can get no token.
+	svc, svcSecret, err := ts.oauthActions().AddClient(clientSpec{Name: "Resource server"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcForm := form("client_id", svc.ID, "client_secret", svcSecret)
+	w = ts.do(request{method: "POST", path: "/api/v1/introspect", body: svcForm, header: formHeader})
+	decode(t, w, &m)
+	if w.Code != 200 || m["active"] != true {
+		t.Errorf("introspection by a client with no flow = %d %v; want active", w.Code, m)
+	}
+	w = ts.do(request{method: "POST", path: "/oauth/device_authorization", body: url.Values{"client_id": {svc.ID}, "client_secret": {svcSecret}, "scope": {scopeTokensRead}}.Encode(), header: formHeader})
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "unauthorized_client") {
+		t.Errorf("device authorization by a client with no flow = %d %s; want 400 unauthorized_client", w.Code, w.Body)
+	}
 	// A personal token keeps its token id as client_id.
 	tok, secret := ts.addToken(f.alice, "mine", nil, 0)
 	w = ts.do(request{method: "POST", path: "/api/v1/introspect", body: url.Values{"token": {secret}}.Encode(), header: withBasic})

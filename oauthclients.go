@@ -126,8 +126,10 @@ func checkClientSpec(spec clientSpec) (clientRecord, error) {
 	switch {
 	case len(uris) > maxRedirectURIs:
 		return clientRecord{}, clientError(http.StatusBadRequest, "a client may have at most %d redirect URIs, not %d", maxRedirectURIs, len(uris))
-	case len(uris) == 0 && !spec.Device:
-		return clientRecord{}, clientError(http.StatusBadRequest, "give the client a redirect URI (for the authorization code flow) or let it use the device flow, or both")
+	case len(uris) == 0 && !spec.Device && spec.Public:
+		// A confidential client with no flow is a service that only
+		// introspects and revokes tokens; a public one could do nothing.
+		return clientRecord{}, clientError(http.StatusBadRequest, "give a public client a redirect URI (for the authorization code flow) or let it use the device flow, or both")
 	case spec.AccessTTL != 0 && (spec.AccessTTL < minAccessTTL || spec.AccessTTL > maxAccessTTL):
 		return clientRecord{}, clientError(http.StatusBadRequest, "the access token lifetime must be from 5m to 720h (30 days), not %v", spec.AccessTTL)
 	}
@@ -327,7 +329,9 @@ func (c clientRecord) kind() string {
 	return "confidential"
 }
 
-// flows names the grant types c may use: "code", "device" or "code,device".
+// flows names the grant types c may use: "code", "device" or "code,device",
+// or "introspect" for a confidential client with neither, which only
+// introspects and revokes.
 func (c clientRecord) flows() string {
 	var f []string
 	if len(c.RedirectURIs) > 0 {
@@ -335,6 +339,9 @@ func (c clientRecord) flows() string {
 	}
 	if c.Device {
 		f = append(f, "device")
+	}
+	if len(f) == 0 {
+		return "introspect"
 	}
 	return strings.Join(f, ",")
 }

@@ -82,7 +82,7 @@ func TestAddClientRefusesBadSpecs(t *testing.T) {
 		{"a control character", clientSpec{Name: "a\tb", RedirectURIs: cb}, 400, "control"},
 		{"invalid UTF-8", clientSpec{Name: "a\xffb", RedirectURIs: cb}, 400, "UTF-8"},
 		{"a taken name", clientSpec{Name: "tAKEN", RedirectURIs: cb}, 409, `"tAKEN" already exists`},
-		{"no redirect URI and no device flow", clientSpec{Name: "x"}, 400, "redirect URI"},
+		{"a public client with no flow", clientSpec{Name: "x", Public: true}, 400, "redirect URI"},
 		{"a bad redirect URI", clientSpec{Name: "x", RedirectURIs: []string{"http://evil.example/cb"}}, 400, "loopback"},
 		{"too many redirect URIs", clientSpec{Name: "x", RedirectURIs: many}, 400, "at most 10"},
 		{"a short lifetime", clientSpec{Name: "x", Device: true, AccessTTL: time.Minute}, 400, "lifetime"},
@@ -221,7 +221,7 @@ func TestCLIClientLifecycle(t *testing.T) {
 	}{
 		{[]string{"-redirect-uri", "http://app.example.com/cb", "x"}, "loopback"},
 		{[]string{"-redirect-uri", "https://a.example/cb#top", "x"}, "fragment"},
-		{[]string{"x"}, "redirect URI"},
+		{[]string{"-public", "x"}, "redirect URI"},
 		{[]string{"-device", "WEB APP"}, "already exists"},
 		{[]string{"-device", "-access-ttl", "2m", "x"}, "lifetime"},
 		{[]string{"-device", "-access-ttl", "soon", "x"}, "-access-ttl"},
@@ -512,7 +512,7 @@ func TestClientsPage(t *testing.T) {
 		says   string
 	}{
 		{"a bad redirect URI", url.Values{"name": {"Web App"}, "redirect_uris": {"http://app.example.com/cb"}}, 400, "loopback"},
-		{"no flow", url.Values{"name": {"Web App"}}, 400, "redirect URI"},
+		{"a public client with no flow", url.Values{"name": {"Web App"}, "public": {"1"}}, 400, "redirect URI"},
 		{"a bad lifetime", url.Values{"name": {"Web App"}, "device": {"1"}, "access_ttl": {"forever"}}, 400, "lifetime"},
 	} {
 		before := ts.snapshot()
