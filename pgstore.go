@@ -60,7 +60,8 @@ const pgDefaultMaxConns = 16
 // pgStore is the PostgreSQL engine. Each exported method is one SQL
 // transaction (a single statement, or a BEGIN … COMMIT).
 type pgStore struct {
-	pool *pgxpool.Pool
+	auditPending // until the security log methods are written
+	pool         *pgxpool.Pool
 	// sink hears, synchronously once a write has committed and before the
 	// write returns, what it deleted or changed (see invalidationSink).
 	// Other instances hear it through the notification the write sends.

@@ -107,6 +107,10 @@ type store interface {
 
 	oauthStore
 
+	// ---- the security log (auditstore.go) ----
+
+	auditStore
+
 	// ---- the whole ----
 
 	// Ping fails when the engine cannot answer, for /readyz.
