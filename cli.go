@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -639,5 +640,119 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "purged %s in %s, %s and %s\n", plural(res.Tokens, "expired token"), plural(res.Transactions, "transaction"),
 		plural(sessions, "expired session"), plural(res.OAuth, "expired OAuth record"))
+	return nil
+}
+
+// ---- client ----
+
+func runClient(args []string, stdout, stderr io.Writer) error {
+	sub, args, err := subcommand("client", args, stderr, "add|list|remove")
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "add":
+		return clientAdd(args, stdout, stderr)
+	case "list":
+		return clientList(args, stdout, stderr)
+	case "remove":
+		return clientRemove(args, stdout, stderr)
+	}
+	return fmt.Errorf("client: unknown subcommand %q (want add, list or remove)", sub)
+}
+
+// repeatedFlag is a flag that may be given several times, each value kept.
+type repeatedFlag []string
+
+func (f *repeatedFlag) String() string     { return strings.Join(*f, " ") }
+func (f *repeatedFlag) Set(v string) error { *f = append(*f, v); return nil }
+
+func clientAdd(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"client add", "[-redirect-uri URI]... [-public] [-device] [-access-ttl 8h] NAME",
+		"Register an OAuth client (an app that asks users for tokens) and print its client id and, unless it is public, its secret. The secret is shown this once: only its hash is kept."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	var uris repeatedFlag
+	fs.Var(&uris, "redirect-uri", "`URI` where the app receives the authorization code: https, http on 127.0.0.1, [::1] or localhost (any port), or a private-use scheme such as com.example.app:/callback; repeatable")
+	public := fs.Bool("public", false, "a public client, with no secret (an app on a user's device); it relies on PKCE alone")
+	device := fs.Bool("device", false, "let the client use the device flow (command-line tools, devices without a browser)")
+	ttl := fs.String("access-ttl", "", "`lifetime` of the access tokens it receives: 5m to 720h, or 1d to 30d (default 8h)")
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	spec := clientSpec{Name: pos[0], RedirectURIs: uris, Public: *public, Device: *device}
+	if spec.AccessTTL, err = parseAccessTTL(*ttl); err != nil {
+		return fmt.Errorf("-access-ttl: %w", err)
+	}
+	// Refused before the database is opened: bad input changes nothing.
+	if _, err := checkClientSpec(spec); err != nil {
+		return fmt.Errorf("client add: %w", err)
+	}
+	st, err := openCLIStore(db, existingDB)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	c, secret, err := (oauthActions{store: st, now: time.Now}).AddClient(spec)
+	if err != nil {
+		return fmt.Errorf("client add: %w", err)
+	}
+	kind := "confidential"
+	if c.Public {
+		kind = "public"
+	}
+	fmt.Fprintf(stderr, "added %s client %q\n", kind, c.Name)
+	fmt.Fprintf(stdout, "client_id: %s\n", c.ID)
+	if secret != "" {
+		fmt.Fprintln(stderr, "Its secret is shown this once; tokend keeps only a hash of it:")
+		fmt.Fprintf(stdout, "client_secret: %s\n", secret)
+	}
+	return nil
+}
+
+func clientList(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"client list", "", "List OAuth clients. Secrets are never shown again."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	if _, err := parseArgs(fs, args, 0); err != nil {
+		return err
+	}
+	st, err := openCLIStore(db, existingDB)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	clients, err := (oauthActions{store: st}).ListClients()
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tTYPE\tFLOWS\tACCESS TTL\tCREATED\tREDIRECT URIS")
+	for _, c := range clients {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", c.ID, c.Name, c.kind(), c.flows(), c.accessTTL(),
+			c.CreatedAt.UTC().Format(time.RFC3339), cmp.Or(strings.Join(c.RedirectURIs, " "), "-"))
+	}
+	return tw.Flush()
+}
+
+func clientRemove(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"client remove", "ID|NAME", "Remove an OAuth client. Every grant made to it is revoked: its access and refresh tokens stop working at once."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	st, err := openCLIStore(db, existingDB)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	c, err := (oauthActions{store: st}).RemoveClient(pos[0])
+	if err != nil {
+		return fmt.Errorf("client remove: %w", err)
+	}
+	fmt.Fprintf(stdout, "removed client %q (%s); every grant made to it is revoked\n", c.Name, c.ID)
 	return nil
 }

@@ -43,6 +43,7 @@ type server struct {
 	// touchFailing is set while recording sessions' last-seen times fails,
 	// so that a full disk logs one warning, not one per page view.
 	touchFailing atomic.Bool
+	userCodes    *userCodeGuesses // wrong device user codes per person
 }
 
 // newServer returns a server over st configured by cfg.
@@ -73,6 +74,7 @@ func newServer(st store, cfg config, log *slog.Logger, now func() time.Time) (*s
 		setup:     &setupCode{},
 		cop:       http.NewCrossOriginProtection(),
 		forms:     newFormOnce(),
+		userCodes: newUserCodeGuesses(),
 	}
 	if ts, ok := st.(throttleStore); ok {
 		s.throttle = ts.sharedThrottle() // shared by every instance on the engine
@@ -125,6 +127,12 @@ func (s *server) routes() http.Handler {
 	r.POST("/admin/users/:id/admin", s.form(s.signedIn(s.adminOnly(s.handleSetAdmin))))
 	r.POST("/admin/users/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveUser))))
 	r.POST("/admin/users/:id/revoke-tokens", s.form(s.signedIn(s.adminOnly(s.handleRevokeUserTokens))))
+	r.GET("/admin/clients", s.signedIn(s.adminOnly(s.handleClientsPage)))
+	r.POST("/admin/clients", s.form(s.signedIn(s.adminOnly(s.handleAddClient))))
+	r.GET("/admin/clients/:id", s.signedIn(s.adminOnly(s.handleClientPage)))
+	r.POST("/admin/clients/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveClient))))
+	r.GET("/account/grants/:id/revoke", s.signedIn(s.handleConfirmRevokeGrant))
+	r.POST("/account/grants/:id/revoke", s.form(s.signedIn(s.handleRevokeGrantForm)))
 
 	// The JSON API (api.go; users in admin.go), its tokens checked by
 	// withToken (bearer.go).
@@ -138,7 +146,7 @@ func (s *server) routes() http.Handler {
 	r.DELETE("/api/v1/tokens/:id", s.withToken(scopeTokensWrite, s.handleRevokeToken))
 	r.POST("/api/v1/tokens/:id/rotate", s.withToken(scopeTokensWrite, s.handleRotateToken))
 	r.POST("/api/v1/revoke", s.handleLeakReport)
-	r.POST("/api/v1/introspect", s.withToken(scopeIntrospect, s.handleIntrospect))
+	r.POST("/api/v1/introspect", s.handleIntrospectRoute)
 	r.GET("/auth", s.handleForwardAuth)
 	r.GET("/auth/:scopes", s.handleForwardAuth)
 	r.GET("/api/v1/openapi.yaml", s.handleOpenAPI)
@@ -148,6 +156,24 @@ func (s *server) routes() http.Handler {
 	r.POST("/api/v1/users/:id/password", s.apiAdmin(s.handleAPIResetPassword))
 	r.PUT("/api/v1/users/:id/admin", s.apiAdmin(s.handleAPISetAdmin))
 	r.DELETE("/api/v1/users/:id/tokens", s.apiAdmin(s.handleAPIRevokeUserTokens))
+	r.GET("/api/v1/clients", s.apiAdmin(s.handleAPIListClients))
+	r.POST("/api/v1/clients", s.apiAdmin(s.handleAPIAddClient))
+	r.GET("/api/v1/clients/:id", s.apiAdmin(s.handleAPIGetClient))
+	r.DELETE("/api/v1/clients/:id", s.apiAdmin(s.handleAPIRemoveClient))
+	r.GET("/api/v1/user/grants", s.withToken(scopeTokensRead, s.handleAPIListGrants))
+	r.DELETE("/api/v1/user/grants/:id", s.withToken(scopeTokensWrite, s.handleAPIRevokeGrant))
+
+	// OAuth 2 (oauth*.go): metadata, the consent and device pages, and
+	// the token-side endpoints that clients call.
+	r.GET("/.well-known/oauth-authorization-server", s.handleOAuthMetadata)
+	r.GET("/oauth/authorize", s.signedIn(s.handleAuthorizePage))
+	r.POST("/oauth/authorize", s.form(s.signedIn(s.handleAuthorizeDecision)))
+	r.POST("/oauth/token", s.handleToken)
+	r.POST("/oauth/revoke", s.handleRevoke)
+	r.POST("/oauth/device_authorization", s.handleDeviceAuthorization)
+	r.GET("/device", s.signedIn(s.handleDevicePage))
+	r.POST("/device", s.form(s.signedIn(s.handleDeviceCode)))
+	r.POST("/device/approve", s.form(s.signedIn(s.handleDeviceDecision)))
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if wantsPage(r) {

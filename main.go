@@ -50,6 +50,9 @@ Commands:
   token create          print a new token: -user NAME -name N [-scopes a,b] [-expires 30d]
   token list            list tokens: everyone's, or one user's
   token revoke ID       revoke a token
+  client add NAME       register an OAuth client: [-redirect-uri URI]... [-public] [-device]
+  client list           list OAuth clients
+  client remove ID      remove an OAuth client (by id or name) and revoke its grants
   purge                 delete long-expired tokens and expired sessions, offline
   backup FILE           write a consistent copy of the database, offline
   restore BACKUP        put a backup in place of the database, offline
@@ -107,6 +110,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runUser(ctx, args, stdin, stdout, stderr)
 	case "token":
 		err = runToken(ctx, args, stdout, stderr)
+	case "client":
+		err = runClient(args, stdout, stderr)
 	case "purge":
 		err = runPurge(ctx, args, stdout, stderr)
 	case "backup":

@@ -62,6 +62,9 @@ func contractCovers(path string) bool {
 		return false
 	case strings.HasPrefix(path, "/api/"), path == "/auth", strings.HasPrefix(path, "/auth/"):
 		return true
+	case path == "/.well-known/oauth-authorization-server", path == "/oauth/token", path == "/oauth/revoke",
+		path == "/oauth/device_authorization":
+		return true // OAuth's endpoints for clients; its pages are not
 	}
 	return path == "/healthz" || path == "/readyz" || path == "/metrics"
 }

@@ -229,7 +229,9 @@ func (s *server) signedIn(h pageHandler) httprouter.Handle {
 				s.setCookie(w, r, sessionCookieName, "", -1)
 				s.setFlash(w, r, "Your session has ended. Sign in again.")
 			}
-			next := r.URL.Path
+			// The whole request comes back after signing in: an app's
+			// authorization request is all in its query.
+			next := r.URL.RequestURI()
 			if r.Method != http.MethodGet {
 				next = "/"
 			}
@@ -923,6 +925,8 @@ type accountPage struct {
 	// The checkboxes of the password form, as last sent.
 	RevokeTokens, EndSessions bool
 	TokensText                string // "3 tokens": what revoking all of them takes
+
+	Grants []grantRow // the authorized apps (oauthclients.go)
 }
 
 func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *session, status int, data accountPage, errMsg string) {
@@ -953,6 +957,10 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 	}
 	if len(tokens) > 0 {
 		data.TokensText = plural(len(tokens), "token")
+	}
+	if data.Grants, err = s.grantRows(sess.user.ID); err != nil {
+		s.pageError(w, r, sess, err)
+		return
 	}
 	// The error goes beside the form that was sent; the revoke form is
 	// shown only to someone who holds tokens.
