@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+)
+
+// axeSource returns the source of axe-core's axe.min.js, from the file
+// TOKEND_TEST_AXE names (.ci/run installs it with npm). Without it the
+// accessibility test skips, unless CI is set: there it must run.
+func axeSource(t *testing.T) string {
+	t.Helper()
+	path := os.Getenv("TOKEND_TEST_AXE")
+	if path == "" {
+		if os.Getenv("CI") == "" {
+			t.Skip("TOKEND_TEST_AXE does not name axe-core's axe.min.js (CI=true turns this skip into a failure)")
+		}
+		t.Fatal("TOKEND_TEST_AXE does not name axe-core's axe.min.js, and with CI set the accessibility test must run")
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("TOKEND_TEST_AXE: %v", err)
+	}
+	return string(src)
+}
+
+// browserTab starts a headless chromium for t and returns a tab in it,
+// closed when the test ends.
+func browserTab(t *testing.T, chromium string, timeout time.Duration) context.Context {
+	t.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	ctx, cancelTab := chromedp.NewContext(allocCtx)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	t.Cleanup(func() { cancel(); cancelTab(); cancelAlloc() })
+	return ctx
+}
+
+// axeViolation is one rule that axe found broken, with where.
+type axeViolation struct {
+	ID     string `json:"id"`
+	Impact string `json:"impact"`
+	Help   string `json:"help"`
+	Nodes  []struct {
+		Target  []any  `json:"target"`
+		Summary string `json:"failureSummary"`
+	} `json:"nodes"`
+}
+
+// axeRun runs axe on the whole document for the WCAG 2.2 A and AA rules
+// and axe's best practices, and returns what it found broken.
+const axeRun = `axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice']}, resultTypes: ['violations']}).then(r => r.violations)`
+
+// pageVariant is how a page is looked at: light or dark, wide or narrow.
+type pageVariant struct {
+	dark  bool
+	width int64
+}
+
+func (v pageVariant) String() string {
+	scheme := "light"
+	if v.dark {
+		scheme = "dark"
+	}
+	return fmt.Sprintf("%s, %d px", scheme, v.width)
+}
+
+var pageVariants = []pageVariant{{false, 1280}, {true, 1280}, {false, 320}, {true, 320}}
+
+// TestBrowserAccessibility runs axe-core in a real chromium on every page
+// and state of tokend, in light and dark at 1280 and 320 px, and wants no
+// violation of WCAG 2.2 A and AA nor of axe's best practices, and no page
+// wider than the screen.
+func TestBrowserAccessibility(t *testing.T) {
+	chromium := chromiumPath(t)
+	axe := axeSource(t)
+
+	ts := newTestServer(t)
+	ts.cfg.MaxTokensPerUser = 100
+	hs := httptest.NewServer(ts.handler)
+	defer hs.Close()
+	link, err := ts.setupLink(hs.URL)
+	if err != nil {
+		t.Fatalf("setupLink: %v", err)
+	}
+	ctx := browserTab(t, chromium, 4*time.Minute)
+	shots := screenshotDir(t)
+
+	total := 0
+	// check runs axe on the page the tab shows, in every variant.
+	check := func(state string) {
+		t.Helper()
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](axe)); err != nil {
+			t.Fatalf("%s: inject axe: %v", state, err)
+		}
+		for _, v := range pageVariants {
+			p := emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "light"}}}
+			if v.dark {
+				p.Features[0].Value = "dark"
+			}
+			if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := chromedp.Do(ctx, chromedp.EmulateViewport(v.width, 900)); err != nil {
+				t.Fatal(err)
+			}
+			fit, err := chromedp.Run(ctx, chromedp.Evaluate[[]int64](`[document.documentElement.scrollWidth, innerWidth]`))
+			if err != nil {
+				t.Fatalf("%s (%s): measure: %v", state, v, err)
+			}
+			if fit[0] > fit[1] {
+				t.Errorf("%s (%s): the page is %d px wide on a %d px screen; want no wider than the screen", state, v, fit[0], fit[1])
+			}
+			if shots != "" {
+				png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+				if err != nil {
+					t.Fatalf("%s (%s): screenshot: %v", state, v, err)
+				}
+				name := strings.NewReplacer(" ", "-", ",", "").Replace(fmt.Sprintf("a11y %s %s.png", state, v))
+				if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			found, err := chromedp.Run(ctx, chromedp.Evaluate[[]axeViolation](axeRun, chromedp.EvalAwaitPromise))
+			if err != nil {
+				t.Fatalf("%s (%s): run axe: %v", state, v, err)
+			}
+			for _, f := range found {
+				total += len(f.Nodes)
+				var where []string
+				for _, n := range f.Nodes {
+					where = append(where, fmt.Sprint(n.Target))
+				}
+				t.Errorf("%s (%s): axe %s (%s, %d nodes): %s at %s\n%s", state, v, f.ID, f.Impact, len(f.Nodes), f.Help,
+					strings.Join(where, ", "), f.Nodes[0].Summary)
+			}
+		}
+	}
+	// open loads path with the steps and checks where the browser landed.
+	open := func(what, wantPath string, wantStatus int, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		resp, err := chromedp.RunResponse(ctx, steps...)
+		if err != nil {
+			t.Fatalf("%s: %v\nserver log:\n%s", what, err, ts.logs)
+		}
+		if got := strings.TrimPrefix(resp.URL, hs.URL); int(resp.Status) != wantStatus || !strings.HasPrefix(got, wantPath) {
+			t.Fatalf("%s landed on %s with %d; want %s with %d", what, got, resp.Status, wantPath, wantStatus)
+		}
+	}
+
+	const password = "correct horse battery"
+	open("the setup page", "/setup", http.StatusOK, chromedp.Navigate(link))
+	check("setup")
+	open("create the first admin", "/login", http.StatusOK,
+		chromedp.SendKeys(chromedp.CSS("#name"), "alice"),
+		chromedp.SendKeys(chromedp.CSS("#password"), password),
+		chromedp.SendKeys(chromedp.CSS("#confirm"), password),
+		chromedp.Click(chromedp.CSS(`form[action^="/setup"] button[type=submit]`)),
+	)
+	check("sign-in")
+	open("sign in wrongly", "/login", http.StatusUnauthorized,
+		chromedp.SendKeys(chromedp.CSS("#password"), "not the password"),
+		chromedp.Click(chromedp.CSS(`form[action^="/login"] button[type=submit]`)),
+	)
+	check("sign-in error")
+	open("sign in", "/", http.StatusOK,
+		chromedp.SendKeys(chromedp.CSS("#password"), password),
+		chromedp.Click(chromedp.CSS(`form[action^="/login"] button[type=submit]`)),
+	)
+	check("token list, empty")
+	open("send the token form with a custom expiry and no date", "/tokens", http.StatusBadRequest,
+		chromedp.SendKeys(chromedp.CSS("#token-name"), "deploy script"),
+		chromedp.Click(chromedp.CSS(`input[name=expiry][value=custom]`)),
+		chromedp.Click(chromedp.CSS(`form[action^="/tokens"] button[type=submit]`)),
+	)
+	check("token form error")
+	open("create a token", "/secret", http.StatusOK,
+		chromedp.Click(chromedp.CSS(`input[name=scope][value="tokens:read"]`)),
+		chromedp.Click(chromedp.CSS(`input[name=expiry][value="30"]`)),
+		chromedp.Click(chromedp.CSS(`form[action^="/tokens"] button[type=submit]`)),
+	)
+	check("show-once")
+
+	alice, err := ts.store.UserByName("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i <= 100; i++ {
+		scopes := []string{scopeTokensRead}
+		if i%3 == 0 {
+			scopes = append(scopes, scopeTokensWrite)
+		}
+		ts.addToken(alice, fmt.Sprintf("token number %d", i), scopes, time.Duration(i-20)*24*time.Hour)
+	}
+	open("the token list, full", "/", http.StatusOK, chromedp.Navigate(hs.URL+"/"))
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("li.token").length`)); err != nil || n != 100 {
+		t.Fatalf("the token list shows %d tokens (err %v); want 100", n, err)
+	}
+	check("token list, 100 tokens")
+	open("ask to revoke", "/tokens/", http.StatusOK, chromedp.Click(chromedp.CSS(`.token-actions a[href$="/revoke"]`)))
+	check("revoke confirmation")
+	open("back to the token list", "/", http.StatusOK, chromedp.Navigate(hs.URL+"/"))
+	open("ask to rotate", "/tokens/", http.StatusOK, chromedp.Click(chromedp.CSS(`.token-actions a[href$="/rotate"]`)))
+	check("rotate confirmation")
+
+	// A second browser of alice's, and more people, for the account and
+	// users pages.
+	form := url.Values{"name": {"alice"}, "password": {password}, "next": {"/"}}
+	if w := ts.do(request{method: "POST", path: "/login", body: form.Encode(), header: map[string]string{
+		"Content-Type": "application/x-www-form-urlencoded",
+		"User-Agent":   "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+	}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("sign in from a second browser = %d; want 303\n%s", w.Code, w.Body)
+	}
+	bob := ts.addUser("bob", false)
+	ts.addUser("carol-with-a-rather-long-name", true)
+	ts.addToken(bob, "laptop", []string{scopeTokensRead}, 0)
+	open("the account page", "/account", http.StatusOK, chromedp.Navigate(hs.URL+"/account"))
+	check("account")
+	open("the users page", "/admin/users", http.StatusOK, chromedp.Navigate(hs.URL+"/admin/users"))
+	check("users")
+	open("a user's page", "/admin/users/", http.StatusOK, chromedp.Navigate(fmt.Sprintf("%s/admin/users/%d", hs.URL, bob.ID)))
+	check("user")
+	open("a page that does not exist", "/nothing", http.StatusNotFound, chromedp.Navigate(hs.URL+"/nothing"))
+	check("not found")
+	t.Logf("axe found %d failing nodes", total)
+}
