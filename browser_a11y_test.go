@@ -8,12 +8,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // axeSource returns the source of axe-core's axe.min.js, from the file
@@ -247,4 +249,153 @@ func TestBrowserAccessibility(t *testing.T) {
 	open("a page that does not exist", "/nothing", http.StatusNotFound, chromedp.Navigate(hs.URL+"/nothing"))
 	check("not found")
 	t.Logf("axe found %d failing nodes", total)
+}
+
+// focusState is what the keyboard test learns of the focused element.
+type focusState struct {
+	Tag, ID, Name, Href, Type, Text string
+	Ring, InView                    bool
+}
+
+// readFocus describes document.activeElement: whether it shows a focus
+// ring (an outline or a box shadow) and lies wholly within the viewport.
+const readFocus = `(() => {
+	const e = document.activeElement;
+	if (!e || e === document.body) return {Tag: "body"};
+	const s = getComputedStyle(e), r = e.getBoundingClientRect();
+	return {
+		Tag: e.tagName.toLowerCase(), ID: e.id, Name: e.getAttribute("name") || "",
+		Href: e.getAttribute("href") || "", Type: e.type || "", Text: e.textContent.trim().slice(0, 60),
+		Ring: (s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0) || s.boxShadow !== "none",
+		InView: r.width > 0 && r.height > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth,
+	};
+})()`
+
+// headerOrder lists the header's links and buttons whose places on the
+// screen do not follow the order Tab takes them in: each must stand to the
+// right of the one before on its row, or on a lower row.
+const headerOrder = `(() => {
+	const out = [];
+	const els = [...document.querySelectorAll(".bar a, .bar button")].filter(e => e.getClientRects().length);
+	for (let i = 1; i < els.length; i++) {
+		const a = els[i-1].getBoundingClientRect(), b = els[i].getBoundingClientRect();
+		const sameRow = Math.abs((a.top + a.bottom) / 2 - (b.top + b.bottom) / 2) < a.height / 2;
+		if (sameRow ? b.left < a.right : b.top < a.bottom - 1) out.push(els[i-1].textContent.trim() + " before " + els[i].textContent.trim());
+	}
+	return out;
+})()`
+
+// TestBrowserKeyboard walks the token page with the keyboard alone: Tab to
+// the skip link, on to the New token link, to the name, a scope and the
+// create button, then on the page that shows the secret to the copy
+// button. Each element Tab reaches shows a focus ring and lies on screen.
+// On a phone the header reads in the order Tab takes it.
+func TestBrowserKeyboard(t *testing.T) {
+	chromium := chromiumPath(t)
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", true)
+	for i := 1; i <= 30; i++ {
+		ts.addToken(alice, fmt.Sprintf("token number %d", i), []string{scopeTokensRead}, 0)
+	}
+	hs := httptest.NewServer(ts.handler)
+	defer hs.Close()
+	ctx := browserTab(t, chromium, 2*time.Minute)
+
+	if _, err := chromedp.RunResponse(ctx, chromedp.Navigate(hs.URL+"/login")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := chromedp.RunResponse(ctx,
+		chromedp.SendKeys(chromedp.CSS("#name"), "alice"),
+		chromedp.SendKeys(chromedp.CSS("#password"), "password-of-alice"),
+		chromedp.Click(chromedp.CSS(`form[action^="/login"] button[type=submit]`)),
+	)
+	if err != nil || resp.Status != http.StatusOK {
+		t.Fatalf("sign in: %v", err)
+	}
+
+	for _, width := range []int64{390, 320} {
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, 800)); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](headerOrder)); err != nil || len(out) > 0 {
+			t.Errorf("at %d px the header is out of Tab order (err %v): %q", width, err, out)
+		}
+	}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		t.Fatal(err)
+	}
+
+	focus := func() focusState {
+		t.Helper()
+		f, err := chromedp.Run(ctx, chromedp.Evaluate[focusState](readFocus))
+		if err != nil {
+			t.Fatalf("read the focus: %v", err)
+		}
+		return f
+	}
+	// press sends one key and returns what has the focus then, which must
+	// be visibly focused unless it is a target that is not a control.
+	press := func(key string) focusState {
+		t.Helper()
+		if err := chromedp.Do(ctx, chromedp.KeyEvent(key)); err != nil {
+			t.Fatalf("press %q: %v", key, err)
+		}
+		f := focus()
+		if f.Tag != "main" && f.Tag != "h2" && (!f.Ring || !f.InView) {
+			t.Errorf("after %q the focus is on %+v: want it on screen with a focus ring", key, f)
+		}
+		return f
+	}
+	// tabTo presses Tab until the focus is on what is says is wanted.
+	tabTo := func(what string, is func(focusState) bool) focusState {
+		t.Helper()
+		for range 20 {
+			if f := press(kb.Tab); is(f) {
+				return f
+			}
+		}
+		t.Fatalf("20 Tabs did not reach %s; the focus is on %+v", what, focus())
+		return focusState{}
+	}
+
+	if f := press(kb.Tab); f.Tag != "a" || f.Href != "#main" {
+		t.Fatalf("the first Tab focuses %+v; want the skip link", f)
+	}
+	if f := press(kb.Enter); f.Tag != "main" {
+		t.Fatalf("the skip link moved the focus to %+v; want the main content", f)
+	}
+	if f := press(kb.Tab); f.Tag != "a" || f.Href != "#new" {
+		t.Fatalf("Tab from the main content focuses %+v; want the New token link", f)
+	}
+	press(kb.Enter)
+	if f := press(kb.Tab); f.ID != "token-name" {
+		t.Fatalf("Tab after the New token link focuses %+v; want the name field", f)
+	}
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("keyboard only")); err != nil {
+		t.Fatal(err)
+	}
+	if f := press(kb.Tab); f.Name != "scope" || f.Type != "checkbox" {
+		t.Fatalf("Tab after the name focuses %+v; want the first scope", f)
+	}
+	press(" ")
+	tabTo("the create button", func(f focusState) bool { return f.Tag == "button" && f.Text == "Create token" })
+	resp, err = chromedp.RunResponse(ctx, chromedp.KeyEvent(kb.Enter))
+	if err != nil || resp.Status != http.StatusOK || !strings.HasSuffix(resp.URL, "/secret") {
+		t.Fatalf("Enter on the create button: %v; want the page of the secret", err)
+	}
+	tabTo("the copy button", func(f focusState) bool { return f.Tag == "button" && f.Text == "Copy" })
+	press(kb.Enter)
+	said, err := chromedp.Run(ctx, chromedp.Poll[string](`document.getElementById("copied").textContent`, chromedp.WithPollingTimeout(5*time.Second)))
+	if err != nil || !strings.Contains(said, "Ctrl+C") && !strings.Contains(said, "clipboard") {
+		t.Errorf("the copy button says %q (err %v); want that the token was copied, or how to copy it", said, err)
+	}
+
+	tokens, err := ts.store.TokensByOwner(alice.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(tokens, func(t tokenRecord) bool { return t.Name == "keyboard only" })
+	if len(tokens) != 31 || i < 0 || fmt.Sprint(tokens[i].Scopes) != "["+ts.scopes.all()[0].Name+"]" {
+		t.Errorf("after the keyboard walk alice holds %d tokens (%d called keyboard only); want 31, one of them keyboard only with the first scope alone", len(tokens), i)
+	}
 }
