@@ -76,6 +76,28 @@ type axeViolation struct {
 // and axe's best practices, and returns what it found broken.
 const axeRun = `axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice']}, resultTypes: ['violations']}).then(r => r.violations)`
 
+// fieldBorders lists the text fields whose border has less than 3:1
+// contrast (WCAG 1.4.11, which axe does not check) with the field's inside
+// or with what lies around it (in light mode the border is all that shows
+// where a field is), or whose placeholder has less than 4.5:1.
+const fieldBorders = `(() => {
+	const rgb = c => c.match(/[\d.]+/g).map(Number);
+	const lum = c => { const [r, g, b] = rgb(c).slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+	const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+	const opaque = c => { const v = rgb(c); return v.length < 4 || v[3] === 1; };
+	const behind = e => { for (let p = e.parentElement; p; p = p.parentElement) { const c = getComputedStyle(p).backgroundColor; if (opaque(c)) return c; } return "rgb(255, 255, 255)"; };
+	const out = [];
+	for (const e of document.querySelectorAll("input:not([type]), input[type=text], input[type=password], input[type=date]")) {
+		if (!e.getClientRects().length) continue;
+		const s = getComputedStyle(e), border = s.borderTopColor, inside = s.backgroundColor;
+		const worst = Math.min(ratio(border, opaque(inside) ? inside : behind(e)), ratio(border, behind(e)));
+		if (worst < 3) out.push((e.id || e.name) + " " + worst.toFixed(2) + ":1");
+		const hint = getComputedStyle(e, "::placeholder").color;
+		if (e.placeholder && ratio(hint, opaque(inside) ? inside : behind(e)) < 4.5) out.push((e.id || e.name) + " placeholder " + ratio(hint, inside).toFixed(2) + ":1");
+	}
+	return out;
+})()`
+
 // pageVariant is how a page is looked at: light or dark, wide or narrow.
 type pageVariant struct {
 	dark  bool
@@ -135,6 +157,9 @@ func TestBrowserAccessibility(t *testing.T) {
 			}
 			if fit[0] > fit[1] {
 				t.Errorf("%s (%s): the page is %d px wide on a %d px screen; want no wider than the screen", state, v, fit[0], fit[1])
+			}
+			if weak, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](fieldBorders)); err != nil || len(weak) > 0 {
+				t.Errorf("%s (%s): field borders below 3:1 or placeholders below 4.5:1 (err %v): %q", state, v, err, weak)
 			}
 			if shots != "" {
 				png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
