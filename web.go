@@ -166,7 +166,7 @@ func (s *server) render(w http.ResponseWriter, r *http.Request, status int, page
 // the one the page's error is about: the page marks it invalid, puts the
 // message beside it and focuses it.
 func (p *page) Bad(form, field string) bool {
-	return p.Error != "" && p.ErrorAt == form && p.ErrorField == field
+	return p.Error != "" && form != "" && p.ErrorAt == form && p.ErrorField == field
 }
 
 // fieldErrors maps how a form's error message begins to the field it is
