@@ -273,6 +273,17 @@ func TestBrowserAccessibility(t *testing.T) {
 	check("user")
 	open("a page that does not exist", "/nothing", http.StatusNotFound, chromedp.Navigate(hs.URL+"/nothing"))
 	check("not found")
+
+	// Two hours on, sensitive forms ask for the password again.
+	ts.clock.Add(2 * time.Hour)
+	open("the token list in need of sudo", "/", http.StatusOK, chromedp.Navigate(hs.URL+"/"))
+	open("ask to rotate in need of sudo", "/tokens/", http.StatusOK, chromedp.Click(chromedp.CSS(`.token-actions a[href$="/rotate"]`)))
+	check("rotate confirmation, asking for the password")
+	open("rotate with a wrong password", "/tokens/", http.StatusForbidden,
+		chromedp.SendKeys(chromedp.CSS(`input[name=sudo_password]`), "not the password"),
+		chromedp.Click(chromedp.CSS(`form[action*="/rotate"] button[type=submit]`)),
+	)
+	check("rotate confirmation, wrong password")
 	t.Logf("axe found %d failing nodes", total)
 }
 
