@@ -57,8 +57,10 @@ type staticFile struct {
 	gzEtag  []string // the gzipped content's ETag
 }
 
-// staticMaxAge is how long a browser keeps a file asked for with its
-// version in the address.
+// staticMaxAge is the Cache-Control of a file asked for with its version
+// in the address: kept a year, never asked for again. An address with
+// another version (from an instance upgraded before this one, say) gets
+// the file this instance has, to be revalidated.
 const staticMaxAge = "public, max-age=31536000, immutable"
 
 // newStaticFiles reads every regular file of fsys. Folders are not served:
