@@ -25,7 +25,8 @@
 #
 # tokend's log (stderr) goes to LOG_TO: "file" (default, a file in the
 # work directory; its line count is printed at the end), "null", or
-# "journal" (piped into systemd-cat, which needs a running journald).
+# "journal" (systemd-cat runs tokend with its standard output and error
+# on a stream to journald, as systemd runs a service; journald must run).
 # BENCH_DIR keeps the loaded database there and reuses it next time.
 #
 #   bench/run.sh                      # the figures in BENCHMARKS.md
@@ -89,7 +90,7 @@ start_tokend() {
 	case "$LOG_TO" in
 	file) "${cmd[@]}" 2>"$work/$name.log" & ;;
 	null) "${cmd[@]}" 2>/dev/null & ;;
-	journal) "${cmd[@]}" 2> >(systemd-cat -t "tokend-$name") & ;;
+	journal) systemd-cat -t "tokend-$name" "${cmd[@]}" & ;; # execs tokend on a journal stream, as systemd does
 	*) echo "LOG_TO: $LOG_TO is not file, null or journal" >&2; exit 1 ;;
 	esac
 	pids+=($!)
