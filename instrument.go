@@ -122,8 +122,9 @@ const (
 )
 
 // slowRequest is how long a request may take before the request log holds
-// it at -access-log errors: any answer tokend gives in the normal course
-// takes far less, a password hash included.
+// it at -access-log errors. Answers take far less in the normal course, a
+// password hash included; what takes longer (a sign-in queued behind a
+// flood of them, a backup of a large database) is worth a line.
 const slowRequest = time.Second
 
 // checkAccessLog refuses a value of -access-log other than its three.
