@@ -28,6 +28,7 @@ func TestAccessLogSettings(t *testing.T) {
 		t.Run(tt.setting, func(t *testing.T) {
 			ts := newTestServer(t)
 			ts.cfg.AccessLog = tt.setting
+			ts.cfg.SlowRequest = time.Hour // however busy the machine, none is slow
 			alice := ts.addUser("alice", false)
 			tok, secret := ts.addToken(alice, "rw", scopesReadWrite, 0)
 			_, unused := ts.addToken(alice, "unused", scopesReadWrite, 0)
@@ -82,9 +83,36 @@ func TestAccessLogSettings(t *testing.T) {
 	}
 }
 
+// TestAccessLogSlowLine checks that at -access-log errors a success slower
+// than the slow-request limit gets a line marked slow=true, and one
+// quicker gets none. (The limit is lowered to 0, not waited for.)
+func TestAccessLogSlowLine(t *testing.T) {
+	for _, limit := range []time.Duration{0, time.Hour} {
+		ts := newTestServer(t)
+		ts.cfg.SlowRequest = limit
+		alice := ts.addUser("alice", false)
+		_, secret := ts.addToken(alice, "rw", scopesReadWrite, 0)
+		if w := ts.do(request{method: "GET", path: "/api/v1/user", token: secret}); w.Code != http.StatusOK {
+			t.Fatalf("GET /api/v1/user = %d %s; want 200", w.Code, w.Body)
+		}
+		var lines []map[string]string
+		for line := range strings.Lines(ts.logs.String()) {
+			if fields := logFields(t, "text", line); fields["msg"] == "request" {
+				lines = append(lines, fields)
+			}
+		}
+		switch {
+		case limit == 0 && (len(lines) != 1 || lines[0]["status"] != "200" || lines[0]["slow"] != "true"):
+			t.Errorf("a success at the slow-request limit logged %v; want one line, status 200, slow=true\n%s", lines, ts.logs)
+		case limit > 0 && len(lines) != 0:
+			t.Errorf("a quick success logged %v at -access-log errors; want no line", lines)
+		}
+	}
+}
+
 // TestAccessLogSlowRequests checks which answers each setting logs by
 // status and duration: at errors, a success is logged once it took
-// slowRequest or more.
+// slowRequest (the default limit) or more.
 func TestAccessLogSlowRequests(t *testing.T) {
 	tests := []struct {
 		setting string
@@ -102,6 +130,9 @@ func TestAccessLogSlowRequests(t *testing.T) {
 		{accessLogOff, 500, 5 * time.Second, false},
 	}
 	ts := newTestServer(t)
+	if ts.cfg.SlowRequest != slowRequest {
+		t.Fatalf("the default slow-request limit is %v; want %v", ts.cfg.SlowRequest, slowRequest)
+	}
 	for _, tt := range tests {
 		ts.cfg.AccessLog = tt.setting
 		if got := ts.logsRequest(tt.status, tt.d); got != tt.want {

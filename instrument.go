@@ -122,7 +122,7 @@ const (
 )
 
 // slowRequest is how long a request may take before the request log holds
-// it at -access-log errors. Answers take far less in the normal course, a
+// it at -access-log errors (config.SlowRequest, which tests change). Answers take far less in the normal course, a
 // password hash included; what takes longer (a sign-in queued behind a
 // flood of them, a backup of a large database) is worth a line.
 const slowRequest = time.Second
@@ -149,7 +149,7 @@ func (s *server) logsRequest(status int, d time.Duration) bool {
 	case accessLogOff:
 		return false
 	}
-	return status >= http.StatusBadRequest || d >= slowRequest
+	return status >= http.StatusBadRequest || d >= s.cfg.SlowRequest
 }
 
 // instrument wraps the whole router: for each request it records the
@@ -200,7 +200,7 @@ func (s *server) instrument(next http.Handler) http.Handler {
 		if info.userID != 0 {
 			attrs = append(attrs, slog.Uint64("user_id", info.userID))
 		}
-		if d >= slowRequest {
+		if d >= s.cfg.SlowRequest {
 			attrs = append(attrs, slog.Bool("slow", true))
 		}
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)

@@ -144,7 +144,8 @@ type config struct {
 	MaxTokensPerUser int
 	LogLevel         string
 	LogFormat        string
-	AccessLog        string // which requests the request log holds: accessLogAll, accessLogErrors or accessLogOff
+	AccessLog        string        // which requests the request log holds: accessLogAll, accessLogErrors or accessLogOff
+	SlowRequest      time.Duration // not a flag: a request this slow is logged at -access-log errors
 	ShutdownTimeout  time.Duration
 	HashConcurrency  int
 	Argon            argonParams // not a flag: tests lower it
@@ -178,6 +179,7 @@ func defaultConfig() config {
 		LogLevel:         "info",
 		LogFormat:        "text",
 		AccessLog:        accessLogErrors,
+		SlowRequest:      slowRequest,
 		ShutdownTimeout:  10 * time.Second,
 		HashConcurrency:  defaultHashConcurrency(runtime.GOMAXPROCS(0)),
 		Argon:            defaultArgonParams,
