@@ -222,14 +222,21 @@ func BenchmarkCreate(b *testing.B) {
 
 // BenchmarkHandlers drives GET /auth/tokens:read and GET /api/v1/user
 // through the whole router without a network, with a random token of
-// TOKEND_BENCH_TOKENS for every request.
+// TOKEND_BENCH_TOKENS for every request, logging at info level to
+// io.Discard: at the default -access-log errors, and at all, where each
+// request formats its line.
 func BenchmarkHandlers(b *testing.B) {
 	ts := newTestServer(b)
-	ts.log = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ts.log = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	u := ts.addUser("alice", false)
 	secrets := bulkTokens(b, ts.store, u.ID, benchTokens(b), ts.clock.Now(), func(int) *time.Time { return nil })
-	for _, path := range []string{"/auth/tokens:read", "/api/v1/user"} {
-		b.Run(strings.TrimPrefix(path, "/"), func(b *testing.B) {
+	for _, bench := range []struct{ path, accessLog string }{
+		{"/auth/tokens:read", accessLogErrors}, {"/api/v1/user", accessLogErrors},
+		{"/auth/tokens:read", accessLogAll}, {"/api/v1/user", accessLogAll},
+	} {
+		path := bench.path
+		b.Run(strings.TrimPrefix(path, "/")+"/access-log="+bench.accessLog, func(b *testing.B) {
+			ts.cfg.AccessLog = bench.accessLog
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				rng := rand.New(rand.NewPCG(rand.Uint64(), 5))
