@@ -41,7 +41,8 @@ type page struct {
 	// template to show it there; "" shows it at the top.
 	ErrorAt string
 	// ErrorField names the field of that form that Error is about, by its
-	// name attribute (errorField); "" when it is about the whole form.
+	// name attribute; "" when it is about the whole form. A handler that
+	// knows the field sets it; else errorField guesses it from the message.
 	ErrorField string
 	// NeedSudo puts a password field into the forms of sensitive actions.
 	NeedSudo bool
@@ -67,7 +68,9 @@ func (s *server) renderPage(w http.ResponseWriter, r *http.Request, sess *sessio
 	if p.Flash == "" && r.Method == http.MethodGet {
 		p.Flash = s.takeFlash(w, r)
 	}
-	p.ErrorField = errorField(p)
+	if p.ErrorField == "" {
+		p.ErrorField = errorField(p)
+	}
 	s.render(w, r, status, tmpl, p)
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -291,4 +292,99 @@ func TestPageNames(t *testing.T) {
 		t.Errorf("the sudo password field of the token form has no hidden user name:\n%s", body)
 	}
 	checkDescribedBy(t, "GET / in need of sudo", body)
+}
+
+// TestFormErrorsNeverVanish renders every page with an error said to be
+// about every form and field that any page has, and about ones that none
+// has, and with messages in every wording errorField knows and in one it
+// does not: whatever the field, each page shows the message once, where
+// the forms' #form-error anchor is.
+func TestFormErrorsNeverVanish(t *testing.T) {
+	ts := newTestServer(t)
+	data := map[string]any{
+		"account.html": accountPage{Grants: []grantRow{{ID: 1, ClientName: "Wiki"}}, TokensText: "2 tokens"},
+		"client.html":  clientRow{ID: "c1", Name: "deploy-cli"},
+		"clients.html": clientsPage{},
+		"confirm.html": confirmPage{Heading: "Rotate ci?", Action: "/tokens/1/rotate", Button: "Rotate ci", Sudo: true},
+		"consent.html": consentPage{Client: "Wiki", Action: "/oauth/authorize", Scopes: []scopeChoice{{Name: scopeTokensRead, Description: "Read tokens"}}},
+		"device.html":  devicePage{},
+		"grant.html":   grantRow{ID: 1, ClientName: "Wiki"},
+		"login.html":   loginPage{Name: "alice"},
+		"message.html": messagePage{Heading: "Done", Text: "It is done.", Link: "/", Button: "Go to your tokens"},
+		"secret.html":  secretPage{Secret: "secret"},
+		"setup.html":   setupPage{Code: "code"},
+		"tokens.html":  tokensPage{Scopes: []scopeChoice{{Name: scopeTokensRead}}, Expiries: []expiryChoice{{Value: "30", Label: "30 days"}, {Value: "custom"}}},
+		"user.html":    userPage{ID: 2, Name: "bob", TokensText: "1 token"},
+		"users.html":   usersPage{},
+	}
+
+	// Every form and field any page names, and ones none has.
+	forms, fields := map[string]bool{"": true, "no-such-form": true}, map[string]bool{"": true, "no_such_field": true, "sudo_password": true}
+	var templates []string
+	named := regexp.MustCompile(`(?:ErrorAt|sudoIn \$|Bad) "([a-z-]+)"(?: "([a-z_]+)")?`)
+	for _, tmpl := range ts.server.templates.Templates() {
+		if name := tmpl.Name(); strings.HasSuffix(name, ".html") && name != "layout.html" {
+			templates = append(templates, name)
+		}
+	}
+	slices.Sort(templates)
+	for _, name := range templates {
+		src, err := webFS.ReadFile("web/templates/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range named.FindAllStringSubmatch(string(src), -1) {
+			forms[m[1]], fields[m[2]] = true, true
+		}
+	}
+	for _, e := range fieldErrors {
+		fields[e.field] = true
+	}
+	// Messages: one in a wording errorField does not know, which the
+	// field is set for, and each wording it knows, left to it to guess.
+	type message struct{ text, field string }
+	var messages []message
+	for f := range fields {
+		messages = append(messages, message{"Zebras may not use this form", f})
+	}
+	for _, e := range fieldErrors {
+		messages = append(messages, message{strings.TrimSpace(e.prefix) + " is what the message begins with", ""})
+	}
+	for _, prefix := range passwordErrors {
+		messages = append(messages, message{prefix + " is what the message begins with", ""})
+	}
+
+	user := &userRecord{ID: 1, Name: "alice", Admin: true}
+	renders := 0
+	for _, name := range templates {
+		for form := range forms {
+			for _, m := range messages {
+				for _, sudo := range []bool{false, true} {
+					p := &page{Title: "A page", User: user, NeedSudo: sudo, Error: m.text, ErrorAt: form, ErrorField: m.field, Data: data[name]}
+					if p.ErrorField == "" {
+						p.ErrorField = errorField(p)
+					}
+					what := fmt.Sprintf("%s with %q at form %q, field %q, sudo %t", name, m.text, form, p.ErrorField, sudo)
+					w := httptest.NewRecorder()
+					ts.server.render(w, httptest.NewRequest("GET", "/", nil), http.StatusBadRequest, name, p)
+					renders++
+					body := w.Body.String()
+					if w.Code != http.StatusBadRequest {
+						t.Fatalf("%s = %d; want 400:\n%s", what, w.Code, body)
+					}
+					if n := strings.Count(body, `id="form-error"`); n != 1 {
+						t.Fatalf("%s: the page has %d elements with id form-error; want the message once:\n%s", what, n, body)
+					}
+					at := body[strings.Index(body, `id="form-error"`):]
+					if got := pageText(at[:strings.Index(at, "</p>")]); !strings.Contains(got, m.text) {
+						t.Fatalf("%s: the page says %q at #form-error; want %q:\n%s", what, got, m.text, body)
+					}
+					if strings.Count(pageText(body), m.text) != 1 {
+						t.Fatalf("%s: the message is shown %d times; want once:\n%s", what, strings.Count(pageText(body), m.text), body)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d pages rendered, every one showing its message once", renders)
 }
