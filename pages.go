@@ -148,6 +148,28 @@ func (s *server) formFailed(w http.ResponseWriter, r *http.Request, sess *sessio
 	}
 }
 
+// fieldError is an error about one field of a form, named by its name
+// attribute, for the page to show beside it; it is err to everything else.
+type fieldError struct {
+	field string
+	err   error
+}
+
+func (e *fieldError) Error() string { return e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }
+
+// inField says that err is about the form field named field.
+func inField(field string, err error) error { return &fieldError{field, err} }
+
+// errorFieldOf returns the field err is about, or "" for the whole form.
+func errorFieldOf(err error) string {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fe.field
+	}
+	return ""
+}
+
 func throttledText(te *throttledError) string {
 	return "Too many failed password attempts. Try again in " + waitText(te.wait) + "."
 }

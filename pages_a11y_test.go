@@ -107,6 +107,7 @@ func TestFormErrorsBesideTheirField(t *testing.T) {
 	ts.addToken(bob, "laptop", nil, 0)
 	cookie := ts.login("alice")
 	user := "/admin/users/" + itoa(bob.ID)
+	client, _ := addTestClient(t, ts, "deploy-cli")
 	tests := []struct {
 		what, path string
 		form       url.Values
@@ -127,6 +128,14 @@ func TestFormErrorsBesideTheirField(t *testing.T) {
 		{"a reset with two passwords", user + "/password", url.Values{"password": {"a long password"}, "confirm": {"another password"}}, http.StatusBadRequest, "confirm", "differ"},
 		{"revoking a user's tokens unticked", user + "/revoke-tokens", url.Values{}, http.StatusBadRequest, "revoke-all", "Tick the box"},
 		{"a removal with the wrong name", user + "/remove", url.Values{"confirm": {"bobby"}}, http.StatusBadRequest, "confirm-name", "Type the user's name"},
+		{"a client without a name", "/admin/clients", url.Values{"name": {" "}, "device": {"1"}}, http.StatusBadRequest, "client-name", "Name is required"},
+		{"a taken client name", "/admin/clients", url.Values{"name": {"Deploy-CLI"}, "device": {"1"}}, http.StatusConflict, "client-name", "already exists"},
+		{"a bad redirect URI", "/admin/clients", url.Values{"name": {"wiki"}, "redirect_uris": {"https://wiki.example/cb\nhttp://wiki.example/cb"}}, http.StatusBadRequest, "redirect-uris", "loopback"},
+		{"a bad token lifetime", "/admin/clients", url.Values{"name": {"wiki"}, "device": {"1"}, "access_ttl": {"forever"}}, http.StatusBadRequest, "access-ttl", "lifetime"},
+		{"a lifetime out of range", "/admin/clients", url.Values{"name": {"wiki"}, "device": {"1"}, "access_ttl": {"1m"}}, http.StatusBadRequest, "access-ttl", "from 5m to 720h"},
+		{"removing a client unticked", "/admin/clients/" + client.ID + "/remove", url.Values{}, http.StatusBadRequest, "remove-confirm", "Tick the box"},
+		{"a device code of the wrong shape", "/device", url.Values{"user_code": {"12"}}, http.StatusBadRequest, "user-code", "A code is 8 letters"},
+		{"a wrong device code", "/device", url.Values{"user_code": {"BCDF-GHJK"}}, http.StatusBadRequest, "user-code", "That code is not right"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.what, func(t *testing.T) {
@@ -152,6 +161,18 @@ func TestFormErrorsBesideTheirField(t *testing.T) {
 		if i, j := strings.Index(section, `id="form-error"`), strings.Index(section, "<form "); i < 0 || i > j {
 			t.Errorf("the error about the whole token form is not at its head:\n%s", section)
 		}
+
+		before := ts.snapshot()
+		w = ts.page(pageReq{method: "POST", path: "/admin/clients", cookie: cookie, form: url.Values{"name": {"wiki"}, "public": {"1"}}})
+		body = checkPage(t, "POST /admin/clients public with no flow", w, http.StatusBadRequest, "Give a public client a redirect URI")
+		if strings.Contains(body, "aria-invalid") || strings.Count(body, `id="form-error"`) != 1 {
+			t.Errorf("an error about the whole client form marks a field, or is not shown once:\n%s", body)
+		}
+		section = body[strings.Index(body, `<section class="card" aria-labelledby="add-client-head"`):]
+		if i, j := strings.Index(section, `id="form-error"`), strings.Index(section, "<form "); i < 0 || i > j {
+			t.Errorf("the error about the whole client form is not at its head:\n%s", section)
+		}
+		assertUnchanged(t, "POST /admin/clients public with no flow", before, ts.snapshot())
 	})
 
 	t.Run("sudo mode", func(t *testing.T) {
@@ -162,6 +183,8 @@ func TestFormErrorsBesideTheirField(t *testing.T) {
 			{"/tokens", "sudo-create"},
 			{fmt.Sprintf("/tokens/%d/rotate", tok.ID), "sudo-confirm"},
 			{user + "/admin", "sudo-admin"},
+			{"/admin/clients", "sudo-add"},
+			{"/admin/clients/" + client.ID + "/remove", "sudo-remove"},
 		} {
 			before := ts.snapshot()
 			w := ts.page(pageReq{method: "POST", path: tt.path, cookie: cookie, form: tokenFormValues("ci", nil, "30", "")})
