@@ -235,6 +235,16 @@ func TestPageNames(t *testing.T) {
 		t.Fatalf("POST /login from Firefox = %d; want 303", w.Code)
 	}
 	cookie := ts.login("alice")
+	cli, _ := addTestClient(t, ts, "deploy-cli")
+	wiki, _ := addTestClient(t, ts, "Wiki")
+	grant, _ := issueTestGrant(t, ts, alice, wiki, []string{scopeTokensRead})
+	var all []string
+	for _, sc := range ts.scopes.all() {
+		all = append(all, sc.Name)
+	}
+	consent := "/oauth/authorize?" + url.Values{"client_id": {wiki.ID}, "redirect_uri": {wiki.RedirectURIs[0]}, "response_type": {"code"},
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"},
+		"scope": {strings.Join(all, " ")}, "state": {"s"}}.Encode()
 
 	pages := []struct {
 		path string
@@ -245,6 +255,12 @@ func TestPageNames(t *testing.T) {
 		{"/account", []string{"Sign out Firefox on Linux signed in just now from 192.0.2.7", "Sign out this browser, Unknown browser signed in just now from 192.0.2.7", "Sign out all other sessions"}},
 		{"/admin/users", []string{"Manage alice", "Manage bob", "Manage carol"}},
 		{"/admin/users/" + itoa(bob.ID), []string{"Make bob an admin", "Remove bob"}},
+		{"/account", []string{"Revoke Wiki approved just now"}},
+		{"/account/grants/" + itoa(grant.ID) + "/revoke", []string{"Revoke Wiki", "Cancel"}},
+		{"/admin/clients", []string{"Manage deploy-cli", "Manage Wiki", "Register client"}},
+		{"/admin/clients/" + cli.ID, []string{"Remove deploy-cli", "← All clients"}},
+		{consent, []string{"Approve Wiki", "Deny Wiki"}},
+		{"/device", []string{"Continue"}},
 	}
 	for _, p := range pages {
 		req := pageReq{method: "GET", path: p.path, cookie: cookie}
@@ -274,15 +290,25 @@ func TestPageNames(t *testing.T) {
 		}
 	}
 
-	body := ts.page(pageReq{method: "GET", path: "/", cookie: cookie}).Body.String()
-	for _, sc := range ts.scopes.all() {
-		label := regexp.MustCompile(`<label for="(scope-\d+)"><code>` + regexp.QuoteMeta(sc.Name) + `</code></label><span class="desc" id="(scope-\d+-desc)">` + regexp.QuoteMeta(html.EscapeString(sc.Description)) + `</span>`).FindStringSubmatch(body)
-		if label == nil {
-			t.Errorf("the scope %s is not labelled by its name alone with its description beside:\n%s", sc.Name, body)
-			continue
+	var body string
+	for _, path := range []string{"/", consent} {
+		body = ts.page(pageReq{method: "GET", path: path, cookie: cookie}).Body.String()
+		for _, sc := range ts.scopes.all() {
+			label := regexp.MustCompile(`<label for="(scope-\d+)"><code>` + regexp.QuoteMeta(sc.Name) + `</code></label><span class="desc" id="(scope-\d+-desc)">` + regexp.QuoteMeta(html.EscapeString(sc.Description)) + `</span>`).FindStringSubmatch(body)
+			if label == nil {
+				t.Errorf("GET %s: the scope %s is not labelled by its name alone with its description beside:\n%s", path, sc.Name, body)
+				continue
+			}
+			if tag, _ := inputTag(body, label[1]); !strings.Contains(tag, `aria-describedby="`+label[2]+`"`) {
+				t.Errorf("GET %s: the checkbox of scope %s is not described by its description: %s", path, sc.Name, tag)
+			}
 		}
-		if tag, _ := inputTag(body, label[1]); !strings.Contains(tag, `aria-describedby="`+label[2]+`"`) {
-			t.Errorf("the checkbox of scope %s is not described by its description: %s", sc.Name, tag)
+	}
+	// The clients page's checkboxes too.
+	body = ts.page(pageReq{method: "GET", path: "/admin/clients", cookie: cookie}).Body.String()
+	for _, id := range []string{"client-public", "client-device"} {
+		if tag, _ := inputTag(body, id); !strings.Contains(tag, `aria-describedby="`+id+`-desc"`) || !strings.Contains(body, `<label for="`+id+`">`) {
+			t.Errorf("GET /admin/clients: %s is not labelled alone and described by its description: %s", id, tag)
 		}
 	}
 	for _, hint := range []struct{ path, id, hint string }{
@@ -290,6 +316,10 @@ func TestPageNames(t *testing.T) {
 		{"/account", "password", "password-hint"},
 		{"/admin/users", "name", "name-hint"},
 		{"/admin/users", "password", "password-hint"},
+		{"/admin/clients", "client-name", "client-name-hint"},
+		{"/admin/clients", "redirect-uris", "redirect-uris-hint"},
+		{"/admin/clients", "access-ttl", "access-ttl-hint"},
+		{"/device", "user-code", "user-code-hint"},
 	} {
 		body := ts.page(pageReq{method: "GET", path: hint.path, cookie: cookie}).Body.String()
 		if tag, _ := inputTag(body, hint.id); hint.hint != "" && !strings.Contains(tag, `aria-describedby="`+hint.hint+`"`) {
@@ -310,11 +340,13 @@ func TestPageNames(t *testing.T) {
 		}
 	}
 	ts.clock.Add(2 * time.Hour)
-	body = ts.page(pageReq{method: "GET", path: "/", cookie: cookie}).Body.String()
-	if !strings.Contains(body, `<input type="text" value="alice" autocomplete="username" hidden>`) {
-		t.Errorf("the sudo password field of the token form has no hidden user name:\n%s", body)
+	for _, path := range []string{"/", "/admin/clients", "/admin/clients/" + cli.ID} {
+		body = ts.page(pageReq{method: "GET", path: path, cookie: cookie}).Body.String()
+		if !strings.Contains(body, `<input type="text" value="alice" autocomplete="username" hidden>`) {
+			t.Errorf("GET %s: the sudo password field has no hidden user name:\n%s", path, body)
+		}
+		checkDescribedBy(t, "GET "+path+" in need of sudo", body)
 	}
-	checkDescribedBy(t, "GET / in need of sudo", body)
 }
 
 // TestFormErrorsNeverVanish renders every page with an error said to be
