@@ -373,8 +373,9 @@ func TestFormErrorsNeverVanish(t *testing.T) {
 		"users.html":   usersPage{},
 	}
 
-	// Every form and field any page names, and ones none has.
-	forms, fields := map[string]bool{"": true, "no-such-form": true}, map[string]bool{"": true, "no_such_field": true, "sudo_password": true}
+	// The forms each page names, and one none has; every field any page
+	// names, and one none has.
+	forms, fields := map[string]map[string]bool{}, map[string]bool{"": true, "no_such_field": true, "sudo_password": true}
 	var templates []string
 	named := regexp.MustCompile(`(?:ErrorAt|sudoIn \$|Bad) "([a-z-]+)"(?: "([a-z_]+)")?`)
 	for _, tmpl := range ts.server.templates.Templates() {
@@ -388,8 +389,9 @@ func TestFormErrorsNeverVanish(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		forms[name] = map[string]bool{"": true, "no-such-form": true}
 		for _, m := range named.FindAllStringSubmatch(string(src), -1) {
-			forms[m[1]], fields[m[2]] = true, true
+			forms[name][m[1]], fields[m[2]] = true, true
 		}
 	}
 	for _, e := range fieldErrors {
@@ -412,7 +414,7 @@ func TestFormErrorsNeverVanish(t *testing.T) {
 	user := &userRecord{ID: 1, Name: "alice", Admin: true}
 	renders := 0
 	for _, name := range templates {
-		for form := range forms {
+		for form := range forms[name] {
 			for _, m := range messages {
 				for _, sudo := range []bool{false, true} {
 					p := &page{Title: "A page", User: user, NeedSudo: sudo, Error: m.text, ErrorAt: form, ErrorField: m.field, Data: data[name]}
