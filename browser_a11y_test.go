@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -130,7 +131,7 @@ func TestBrowserAccessibility(t *testing.T) {
 	if err != nil {
 		t.Fatalf("setupLink: %v", err)
 	}
-	ctx := browserTab(t, chromium, 4*time.Minute)
+	ctx := browserTab(t, chromium, 8*time.Minute)
 	shots := screenshotDir(t)
 
 	total := 0
@@ -271,6 +272,92 @@ func TestBrowserAccessibility(t *testing.T) {
 	check("users")
 	open("a user's page", "/admin/users/", http.StatusOK, chromedp.Navigate(fmt.Sprintf("%s/admin/users/%d", hs.URL, bob.ID)))
 	check("user")
+
+	// The OAuth pages: clients, a client, consent in both flows, the
+	// device page and its answers, and the account page's authorized apps.
+	open("the clients page, empty", "/admin/clients", http.StatusOK, chromedp.Navigate(hs.URL+"/admin/clients"))
+	check("clients, none")
+	addClient := `form[action^="/admin/clients"] button[type=submit]`
+	open("register a client with a bad lifetime", "/admin/clients", http.StatusBadRequest,
+		chromedp.SendKeys(chromedp.CSS("#client-name"), "deploy-cli"),
+		chromedp.Click(chromedp.CSS("#client-device")),
+		chromedp.SendKeys(chromedp.CSS("#access-ttl"), "forever"),
+		chromedp.Click(chromedp.CSS(addClient)),
+	)
+	check("clients, form error")
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById("access-ttl").value = ""`)); err != nil {
+		t.Fatal(err)
+	}
+	open("register a client", "/admin/clients", http.StatusCreated,
+		chromedp.SendKeys(chromedp.CSS("#redirect-uris"), "http://127.0.0.1/callback"),
+		chromedp.Click(chromedp.CSS(addClient)),
+	)
+	check("clients, secret shown once")
+	wiki, _ := ts.addClient(clientRecord{Name: "The team's wiki, with a rather long name", RedirectURIs: []string{"https://wiki.example.com/oauth/callback"}})
+	tokctl, _ := ts.addClient(clientRecord{Name: "tokctl", Device: true, Public: true})
+	open("the clients page", "/admin/clients", http.StatusOK, chromedp.Navigate(hs.URL+"/admin/clients"))
+	check("clients")
+	clients, err := ts.store.Clients()
+	if err != nil || len(clients) != 3 {
+		t.Fatalf("clients after registering deploy-cli: %+v, %v; want 3", clients, err)
+	}
+	deploy := clients[slices.IndexFunc(clients, func(c clientRecord) bool { return c.Name == "deploy-cli" })]
+	open("a client's page", "/admin/clients/", http.StatusOK, chromedp.Navigate(hs.URL+"/admin/clients/"+deploy.ID))
+	check("client")
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById("remove-confirm").required = false`)); err != nil {
+		t.Fatal(err)
+	}
+	open("remove a client without ticking the box", "/admin/clients/", http.StatusBadRequest,
+		chromedp.Click(chromedp.CSS(`form[action*="/remove"] button[type=submit]`)))
+	check("client, removal error")
+
+	consent := url.Values{"client_id": {wiki.ID}, "redirect_uri": {wiki.RedirectURIs[0]}, "response_type": {"code"},
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"},
+		"scope": {scopeTokensRead + " " + scopeTokensWrite}, "state": {"s"}}
+	open("the consent page", "/oauth/authorize", http.StatusOK, chromedp.Navigate(hs.URL+"/oauth/authorize?"+consent.Encode()))
+	check("consent, code flow")
+
+	// startDevice starts the device flow for tokctl and returns its code.
+	startDevice := func() string {
+		t.Helper()
+		w := ts.oauthPost("/oauth/device_authorization", url.Values{"client_id": {tokctl.ID}, "scope": {scopeTokensRead}}, "")
+		var da deviceAuthResponse
+		if err := json.Unmarshal(w.Body.Bytes(), &da); w.Code != http.StatusOK || err != nil {
+			t.Fatalf("POST /oauth/device_authorization = %d (%v): %s", w.Code, err, w.Body)
+		}
+		return da.UserCode
+	}
+	code := startDevice()
+	sendCode := `form[action^="/device"] button[type=submit]`
+	open("the device page", "/device", http.StatusOK, chromedp.Navigate(hs.URL+"/device"))
+	check("device, code entry")
+	open("type a wrong code", "/device", http.StatusBadRequest,
+		chromedp.SendKeys(chromedp.CSS("#user-code"), "BCDF-BCDF"),
+		chromedp.Click(chromedp.CSS(sendCode)),
+	)
+	check("device, wrong code")
+	open("open the device page with the code", "/device", http.StatusOK, chromedp.Navigate(hs.URL+"/device?user_code="+url.QueryEscape(code)))
+	open("send the code", "/device", http.StatusOK, chromedp.Click(chromedp.CSS(sendCode)))
+	if h, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("h1"))); err != nil || h != "Authorize tokctl?" {
+		t.Fatalf("after sending the code the page's heading is %q (err %v); want the consent page", h, err)
+	}
+	check("consent, device flow")
+	open("approve the device", "/device/approve", http.StatusOK, chromedp.Click(chromedp.CSS(`button[name=decision][value=approve]`)))
+	check("device, approved")
+	open("open the device page with another code", "/device", http.StatusOK, chromedp.Navigate(hs.URL+"/device?user_code="+url.QueryEscape(startDevice())))
+	open("send the code", "/device", http.StatusOK, chromedp.Click(chromedp.CSS(sendCode)))
+	open("deny the device", "/device/approve", http.StatusOK, chromedp.Click(chromedp.CSS(`button[name=decision][value=deny]`)))
+	check("device, denied")
+	issueTestGrant(t, ts, alice, wiki, []string{scopeTokensRead, scopeTokensWrite})
+	issueTestGrant(t, ts, alice, deploy, nil)
+	open("the account page with authorized apps", "/account", http.StatusOK, chromedp.Navigate(hs.URL+"/account"))
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('a[href^="/account/grants/"]').length`)); err != nil || n != 2 {
+		t.Fatalf("the account page lists %d authorized apps (err %v); want 2", n, err)
+	}
+	check("account, authorized apps")
+	open("ask to revoke an app", "/account/grants/", http.StatusOK, chromedp.Click(chromedp.CSS(`a[href^="/account/grants/"]`)))
+	check("grant revoke confirmation")
+
 	open("a page that does not exist", "/nothing", http.StatusNotFound, chromedp.Navigate(hs.URL+"/nothing"))
 	check("not found")
 

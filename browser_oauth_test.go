@@ -119,7 +119,7 @@ func TestBrowserOAuth(t *testing.T) {
 	do("sign in", hs.URL+"/oauth/authorize?", http.StatusOK,
 		chromedp.SendKeys(chromedp.CSS("#name"), "alice"),
 		chromedp.SendKeys(chromedp.CSS("#password"), password),
-		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
+		chromedp.Click(chromedp.CSS(`form[action^="/login"] button[type=submit]`)),
 	)
 	heading, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("h1")))
 	if err != nil || !strings.Contains(heading, "Authorize Photo Printer?") {

@@ -92,7 +92,7 @@ func (a oauthActions) AddClient(spec clientSpec) (clientRecord, string, error) {
 	c.CreatedAt = a.now().UTC()
 	if err := a.store.CreateClient(&c); err != nil {
 		if errors.Is(err, errNameTaken) {
-			return clientRecord{}, "", clientError(http.StatusConflict, "a client called %q already exists", c.Name)
+			return clientRecord{}, "", inField("name", clientError(http.StatusConflict, "a client called %q already exists", c.Name))
 		}
 		return clientRecord{}, "", err
 	}
@@ -101,23 +101,23 @@ func (a oauthActions) AddClient(spec clientSpec) (clientRecord, string, error) {
 
 // checkClientSpec validates spec and returns the client it describes,
 // without id, secret or time. Its errors are httpErrors that say what is
-// wrong.
+// wrong, in a fieldError when one field of the page's form is at fault.
 func checkClientSpec(spec clientSpec) (clientRecord, error) {
 	name := strings.TrimSpace(spec.Name)
 	switch {
 	case name == "":
-		return clientRecord{}, clientError(http.StatusBadRequest, "name is required: the app's name, as people will see it when they approve it")
+		return clientRecord{}, inField("name", clientError(http.StatusBadRequest, "name is required: the app's name, as people will see it when they approve it"))
 	case !utf8.ValidString(name) || strings.ContainsRune(name, utf8.RuneError):
-		return clientRecord{}, clientError(http.StatusBadRequest, "name must be valid UTF-8")
+		return clientRecord{}, inField("name", clientError(http.StatusBadRequest, "name must be valid UTF-8"))
 	case strings.ContainsFunc(name, unicode.IsControl):
-		return clientRecord{}, clientError(http.StatusBadRequest, "name must not contain control characters")
+		return clientRecord{}, inField("name", clientError(http.StatusBadRequest, "name must not contain control characters"))
 	case utf8.RuneCountInString(name) > maxClientNameLen:
-		return clientRecord{}, clientError(http.StatusBadRequest, "name must be at most %d characters", maxClientNameLen)
+		return clientRecord{}, inField("name", clientError(http.StatusBadRequest, "name must be at most %d characters", maxClientNameLen))
 	}
 	var uris []string
 	for _, u := range spec.RedirectURIs {
 		if err := checkRedirectURI(u); err != nil {
-			return clientRecord{}, err
+			return clientRecord{}, inField("redirect_uris", err)
 		}
 		if !slices.Contains(uris, u) {
 			uris = append(uris, u)
@@ -125,13 +125,13 @@ func checkClientSpec(spec clientSpec) (clientRecord, error) {
 	}
 	switch {
 	case len(uris) > maxRedirectURIs:
-		return clientRecord{}, clientError(http.StatusBadRequest, "a client may have at most %d redirect URIs, not %d", maxRedirectURIs, len(uris))
+		return clientRecord{}, inField("redirect_uris", clientError(http.StatusBadRequest, "a client may have at most %d redirect URIs, not %d", maxRedirectURIs, len(uris)))
 	case len(uris) == 0 && !spec.Device && spec.Public:
 		// A confidential client with no flow is a service that only
 		// introspects and revokes tokens; a public one could do nothing.
 		return clientRecord{}, clientError(http.StatusBadRequest, "give a public client a redirect URI (for the authorization code flow) or let it use the device flow, or both")
 	case spec.AccessTTL != 0 && (spec.AccessTTL < minAccessTTL || spec.AccessTTL > maxAccessTTL):
-		return clientRecord{}, clientError(http.StatusBadRequest, "the access token lifetime must be from 5m to 720h (30 days), not %v", spec.AccessTTL)
+		return clientRecord{}, inField("access_ttl", clientError(http.StatusBadRequest, "the access token lifetime must be from 5m to 720h (30 days), not %v", spec.AccessTTL))
 	}
 	return clientRecord{
 		Name:         name,
@@ -525,7 +525,9 @@ type clientsPage struct {
 	Secret string
 }
 
-func (s *server) showClientsPage(w http.ResponseWriter, r *http.Request, sess *session, status int, data clientsPage, errMsg string) {
+// showClientsPage renders the clients page with errMsg, about the field of
+// the add form named field ("": the whole form).
+func (s *server) showClientsPage(w http.ResponseWriter, r *http.Request, sess *session, status int, data clientsPage, errMsg, field string) {
 	clients, err := s.oauthActions().ListClients()
 	if err != nil {
 		s.pageError(w, r, sess, err)
@@ -534,11 +536,11 @@ func (s *server) showClientsPage(w http.ResponseWriter, r *http.Request, sess *s
 	for _, c := range clients {
 		data.Clients = append(data.Clients, s.clientRow(c))
 	}
-	s.renderPage(w, r, sess, status, "clients.html", &page{Title: "OAuth clients", Nav: "clients", Error: errMsg, ErrorAt: "add", Data: data})
+	s.renderPage(w, r, sess, status, "clients.html", &page{Title: "OAuth clients", Nav: "clients", Error: errMsg, ErrorAt: "add", ErrorField: field, Data: data})
 }
 
 func (s *server) handleClientsPage(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
-	s.showClientsPage(w, r, sess, http.StatusOK, clientsPage{}, "")
+	s.showClientsPage(w, r, sess, http.StatusOK, clientsPage{}, "", "")
 }
 
 // handleAddClient registers a client and answers with the clients page
@@ -552,14 +554,18 @@ func (s *server) handleAddClient(w http.ResponseWriter, r *http.Request, _ httpr
 		Public:       r.PostForm.Get("public") != "",
 		Device:       r.PostForm.Get("device") != "",
 	}
-	show := func(status int, msg string) { s.showClientsPage(w, r, sess, status, clientsPage{Form: form}, msg) }
+	showAt := func(field string) func(int, string) {
+		return func(status int, msg string) {
+			s.showClientsPage(w, r, sess, status, clientsPage{Form: form}, msg, field)
+		}
+	}
 	if err := s.checkSudo(r, sess); err != nil {
-		s.formFailed(w, r, sess, err, show)
+		s.formFailed(w, r, sess, err, showAt("sudo_password"))
 		return
 	}
 	ttl, err := parseAccessTTL(form.AccessTTL)
 	if err != nil {
-		s.formFailed(w, r, sess, err, show)
+		s.formFailed(w, r, sess, err, showAt("access_ttl"))
 		return
 	}
 	var uris []string
@@ -571,12 +577,12 @@ func (s *server) handleAddClient(w http.ResponseWriter, r *http.Request, _ httpr
 	c, secret, err := s.oauthActions().AddClient(clientSpec{Name: form.Name, RedirectURIs: uris,
 		Public: form.Public, Device: form.Device, AccessTTL: ttl, CreatedBy: sess.user.ID})
 	if err != nil {
-		s.formFailed(w, r, sess, err, show)
+		s.formFailed(w, r, sess, err, showAt(errorFieldOf(err)))
 		return
 	}
 	s.log.Info("client added", "client_id", c.ID, "public", c.Public, "device", c.Device, "by_user_id", sess.user.ID, "by", "page")
 	row := s.clientRow(c)
-	s.showClientsPage(w, r, sess, http.StatusCreated, clientsPage{New: &row, Secret: secret}, "")
+	s.showClientsPage(w, r, sess, http.StatusCreated, clientsPage{New: &row, Secret: secret}, "", "")
 }
 
 // pageClient returns the client named by the :id parameter.
@@ -585,8 +591,10 @@ func (s *server) pageClient(ps httprouter.Params) (clientRecord, error) {
 	return c, err
 }
 
-func (s *server) showClientPage(w http.ResponseWriter, r *http.Request, sess *session, status int, c clientRecord, errMsg string) {
-	s.renderPage(w, r, sess, status, "client.html", &page{Title: c.Name, Nav: "clients", Error: errMsg, ErrorAt: "remove", Data: s.clientRow(c)})
+// showClientPage renders the page of client c with errMsg, about the field
+// of the remove form named field.
+func (s *server) showClientPage(w http.ResponseWriter, r *http.Request, sess *session, status int, c clientRecord, errMsg, field string) {
+	s.renderPage(w, r, sess, status, "client.html", &page{Title: c.Name, Nav: "clients", Error: errMsg, ErrorAt: "remove", ErrorField: field, Data: s.clientRow(c)})
 }
 
 func (s *server) handleClientPage(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
@@ -595,7 +603,7 @@ func (s *server) handleClientPage(w http.ResponseWriter, r *http.Request, ps htt
 		s.pageError(w, r, sess, err)
 		return
 	}
-	s.showClientPage(w, r, sess, http.StatusOK, c, "")
+	s.showClientPage(w, r, sess, http.StatusOK, c, "", "")
 }
 
 func (s *server) handleRemoveClient(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
@@ -604,17 +612,19 @@ func (s *server) handleRemoveClient(w http.ResponseWriter, r *http.Request, ps h
 		s.pageError(w, r, sess, err)
 		return
 	}
-	show := func(status int, msg string) { s.showClientPage(w, r, sess, status, c, msg) }
+	showAt := func(field string) func(int, string) {
+		return func(status int, msg string) { s.showClientPage(w, r, sess, status, c, msg, field) }
+	}
 	if err := s.checkSudo(r, sess); err != nil {
-		s.formFailed(w, r, sess, err, show)
+		s.formFailed(w, r, sess, err, showAt("sudo_password"))
 		return
 	}
 	if r.PostForm.Get("confirm") == "" {
-		show(http.StatusBadRequest, "Tick the box to confirm that "+c.Name+" and every token it holds go.")
+		showAt("confirm")(http.StatusBadRequest, "Tick the box to confirm that "+c.Name+" and every token it holds go.")
 		return
 	}
 	if c, err = s.oauthActions().RemoveClient(c.ID); err != nil {
-		s.formFailed(w, r, sess, err, show)
+		s.formFailed(w, r, sess, err, showAt(""))
 		return
 	}
 	s.log.Info("client removed", "client_id", c.ID, "by_user_id", sess.user.ID, "by", "page")

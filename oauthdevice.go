@@ -231,7 +231,7 @@ type devicePage struct {
 }
 
 func (s *server) showDevicePage(w http.ResponseWriter, r *http.Request, sess *session, status int, code, errMsg string) {
-	s.renderPage(w, r, sess, status, "device.html", &page{Title: "Connect a device", Error: errMsg, ErrorAt: "device",
+	s.renderPage(w, r, sess, status, "device.html", &page{Title: "Connect a device", Error: errMsg, ErrorAt: "device", ErrorField: "user_code",
 		Data: devicePage{UserCode: code}})
 }
 

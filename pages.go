@@ -41,7 +41,8 @@ type page struct {
 	// template to show it there; "" shows it at the top.
 	ErrorAt string
 	// ErrorField names the field of that form that Error is about, by its
-	// name attribute (errorField); "" when it is about the whole form.
+	// name attribute; "" when it is about the whole form. A handler that
+	// knows the field sets it; else errorField guesses it from the message.
 	ErrorField string
 	// NeedSudo puts a password field into the forms of sensitive actions.
 	NeedSudo bool
@@ -67,7 +68,9 @@ func (s *server) renderPage(w http.ResponseWriter, r *http.Request, sess *sessio
 	if p.Flash == "" && r.Method == http.MethodGet {
 		p.Flash = s.takeFlash(w, r)
 	}
-	p.ErrorField = errorField(p)
+	if p.ErrorField == "" {
+		p.ErrorField = errorField(p)
+	}
 	s.render(w, r, status, tmpl, p)
 }
 
@@ -143,6 +146,28 @@ func (s *server) formFailed(w http.ResponseWriter, r *http.Request, sess *sessio
 	default:
 		s.pageError(w, r, sess, err)
 	}
+}
+
+// fieldError is an error about one field of a form, named by its name
+// attribute, for the page to show beside it; it is err to everything else.
+type fieldError struct {
+	field string
+	err   error
+}
+
+func (e *fieldError) Error() string { return e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }
+
+// inField says that err is about the form field named field.
+func inField(field string, err error) error { return &fieldError{field, err} }
+
+// errorFieldOf returns the field err is about, or "" for the whole form.
+func errorFieldOf(err error) string {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fe.field
+	}
+	return ""
 }
 
 func throttledText(te *throttledError) string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -106,6 +107,7 @@ func TestFormErrorsBesideTheirField(t *testing.T) {
 	ts.addToken(bob, "laptop", nil, 0)
 	cookie := ts.login("alice")
 	user := "/admin/users/" + itoa(bob.ID)
+	client, _ := addTestClient(t, ts, "deploy-cli")
 	tests := []struct {
 		what, path string
 		form       url.Values
@@ -126,6 +128,14 @@ func TestFormErrorsBesideTheirField(t *testing.T) {
 		{"a reset with two passwords", user + "/password", url.Values{"password": {"a long password"}, "confirm": {"another password"}}, http.StatusBadRequest, "confirm", "differ"},
 		{"revoking a user's tokens unticked", user + "/revoke-tokens", url.Values{}, http.StatusBadRequest, "revoke-all", "Tick the box"},
 		{"a removal with the wrong name", user + "/remove", url.Values{"confirm": {"bobby"}}, http.StatusBadRequest, "confirm-name", "Type the user's name"},
+		{"a client without a name", "/admin/clients", url.Values{"name": {" "}, "device": {"1"}}, http.StatusBadRequest, "client-name", "Name is required"},
+		{"a taken client name", "/admin/clients", url.Values{"name": {"Deploy-CLI"}, "device": {"1"}}, http.StatusConflict, "client-name", "already exists"},
+		{"a bad redirect URI", "/admin/clients", url.Values{"name": {"wiki"}, "redirect_uris": {"https://wiki.example/cb\nhttp://wiki.example/cb"}}, http.StatusBadRequest, "redirect-uris", "loopback"},
+		{"a bad token lifetime", "/admin/clients", url.Values{"name": {"wiki"}, "device": {"1"}, "access_ttl": {"forever"}}, http.StatusBadRequest, "access-ttl", "lifetime"},
+		{"a lifetime out of range", "/admin/clients", url.Values{"name": {"wiki"}, "device": {"1"}, "access_ttl": {"1m"}}, http.StatusBadRequest, "access-ttl", "from 5m to 720h"},
+		{"removing a client unticked", "/admin/clients/" + client.ID + "/remove", url.Values{}, http.StatusBadRequest, "remove-confirm", "Tick the box"},
+		{"a device code of the wrong shape", "/device", url.Values{"user_code": {"12"}}, http.StatusBadRequest, "user-code", "A code is 8 letters"},
+		{"a wrong device code", "/device", url.Values{"user_code": {"BCDF-GHJK"}}, http.StatusBadRequest, "user-code", "That code is not right"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.what, func(t *testing.T) {
@@ -151,6 +161,18 @@ func TestFormErrorsBesideTheirField(t *testing.T) {
 		if i, j := strings.Index(section, `id="form-error"`), strings.Index(section, "<form "); i < 0 || i > j {
 			t.Errorf("the error about the whole token form is not at its head:\n%s", section)
 		}
+
+		before := ts.snapshot()
+		w = ts.page(pageReq{method: "POST", path: "/admin/clients", cookie: cookie, form: url.Values{"name": {"wiki"}, "public": {"1"}}})
+		body = checkPage(t, "POST /admin/clients public with no flow", w, http.StatusBadRequest, "Give a public client a redirect URI")
+		if strings.Contains(body, "aria-invalid") || strings.Count(body, `id="form-error"`) != 1 {
+			t.Errorf("an error about the whole client form marks a field, or is not shown once:\n%s", body)
+		}
+		section = body[strings.Index(body, `<section class="card" aria-labelledby="add-client-head"`):]
+		if i, j := strings.Index(section, `id="form-error"`), strings.Index(section, "<form "); i < 0 || i > j {
+			t.Errorf("the error about the whole client form is not at its head:\n%s", section)
+		}
+		assertUnchanged(t, "POST /admin/clients public with no flow", before, ts.snapshot())
 	})
 
 	t.Run("sudo mode", func(t *testing.T) {
@@ -161,6 +183,8 @@ func TestFormErrorsBesideTheirField(t *testing.T) {
 			{"/tokens", "sudo-create"},
 			{fmt.Sprintf("/tokens/%d/rotate", tok.ID), "sudo-confirm"},
 			{user + "/admin", "sudo-admin"},
+			{"/admin/clients", "sudo-add"},
+			{"/admin/clients/" + client.ID + "/remove", "sudo-remove"},
 		} {
 			before := ts.snapshot()
 			w := ts.page(pageReq{method: "POST", path: tt.path, cookie: cookie, form: tokenFormValues("ci", nil, "30", "")})
@@ -211,6 +235,16 @@ func TestPageNames(t *testing.T) {
 		t.Fatalf("POST /login from Firefox = %d; want 303", w.Code)
 	}
 	cookie := ts.login("alice")
+	cli, _ := addTestClient(t, ts, "deploy-cli")
+	wiki, _ := addTestClient(t, ts, "Wiki")
+	grant, _ := issueTestGrant(t, ts, alice, wiki, []string{scopeTokensRead})
+	var all []string
+	for _, sc := range ts.scopes.all() {
+		all = append(all, sc.Name)
+	}
+	consent := "/oauth/authorize?" + url.Values{"client_id": {wiki.ID}, "redirect_uri": {wiki.RedirectURIs[0]}, "response_type": {"code"},
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"},
+		"scope": {strings.Join(all, " ")}, "state": {"s"}}.Encode()
 
 	pages := []struct {
 		path string
@@ -221,6 +255,12 @@ func TestPageNames(t *testing.T) {
 		{"/account", []string{"Sign out Firefox on Linux signed in just now from 192.0.2.7", "Sign out this browser, Unknown browser signed in just now from 192.0.2.7", "Sign out all other sessions"}},
 		{"/admin/users", []string{"Manage alice", "Manage bob", "Manage carol"}},
 		{"/admin/users/" + itoa(bob.ID), []string{"Make bob an admin", "Remove bob"}},
+		{"/account", []string{"Revoke Wiki approved just now"}},
+		{"/account/grants/" + itoa(grant.ID) + "/revoke", []string{"Revoke Wiki", "Cancel"}},
+		{"/admin/clients", []string{"Manage deploy-cli", "Manage Wiki", "Register client"}},
+		{"/admin/clients/" + cli.ID, []string{"Remove deploy-cli", "← All clients"}},
+		{consent, []string{"Approve Wiki", "Deny Wiki"}},
+		{"/device", []string{"Continue"}},
 	}
 	for _, p := range pages {
 		req := pageReq{method: "GET", path: p.path, cookie: cookie}
@@ -250,15 +290,25 @@ func TestPageNames(t *testing.T) {
 		}
 	}
 
-	body := ts.page(pageReq{method: "GET", path: "/", cookie: cookie}).Body.String()
-	for _, sc := range ts.scopes.all() {
-		label := regexp.MustCompile(`<label for="(scope-\d+)"><code>` + regexp.QuoteMeta(sc.Name) + `</code></label><span class="desc" id="(scope-\d+-desc)">` + regexp.QuoteMeta(html.EscapeString(sc.Description)) + `</span>`).FindStringSubmatch(body)
-		if label == nil {
-			t.Errorf("the scope %s is not labelled by its name alone with its description beside:\n%s", sc.Name, body)
-			continue
+	var body string
+	for _, path := range []string{"/", consent} {
+		body = ts.page(pageReq{method: "GET", path: path, cookie: cookie}).Body.String()
+		for _, sc := range ts.scopes.all() {
+			label := regexp.MustCompile(`<label for="(scope-\d+)"><code>` + regexp.QuoteMeta(sc.Name) + `</code></label><span class="desc" id="(scope-\d+-desc)">` + regexp.QuoteMeta(html.EscapeString(sc.Description)) + `</span>`).FindStringSubmatch(body)
+			if label == nil {
+				t.Errorf("GET %s: the scope %s is not labelled by its name alone with its description beside:\n%s", path, sc.Name, body)
+				continue
+			}
+			if tag, _ := inputTag(body, label[1]); !strings.Contains(tag, `aria-describedby="`+label[2]+`"`) {
+				t.Errorf("GET %s: the checkbox of scope %s is not described by its description: %s", path, sc.Name, tag)
+			}
 		}
-		if tag, _ := inputTag(body, label[1]); !strings.Contains(tag, `aria-describedby="`+label[2]+`"`) {
-			t.Errorf("the checkbox of scope %s is not described by its description: %s", sc.Name, tag)
+	}
+	// The clients page's checkboxes too.
+	body = ts.page(pageReq{method: "GET", path: "/admin/clients", cookie: cookie}).Body.String()
+	for _, id := range []string{"client-public", "client-device"} {
+		if tag, _ := inputTag(body, id); !strings.Contains(tag, `aria-describedby="`+id+`-desc"`) || !strings.Contains(body, `<label for="`+id+`">`) {
+			t.Errorf("GET /admin/clients: %s is not labelled alone and described by its description: %s", id, tag)
 		}
 	}
 	for _, hint := range []struct{ path, id, hint string }{
@@ -266,6 +316,10 @@ func TestPageNames(t *testing.T) {
 		{"/account", "password", "password-hint"},
 		{"/admin/users", "name", "name-hint"},
 		{"/admin/users", "password", "password-hint"},
+		{"/admin/clients", "client-name", "client-name-hint"},
+		{"/admin/clients", "redirect-uris", "redirect-uris-hint"},
+		{"/admin/clients", "access-ttl", "access-ttl-hint"},
+		{"/device", "user-code", "user-code-hint"},
 	} {
 		body := ts.page(pageReq{method: "GET", path: hint.path, cookie: cookie}).Body.String()
 		if tag, _ := inputTag(body, hint.id); hint.hint != "" && !strings.Contains(tag, `aria-describedby="`+hint.hint+`"`) {
@@ -286,9 +340,108 @@ func TestPageNames(t *testing.T) {
 		}
 	}
 	ts.clock.Add(2 * time.Hour)
-	body = ts.page(pageReq{method: "GET", path: "/", cookie: cookie}).Body.String()
-	if !strings.Contains(body, `<input type="text" value="alice" autocomplete="username" hidden>`) {
-		t.Errorf("the sudo password field of the token form has no hidden user name:\n%s", body)
+	for _, path := range []string{"/", "/admin/clients", "/admin/clients/" + cli.ID} {
+		body = ts.page(pageReq{method: "GET", path: path, cookie: cookie}).Body.String()
+		if !strings.Contains(body, `<input type="text" value="alice" autocomplete="username" hidden>`) {
+			t.Errorf("GET %s: the sudo password field has no hidden user name:\n%s", path, body)
+		}
+		checkDescribedBy(t, "GET "+path+" in need of sudo", body)
 	}
-	checkDescribedBy(t, "GET / in need of sudo", body)
+}
+
+// TestFormErrorsNeverVanish renders every page with an error said to be
+// about every form and field that any page has, and about ones that none
+// has, and with messages in every wording errorField knows and in one it
+// does not: whatever the field, each page shows the message once, where
+// the forms' #form-error anchor is.
+func TestFormErrorsNeverVanish(t *testing.T) {
+	ts := newTestServer(t)
+	data := map[string]any{
+		"account.html": accountPage{Grants: []grantRow{{ID: 1, ClientName: "Wiki"}}, TokensText: "2 tokens"},
+		"client.html":  clientRow{ID: "c1", Name: "deploy-cli"},
+		"clients.html": clientsPage{},
+		"confirm.html": confirmPage{Heading: "Rotate ci?", Action: "/tokens/1/rotate", Button: "Rotate ci", Sudo: true},
+		"consent.html": consentPage{Client: "Wiki", Action: "/oauth/authorize", Scopes: []scopeChoice{{Name: scopeTokensRead, Description: "Read tokens"}}},
+		"device.html":  devicePage{},
+		"grant.html":   grantRow{ID: 1, ClientName: "Wiki"},
+		"login.html":   loginPage{Name: "alice"},
+		"message.html": messagePage{Heading: "Done", Text: "It is done.", Link: "/", Button: "Go to your tokens"},
+		"secret.html":  secretPage{Secret: "secret"},
+		"setup.html":   setupPage{Code: "code"},
+		"tokens.html":  tokensPage{Scopes: []scopeChoice{{Name: scopeTokensRead}}, Expiries: []expiryChoice{{Value: "30", Label: "30 days"}, {Value: "custom"}}},
+		"user.html":    userPage{ID: 2, Name: "bob", TokensText: "1 token"},
+		"users.html":   usersPage{},
+	}
+
+	// The forms each page names, and one none has; every field any page
+	// names, and one none has.
+	forms, fields := map[string]map[string]bool{}, map[string]bool{"": true, "no_such_field": true, "sudo_password": true}
+	var templates []string
+	named := regexp.MustCompile(`(?:ErrorAt|sudoIn \$|Bad) "([a-z-]+)"(?: "([a-z_]+)")?`)
+	for _, tmpl := range ts.server.templates.Templates() {
+		if name := tmpl.Name(); strings.HasSuffix(name, ".html") && name != "layout.html" {
+			templates = append(templates, name)
+		}
+	}
+	slices.Sort(templates)
+	for _, name := range templates {
+		src, err := webFS.ReadFile("web/templates/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forms[name] = map[string]bool{"": true, "no-such-form": true}
+		for _, m := range named.FindAllStringSubmatch(string(src), -1) {
+			forms[name][m[1]], fields[m[2]] = true, true
+		}
+	}
+	for _, e := range fieldErrors {
+		fields[e.field] = true
+	}
+	// Messages: one in a wording errorField does not know, which the
+	// field is set for, and each wording it knows, left to it to guess.
+	type message struct{ text, field string }
+	var messages []message
+	for f := range fields {
+		messages = append(messages, message{"Zebras may not use this form", f})
+	}
+	for _, e := range fieldErrors {
+		messages = append(messages, message{strings.TrimSpace(e.prefix) + " is what the message begins with", ""})
+	}
+	for _, prefix := range passwordErrors {
+		messages = append(messages, message{prefix + " is what the message begins with", ""})
+	}
+
+	user := &userRecord{ID: 1, Name: "alice", Admin: true}
+	renders := 0
+	for _, name := range templates {
+		for form := range forms[name] {
+			for _, m := range messages {
+				for _, sudo := range []bool{false, true} {
+					p := &page{Title: "A page", User: user, NeedSudo: sudo, Error: m.text, ErrorAt: form, ErrorField: m.field, Data: data[name]}
+					if p.ErrorField == "" {
+						p.ErrorField = errorField(p)
+					}
+					what := fmt.Sprintf("%s with %q at form %q, field %q, sudo %t", name, m.text, form, p.ErrorField, sudo)
+					w := httptest.NewRecorder()
+					ts.server.render(w, httptest.NewRequest("GET", "/", nil), http.StatusBadRequest, name, p)
+					renders++
+					body := w.Body.String()
+					if w.Code != http.StatusBadRequest {
+						t.Fatalf("%s = %d; want 400:\n%s", what, w.Code, body)
+					}
+					if n := strings.Count(body, `id="form-error"`); n != 1 {
+						t.Fatalf("%s: the page has %d elements with id form-error; want the message once:\n%s", what, n, body)
+					}
+					at := body[strings.Index(body, `id="form-error"`):]
+					if got := pageText(at[:strings.Index(at, "</p>")]); !strings.Contains(got, m.text) {
+						t.Fatalf("%s: the page says %q at #form-error; want %q:\n%s", what, got, m.text, body)
+					}
+					if strings.Count(pageText(body), m.text) != 1 {
+						t.Fatalf("%s: the message is shown %d times; want once:\n%s", what, strings.Count(pageText(body), m.text), body)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d pages rendered, every one showing its message once", renders)
 }

@@ -155,13 +155,40 @@ func acceptsGzip(r *http.Request) bool {
 // template failure is a clean 500.
 func (s *server) render(w http.ResponseWriter, r *http.Request, status int, page string, data any) {
 	var buf bytes.Buffer
-	if err := s.templates.ExecuteTemplate(&buf, page, data); err != nil {
+	if err := s.execute(&buf, page, data); err != nil {
 		s.internalError(w, r, fmt.Errorf("render %s: %w", page, err))
 		return
 	}
 	s.setPageHeaders(w, r)
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
+}
+
+// errorShown is what every place a page shows its error carries: the
+// anchor that forms send their answer to.
+var errorShown = []byte(`id="form-error"`)
+
+// execute executes the named page into buf. A page shows its error beside
+// the field ErrorField names, at the head of the form ErrorAt names, or at
+// the top: when the page has no such field, the error goes to the head of
+// its form, and when it has no such form, to the top, so that no message
+// goes unseen, whatever its wording or the field it is said to be about.
+func (s *server) execute(buf *bytes.Buffer, name string, data any) error {
+	for {
+		if err := s.templates.ExecuteTemplate(buf, name, data); err != nil {
+			return err
+		}
+		p, ok := data.(*page)
+		if !ok || p.Error == "" || bytes.Contains(buf.Bytes(), errorShown) || p.ErrorField == "" && p.ErrorAt == "" {
+			return nil
+		}
+		if p.ErrorField != "" {
+			p.ErrorField = ""
+		} else {
+			p.ErrorAt = ""
+		}
+		buf.Reset()
+	}
 }
 
 // Bad reports whether the field named field of the form named form is
