@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -136,6 +137,35 @@ func (s *server) recordEvent(e auditEvent) {
 	if err := s.store.RecordEvents(e); err != nil {
 		s.log.Error("record security event", "kind", e.Kind, "err", err)
 	}
+}
+
+// throttledEvents remembers, for each account, until when the last
+// signin.throttled event it recorded stands for every refusal, so that a
+// flood of throttled sign-ins costs one write per account and wait, not
+// one per request. It holds existing accounts only.
+type throttledEvents struct {
+	mu    sync.Mutex
+	until map[uint64]time.Time
+}
+
+// first reports whether a sign-in of user refused at now for wait is the
+// first of its episode, to be recorded, and starts the episode if so.
+func (q *throttledEvents) first(user uint64, now time.Time, wait time.Duration) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if now.Before(q.until[user]) {
+		return false
+	}
+	if q.until == nil {
+		q.until = map[uint64]time.Time{}
+	}
+	for u, t := range q.until { // only accounts, and only while they are throttled
+		if !now.Before(t) {
+			delete(q.until, u)
+		}
+	}
+	q.until[user] = now.Add(wait)
+	return true
 }
 
 // cliActor is the actor of the operator at the command line, who answers

@@ -760,3 +760,22 @@ func TestCheckAuditIndexes(t *testing.T) {
 		}
 	}
 }
+
+// TestThrottledSignInsRecordOnce floods a throttled account with sign-ins:
+// the refusals record one signin.throttled event, not one each, and
+// failures at names that are no account record no throttled event.
+func TestThrottledSignInsRecordOnce(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", false)
+	for i := 0; i < int(accountLimit.burst); i++ {
+		ts.loginAttempt("alice", "guess", fmt.Sprintf("198.51.100.%d", i))
+	}
+	start := auditHeadSeq(t, ts.store)
+	for i := range 20 {
+		checkThrottled(t, fmt.Sprintf("guess %d past the limit", i), ts.loginAttempt("alice", "guess", fmt.Sprintf("203.0.113.%d", i)), int(accountLimit.every/time.Second))
+	}
+	evs := auditSince(t, ts.store, start)
+	if len(evs) != 1 || evs[0].Kind != kindSigninThrottled || evs[0].SubjectID != alice.ID || evs[0].Outcome != outcomeThrottled {
+		t.Fatalf("20 throttled sign-ins recorded %v; want one signin.throttled about alice", evs)
+	}
+}

@@ -292,7 +292,9 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 	}
 	if wait > 0 {
 		s.log.Info("sign-in throttled", "remote", addr) // never the name: it may be a token or a password
-		refused(kindSigninThrottled, outcomeThrottled)
+		if u.ID != 0 && s.throttledEvents.first(u.ID, s.now(), wait) {
+			refused(kindSigninThrottled, outcomeThrottled)
+		}
 		return userRecord{}, &throttledError{wait: wait}
 	}
 	encoded := u.PasswordHash
