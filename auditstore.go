@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"time"
 )
 
@@ -24,6 +23,10 @@ type actor struct {
 	Addr  string // the client's address; "" from the command line or the system
 	Agent string // the client's user agent, cut to maxAuditAgentLen
 	Via   string // "page", "api", "oauth", "cli" or "system"
+	// At is when the change is made, on the caller's clock; zero: the
+	// engine's. Events keep it to the microsecond, never before the
+	// event recorded before them.
+	At time.Time
 }
 
 // systemActor is the actor of what tokend does by itself (purges, warnings).
@@ -66,7 +69,9 @@ type auditQuery struct {
 	// (0: from the newest). After pages forwards: events with Seq > After,
 	// oldest first. At most one is set.
 	Before, After uint64
-	Limit         int // at most maxAuditPage
+	// Oldest reads oldest first from the first kept event when After is 0.
+	Oldest bool
+	Limit  int // at most maxAuditPage
 }
 
 // auditStore is the part of the store contract for the security log.
@@ -91,20 +96,3 @@ const maxAuditPage = 500
 
 // maxAuditAgentLen bounds the user agent an event keeps, in bytes.
 const maxAuditAgentLen = 200
-
-// errAuditPending is what an engine answers for the security log methods
-// it does not implement yet.
-var errAuditPending = errors.New("the security log is not implemented by this store engine yet")
-
-// auditPending is embedded in an engine while its security log methods are
-// being written: it answers every one with errAuditPending. It must not
-// remain.
-type auditPending struct{}
-
-func (auditPending) RecordEvents(...auditEvent) error             { return errAuditPending }
-func (auditPending) AuditEvents(auditQuery) ([]auditEvent, error) { return nil, errAuditPending }
-func (auditPending) AuditHead() (uint64, string, error)           { return 0, "", errAuditPending }
-func (auditPending) AuditAnchor() (string, error)                 { return "", errAuditPending }
-func (auditPending) PurgeAudit(context.Context, time.Time, int) (int, error) {
-	return 0, errAuditPending
-}

@@ -57,6 +57,14 @@ func (s *server) handleBackup(w http.ResponseWriter, r *http.Request, _ httprout
 		s.writeError(w, r, errNoFileBackup)
 		return
 	}
+	if r.Method == http.MethodGet {
+		// Recorded before the copy is taken, so that the copy holds it, and
+		// whether or not the download then completes: whoever began it
+		// may hold part of the database. A HEAD takes no copy.
+		e := newAuditEvent(s.actorOf(r, c.user, viaAPI), kindBackupTaken)
+		e.TokenID = c.token.ID
+		s.recordEvent(e)
+	}
 	out := &progressWriter{w: w, rc: http.NewResponseController(w), timeout: s.cfg.WriteTimeout}
 	started := false
 	n, err := file.WriteBackup(out, func(size int64) {

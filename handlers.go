@@ -44,6 +44,8 @@ type server struct {
 	// so that a full disk logs one warning, not one per page view.
 	touchFailing atomic.Bool
 	userCodes    *userCodeGuesses // wrong device user codes per person
+	// throttledEvents bounds the signin.throttled events a flood records.
+	throttledEvents throttledEvents
 }
 
 // newServer returns a server over st configured by cfg.

@@ -156,6 +156,8 @@ type config struct {
 	Argon            argonParams // not a flag: tests lower it
 	PurgeInterval    time.Duration
 	ExpiredRetention time.Duration
+	// AuditRetention is how long security events are kept; 0: forever.
+	AuditRetention   time.Duration
 	LastUsedInterval time.Duration
 	AuthCacheSize    int
 	Scopes           operatorScopes
@@ -190,6 +192,7 @@ func defaultConfig() config {
 		Argon:            defaultArgonParams,
 		PurgeInterval:    time.Minute,
 		ExpiredRetention: 7 * 24 * time.Hour,
+		AuditRetention:   365 * 24 * time.Hour,
 		LastUsedInterval: 30 * time.Second,
 		AuthCacheSize:    defaultAuthCacheSize,
 		SessionIdle:      7 * 24 * time.Hour,

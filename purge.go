@@ -25,7 +25,9 @@ type purgeResult struct {
 func purgeOnce(ctx context.Context, st store, now time.Time, retention time.Duration) (purgeResult, error) {
 	var res purgeResult
 	var err error
-	res.Tokens, res.Transactions, err = st.PurgeExpired(ctx, now.Add(-retention), purgeBatch)
+	by := systemActor
+	by.At = now
+	res.Tokens, res.Transactions, err = st.PurgeExpired(ctx, by, now.Add(-retention), purgeBatch)
 	if err != nil {
 		return res, err
 	}
@@ -79,5 +81,25 @@ func (s *server) purge(ctx context.Context) {
 		s.log.Error("purge expired sessions; will retry at the next tick", "err", err)
 	} else if n > 0 {
 		s.log.Info("purged expired sessions", "sessions", n)
+	}
+	s.purgeAudit(ctx)
+}
+
+// auditPurgeBatch is the most security events one purge transaction
+// deletes.
+const auditPurgeBatch = 1000
+
+// purgeAudit deletes the security events older than -audit-retention (0:
+// none), oldest first, in batches; the store keeps the hash of the last
+// one deleted, so that the log verifies from its first kept event.
+func (s *server) purgeAudit(ctx context.Context) {
+	if s.cfg.AuditRetention <= 0 {
+		return
+	}
+	n, err := s.store.PurgeAudit(ctx, s.now().Add(-s.cfg.AuditRetention), auditPurgeBatch)
+	if err != nil {
+		s.log.Error("purge old security events; will retry at the next tick", "err", err, "events_deleted", n)
+	} else if n > 0 {
+		s.log.Info("purged old security events", "events", n, "retention", s.cfg.AuditRetention)
 	}
 }
