@@ -1,10 +1,14 @@
 package main
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestAuditRetentionFlag checks -audit-retention: a year by default, from
@@ -137,4 +141,181 @@ func TestAuditPageRefusals(t *testing.T) {
 		}
 	}
 	assertUnchanged(t, "refused reads of the audit page", before, after)
+}
+
+// auditFixture is a server whose log holds many events of three users,
+// one minute apart, made straight through the store.
+type auditFixture struct {
+	ts              *testServer
+	root, alice, bo userRecord
+	adminToken      string
+	kinds           []string // the kinds recorded, in turn
+}
+
+// newAuditFixture records n events after those of making the users and
+// the admin's token: in turn alice failing to sign in, bob creating a
+// token, root resetting alice's password and a backup taken by root.
+func newAuditFixture(t *testing.T, n int) *auditFixture {
+	t.Helper()
+	ts := newTestServer(t)
+	f := &auditFixture{ts: ts, root: ts.addUser("root", true), alice: ts.addUser("alice", false), bo: ts.addUser("bob", false)}
+	_, f.adminToken = ts.addToken(f.root, "admin", scopesAdmin, 0)
+	f.kinds = []string{kindSigninFailed, kindTokenCreated, kindPasswordReset, kindBackupTaken}
+	var evs []auditEvent
+	for i := range n {
+		ts.clock.Add(time.Minute)
+		by := actor{ID: f.root.ID, Name: "root", Addr: "192.0.2.1", Agent: "curl/8.5.0", Via: viaAPI, At: ts.clock.Now()}
+		var e auditEvent
+		switch f.kinds[i%len(f.kinds)] {
+		case kindSigninFailed:
+			by = actor{Name: "anonymous", Addr: "198.51.100.9", Agent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", Via: viaPage, At: ts.clock.Now()}
+			e = newAuditEvent(by, kindSigninFailed).about(f.alice)
+			e.Outcome = outcomeFailed
+		case kindTokenCreated:
+			by.ID, by.Name = f.bo.ID, "bob"
+			e = newAuditEvent(by, kindTokenCreated).about(f.bo)
+			e.TokenID, e.TokenHint = uint64(100+i), "x7Qa"
+		case kindPasswordReset:
+			e = newAuditEvent(by, kindPasswordReset).about(f.alice).withDetail("0 tokens revoked, 0 sessions ended")
+		case kindBackupTaken:
+			e = newAuditEvent(by, kindBackupTaken)
+		}
+		evs = append(evs, e)
+	}
+	if err := ts.server.store.RecordEvents(evs...); err != nil {
+		t.Fatalf("RecordEvents: %v", err)
+	}
+	return f
+}
+
+// allEvents returns every event of the log, newest first, read straight
+// from the store.
+func (f *auditFixture) allEvents(t *testing.T) []auditEvent {
+	t.Helper()
+	var all []auditEvent
+	q := auditQuery{Limit: maxAuditPage}
+	for {
+		evs, err := f.ts.server.store.AuditEvents(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, evs...)
+		if len(evs) < q.Limit {
+			return all
+		}
+		q.Before = evs[len(evs)-1].Seq
+	}
+}
+
+// apiWalk pages through GET /api/v1/audit?query with cursor (before or
+// after) until next is null, and returns every event seen.
+func (f *auditFixture) apiWalk(t *testing.T, query url.Values, cursor string) []auditEvent {
+	t.Helper()
+	var all []auditEvent
+	for pages := 0; ; pages++ {
+		if pages > 100 {
+			t.Fatalf("GET /api/v1/audit?%s: more than 100 pages", query.Encode())
+		}
+		w := f.ts.do(request{method: "GET", path: "/api/v1/audit?" + query.Encode(), token: f.adminToken})
+		if w.Code != http.StatusOK {
+			t.Fatalf("GET /api/v1/audit?%s = %d; want 200; body: %s", query.Encode(), w.Code, w.Body)
+		}
+		var page struct {
+			Events []auditEvent `json:"events"`
+			Next   *uint64      `json:"next"`
+		}
+		decode(t, w, &page)
+		all = append(all, page.Events...)
+		if page.Next == nil {
+			return all
+		}
+		if len(page.Events) == 0 || *page.Next != page.Events[len(page.Events)-1].Seq {
+			t.Fatalf("GET /api/v1/audit?%s: next %d is not the seq of the page's last event", query.Encode(), *page.Next)
+		}
+		query = maps.Clone(query)
+		query.Set(cursor, strconv.FormatUint(*page.Next, 10))
+	}
+}
+
+func seqs(evs []auditEvent) []uint64 {
+	out := make([]uint64, len(evs))
+	for i, e := range evs {
+		out[i] = e.Seq
+	}
+	return out
+}
+
+// TestAPIAuditPagesAndFilters checks that GET /api/v1/audit pages through
+// the whole log by cursor, both ways, each event once, and that its
+// filters select what they say, as a filter over the whole log does.
+func TestAPIAuditPagesAndFilters(t *testing.T) {
+	f := newAuditFixture(t, 230)
+	all := f.allEvents(t)
+	head, _, err := f.ts.server.store.AuditHead()
+	if err != nil || len(all) != int(head) || len(all) < 230 {
+		t.Fatalf("the log holds %d events, head %d (%v); want the head's count, at least 230", len(all), head, err)
+	}
+
+	// Newest first by before, in pages of 37; oldest first by after.
+	got := f.apiWalk(t, url.Values{"limit": {"37"}}, "before")
+	if !slices.Equal(seqs(got), seqs(all)) {
+		t.Errorf("paging back by 37 saw seqs %v; want %v", seqs(got), seqs(all))
+	}
+	if got[0].Hash != all[0].Hash || got[0].Prev != all[1].Hash || got[0].Kind == "" || got[0].Time.IsZero() {
+		t.Errorf("the newest event through the API is %+v; want it as stored: %+v", got[0], all[0])
+	}
+	first := all[len(all)-1].Seq
+	forward := f.apiWalk(t, url.Values{"after": {strconv.FormatUint(first, 10)}, "limit": {"500"}}, "after")
+	reversed := slices.Clone(all[:len(all)-1])
+	slices.Reverse(reversed)
+	if !slices.Equal(seqs(forward), seqs(reversed)) {
+		t.Errorf("paging forward after %d saw %d events; want %d, oldest first", first, len(forward), len(reversed))
+	}
+	// The default page is 100.
+	w := f.ts.do(request{method: "GET", path: "/api/v1/audit", token: f.adminToken})
+	var page struct {
+		Events []auditEvent `json:"events"`
+		Next   *uint64      `json:"next"`
+	}
+	decode(t, w, &page)
+	if len(page.Events) != defaultAuditLimit || page.Next == nil || *page.Next != all[defaultAuditLimit-1].Seq {
+		t.Errorf("GET /api/v1/audit = %d events, next %v; want 100, next %d", len(page.Events), page.Next, all[99].Seq)
+	}
+
+	filter := func(keep func(auditEvent) bool) []auditEvent {
+		var out []auditEvent
+		for _, e := range all {
+			if keep(e) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	since, until := all[150].Time, all[40].Time
+	tests := []struct {
+		name  string
+		query url.Values
+		want  []auditEvent
+	}{
+		{"user by name", url.Values{"user": {"alice"}}, filter(func(e auditEvent) bool { return e.ActorID == f.alice.ID || e.SubjectID == f.alice.ID })},
+		{"user by id", url.Values{"user": {strconv.FormatUint(f.bo.ID, 10)}}, filter(func(e auditEvent) bool { return e.ActorID == f.bo.ID || e.SubjectID == f.bo.ID })},
+		{"one kind", url.Values{"kind": {kindBackupTaken}}, filter(func(e auditEvent) bool { return e.Kind == kindBackupTaken })},
+		{"two kinds", url.Values{"kind": {kindBackupTaken, kindSigninFailed}}, filter(func(e auditEvent) bool { return e.Kind == kindBackupTaken || e.Kind == kindSigninFailed })},
+		{"user and kind", url.Values{"user": {"alice"}, "kind": {kindPasswordReset}}, filter(func(e auditEvent) bool { return e.SubjectID == f.alice.ID && e.Kind == kindPasswordReset })},
+		{"since and until", url.Values{"since": {since.Format(time.RFC3339Nano)}, "until": {until.Format(time.RFC3339Nano)}},
+			filter(func(e auditEvent) bool { return !e.Time.Before(since) && e.Time.Before(until) })},
+		{"a user with no events", url.Values{"user": {"999"}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.query.Set("limit", "25")
+			got := f.apiWalk(t, tt.query, "before")
+			if len(tt.want) == 0 && tt.name != "a user with no events" {
+				t.Fatalf("the fixture has no events for %s", tt.name)
+			}
+			if !slices.Equal(seqs(got), seqs(tt.want)) {
+				t.Errorf("GET /api/v1/audit?%s saw seqs %v; want %v", tt.query.Encode(), seqs(got), seqs(tt.want))
+			}
+		})
+	}
 }

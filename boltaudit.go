@@ -237,7 +237,7 @@ func (s *boltStore) AuditEvents(q auditQuery) ([]auditEvent, error) {
 	if limit <= 0 || limit > maxAuditPage {
 		limit = maxAuditPage
 	}
-	forward := q.After > 0
+	forward := q.After > 0 || q.Oldest
 	out := []auditEvent{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		lo, hi := uint64(1), uint64(1<<63) // seq range [lo, hi)
