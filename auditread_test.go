@@ -1,9 +1,11 @@
 package main
 
 import (
+	"html"
 	"maps"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -315,6 +317,153 @@ func TestAPIAuditPagesAndFilters(t *testing.T) {
 			}
 			if !slices.Equal(seqs(got), seqs(tt.want)) {
 				t.Errorf("GET /api/v1/audit?%s saw seqs %v; want %v", tt.query.Encode(), seqs(got), seqs(tt.want))
+			}
+		})
+	}
+}
+
+// eventIDs returns the seqs of the events a page lists, in order.
+func eventIDs(body string) []uint64 {
+	var out []uint64
+	for _, m := range regexp.MustCompile(`<li id="event-(\d+)">`).FindAllStringSubmatch(body, -1) {
+		n, _ := strconv.ParseUint(m[1], 10, 64)
+		out = append(out, n)
+	}
+	return out
+}
+
+// TestAccountSecurityLog checks the account page's "Security log": your
+// own newest 20 events and no one else's, then the paged view behind its
+// "more" link.
+func TestAccountSecurityLog(t *testing.T) {
+	f := newAuditFixture(t, 160)
+	var alices []uint64
+	for _, e := range f.allEvents(t) {
+		if e.ActorID == f.alice.ID || e.SubjectID == f.alice.ID {
+			alices = append(alices, e.Seq)
+		}
+	}
+	cookie := f.ts.login("alice") // a sign-in of her own, the newest
+	all := f.allEvents(t)
+	var own []uint64
+	for _, e := range all {
+		if e.ActorID == f.alice.ID || e.SubjectID == f.alice.ID {
+			own = append(own, e.Seq)
+		}
+	}
+	if len(own) <= len(alices) || len(own) < accountAuditEvents+auditPageEvents {
+		t.Fatalf("alice has %d events after signing in (%d before); want more, and more than 70", len(own), len(alices))
+	}
+	w := f.ts.page(pageReq{method: "GET", path: "/account", cookie: cookie})
+	body := w.Body.String()
+	more := "/account/security-log?before=" + strconv.FormatUint(own[accountAuditEvents-1], 10)
+	if w.Code != http.StatusOK || !strings.Contains(body, `<h2 id="log-head">Security log</h2>`) || !strings.Contains(body, `href="`+more+`"`) {
+		t.Fatalf("GET /account = %d; want 200 with the security log and a link to %s; body: %s", w.Code, more, body)
+	}
+	if got := eventIDs(body); !slices.Equal(got, own[:accountAuditEvents]) {
+		t.Errorf("the account page lists events %v; want alice's newest 20: %v", got, own[:accountAuditEvents])
+	}
+	for _, want := range []string{"Signed in", "Sign-in failed", "Password reset", "from 198.51.100.9 · Firefox on Linux · via page", "to alice"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the account page's log does not say %q", want)
+		}
+	}
+	if strings.Contains(body, "Backup taken") || strings.Contains(body, "Token created") {
+		t.Errorf("the account page of alice shows others' events: %s", body)
+	}
+
+	// The paged view: 50 older ones, then the rest, then no more link.
+	w = f.ts.page(pageReq{method: "GET", path: more, cookie: cookie})
+	body = w.Body.String()
+	if w.Code != http.StatusOK || !slices.Equal(eventIDs(body), own[accountAuditEvents:accountAuditEvents+auditPageEvents]) {
+		t.Fatalf("GET %s = %d listing %v; want 200 listing %v", more, w.Code, eventIDs(body), own[accountAuditEvents:accountAuditEvents+auditPageEvents])
+	}
+	older := "/account/security-log?before=" + strconv.FormatUint(own[accountAuditEvents+auditPageEvents-1], 10)
+	if !strings.Contains(body, `href="`+older+`"`) || !strings.Contains(body, `href="/account/security-log">Newest events`) {
+		t.Errorf("GET %s links no older page %s or no newest", more, older)
+	}
+	w = f.ts.page(pageReq{method: "GET", path: older, cookie: cookie})
+	body = w.Body.String()
+	if rest := own[accountAuditEvents+auditPageEvents:]; w.Code != http.StatusOK || !slices.Equal(eventIDs(body), rest) || strings.Contains(body, "Older events") {
+		t.Errorf("GET %s = %d listing %v; want 200 listing %v and no older link", older, w.Code, eventIDs(body), rest)
+	}
+	// Signed out, the paged view asks to sign in.
+	if w := f.ts.page(pageReq{method: "GET", path: more}); w.Code != http.StatusSeeOther {
+		t.Errorf("GET %s signed out = %d; want 303", more, w.Code)
+	}
+}
+
+// TestAdminAuditPage checks the admin "Audit log": its link in the admin
+// menu, everyone's events, each filter, and paging that keeps the filters.
+func TestAdminAuditPage(t *testing.T) {
+	f := newAuditFixture(t, 160)
+	cookie := f.ts.login("root")
+	all := f.allEvents(t)
+	w := f.ts.page(pageReq{method: "GET", path: "/admin/audit", cookie: cookie})
+	body := w.Body.String()
+	if w.Code != http.StatusOK || !strings.Contains(body, `<a href="/admin/audit" aria-current="page">Audit log</a>`) || !strings.Contains(body, "<h1>Audit log</h1>") {
+		t.Fatalf("GET /admin/audit = %d; want 200, the Audit log marked in the menu; body: %s", w.Code, body)
+	}
+	if !slices.Equal(eventIDs(body), seqs(all[:auditPageEvents])) {
+		t.Errorf("GET /admin/audit lists %v; want the newest 50: %v", eventIDs(body), seqs(all[:auditPageEvents]))
+	}
+	if home := f.ts.page(pageReq{method: "GET", path: "/", cookie: cookie}); !strings.Contains(home.Body.String(), `<a href="/admin/audit">Audit log</a>`) {
+		t.Errorf("the token page's menu has no link to the audit log")
+	}
+
+	filter := func(keep func(auditEvent) bool) []uint64 {
+		var out []uint64
+		for _, e := range all {
+			if keep(e) {
+				out = append(out, e.Seq)
+			}
+		}
+		return out
+	}
+	day := all[0].Time.Format(time.DateOnly)
+	tests := []struct {
+		name  string
+		query url.Values
+		want  []uint64
+	}{
+		{"user", url.Values{"user": {"bob"}}, filter(func(e auditEvent) bool { return e.ActorID == f.bo.ID || e.SubjectID == f.bo.ID })},
+		{"kind", url.Values{"kind": {kindPasswordReset}}, filter(func(e auditEvent) bool { return e.Kind == kindPasswordReset })},
+		{"user and kind", url.Values{"user": {"alice"}, "kind": {kindSigninFailed}}, filter(func(e auditEvent) bool { return e.SubjectID == f.alice.ID && e.Kind == kindSigninFailed })},
+		{"until a day before", url.Values{"until": {all[len(all)-1].Time.AddDate(0, 0, -1).Format(time.DateOnly)}}, nil},
+		{"since and until the same day", url.Values{"since": {day}, "until": {day}}, filter(func(e auditEvent) bool { return e.Time.Format(time.DateOnly) == day })},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []uint64
+			path := "/admin/audit?" + tt.query.Encode()
+			for pages := 0; path != ""; pages++ {
+				if pages > 10 {
+					t.Fatalf("more than 10 pages")
+				}
+				w := f.ts.page(pageReq{method: "GET", path: path, cookie: cookie})
+				body := w.Body.String()
+				if w.Code != http.StatusOK {
+					t.Fatalf("GET %s = %d; want 200; body: %s", path, w.Code, body)
+				}
+				for k := range tt.query {
+					if k == "user" && !strings.Contains(body, `value="`+tt.query.Get(k)+`"`) {
+						t.Errorf("GET %s: the form lost the user name", path)
+					}
+				}
+				got = append(got, eventIDs(body)...)
+				m := regexp.MustCompile(`href="(/admin/audit\?[^"]*)">Older events`).FindStringSubmatch(body)
+				path = ""
+				if m != nil {
+					path = html.UnescapeString(m[1])
+					for k, v := range tt.query {
+						if !strings.Contains(path, url.Values{k: v}.Encode()) {
+							t.Errorf("the older page's link %s lost the filter %s", path, k)
+						}
+					}
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("GET /admin/audit?%s, every page, lists %v; want %v", tt.query.Encode(), got, tt.want)
 			}
 		})
 	}
