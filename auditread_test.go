@@ -1,16 +1,23 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"html"
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestAuditRetentionFlag checks -audit-retention: a year by default, from
@@ -194,10 +201,16 @@ func newAuditFixture(t *testing.T, n int) *auditFixture {
 // from the store.
 func (f *auditFixture) allEvents(t *testing.T) []auditEvent {
 	t.Helper()
+	return storedEvents(t, f.ts.server.store)
+}
+
+// storedEvents returns every event of st's log, newest first.
+func storedEvents(t *testing.T, st store) []auditEvent {
+	t.Helper()
 	var all []auditEvent
 	q := auditQuery{Limit: maxAuditPage}
 	for {
-		evs, err := f.ts.server.store.AuditEvents(q)
+		evs, err := st.AuditEvents(q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -466,5 +479,192 @@ func TestAdminAuditPage(t *testing.T) {
 				t.Errorf("GET /admin/audit?%s, every page, lists %v; want %v", tt.query.Encode(), got, tt.want)
 			}
 		})
+	}
+}
+
+// closedFixture returns an audit fixture of n events whose database the
+// server has let go, for the offline commands, and the file's path.
+func closedFixture(t *testing.T, n int) (*auditFixture, string) {
+	t.Helper()
+	f := newAuditFixture(t, n)
+	if err := f.ts.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f, f.ts.dbPath
+}
+
+// editEvent rewrites the stored event seq of the bbolt file at path with
+// edit, or deletes it when edit is nil, behind the store's back.
+func editEvent(t *testing.T, path string, seq uint64, edit func(*auditEvent)) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		if edit == nil {
+			return b.Delete(itob(seq))
+		}
+		var e auditEvent
+		if err := json.Unmarshal(b.Get(itob(seq)), &e); err != nil {
+			return err
+		}
+		edit(&e)
+		v, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		return b.Put(itob(seq), v)
+	})
+	if err != nil {
+		t.Fatalf("edit event %d: %v", seq, err)
+	}
+}
+
+// TestAuditVerify checks tokend audit verify on a sound log, then on logs
+// with one event changed, changed and hashed again, removed in the middle
+// and removed at the end: each names the event where the chain breaks.
+func TestAuditVerify(t *testing.T) {
+	_, db := closedFixture(t, 700) // more than a page of 500
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, hash, err := st.AuditHead()
+	st.Close()
+	if err != nil || head < 700 {
+		t.Fatalf("AuditHead = %d, %v; want at least 700", head, err)
+	}
+	out, _, err := runCLI(t, "", "audit", "verify", "-db", db)
+	if want := fmt.Sprintf("ok: %d events, head %d %s\n", head, head, hash); err != nil || out != want {
+		t.Fatalf("tokend audit verify = %q, %v; want %q", out, err, want)
+	}
+
+	tests := []struct {
+		name string
+		seq  uint64
+		edit func(*auditEvent)
+		want string
+	}{
+		{"a changed detail", 600, func(e *auditEvent) { e.Detail = "nothing happened" }, "security log broken at event 600: its content does not match its hash"},
+		{"a changed actor, hashed again", 42, func(e *auditEvent) { e.Actor = "mallory"; e.Hash = e.hash() }, "security log broken at event 43: its previous hash is not the hash of event 42"},
+		{"a removed event", 300, nil, "security log broken at event 301: comes after event 299"},
+		{"the newest removed", head, nil, fmt.Sprintf("security log broken at event %d: the head kept apart is event %d, but the log ends at event %d", head, head, head-1)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			copyPath := filepath.Join(t.TempDir(), "tokend.db")
+			data, err := os.ReadFile(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(copyPath, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			editEvent(t, copyPath, tt.seq, tt.edit)
+			out, _, err := runCLI(t, "", "audit", "verify", "-db", copyPath)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || out != "" {
+				t.Errorf("tokend audit verify after %s = %q, %v; want an error saying %q", tt.name, out, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestAuditExport checks tokend audit export: every event as JSON Lines,
+// oldest first, byte for byte the stored events; filters; a file of mode
+// 0600; bad values refused.
+func TestAuditExport(t *testing.T) {
+	f, db := closedFixture(t, 620)
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := storedEvents(t, st)
+	st.Close()
+	slices.Reverse(all) // oldest first
+
+	lines := func(out string) []auditEvent {
+		t.Helper()
+		var evs []auditEvent
+		for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+			if line == "" {
+				continue
+			}
+			var e auditEvent
+			dec := json.NewDecoder(strings.NewReader(line))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&e); err != nil {
+				t.Fatalf("line %q is not an event: %v", line, err)
+			}
+			evs = append(evs, e)
+		}
+		return evs
+	}
+	out, _, err := runCLI(t, "", "audit", "export", "-db", db)
+	if err != nil {
+		t.Fatalf("tokend audit export = %v", err)
+	}
+	got := lines(out)
+	if len(got) != len(all) {
+		t.Fatalf("tokend audit export wrote %d events; want %d", len(got), len(all))
+	}
+	for i := range all {
+		if got[i].Hash != all[i].Hash || got[i].hash() != all[i].Hash || !got[i].Time.Equal(all[i].Time) {
+			t.Fatalf("exported event %d = %+v; want the stored %+v, hashing the same", i, got[i], all[i])
+		}
+	}
+	if err := verifyAudit("", got); err != nil {
+		t.Errorf("the export does not verify as a chain: %v", err)
+	}
+
+	keep := func(pred func(auditEvent) bool) []uint64 {
+		var out []uint64
+		for _, e := range all {
+			if pred(e) {
+				out = append(out, e.Seq)
+			}
+		}
+		return out
+	}
+	since, until := all[100].Time, all[400].Time
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	tests := []struct {
+		args []string
+		want []uint64
+	}{
+		{[]string{"-user", "alice"}, keep(func(e auditEvent) bool { return e.ActorID == f.alice.ID || e.SubjectID == f.alice.ID })},
+		{[]string{"-kind", kindBackupTaken, "-kind", kindTokenCreated}, keep(func(e auditEvent) bool { return e.Kind == kindBackupTaken || e.Kind == kindTokenCreated })},
+		{[]string{"-since", since.Format(time.RFC3339Nano), "-until", until.Format(time.RFC3339Nano), "-user", "bob"},
+			keep(func(e auditEvent) bool { return e.SubjectID == f.bo.ID && !e.Time.Before(since) && e.Time.Before(until) })},
+	}
+	for _, tt := range tests {
+		args := append([]string{"audit", "export", "-db", db, "-o", file}, tt.args...)
+		out, stderr, err := runCLI(t, "", args...)
+		if err != nil || out != "" || !strings.Contains(stderr, fmt.Sprintf("wrote %s to %s", plural(len(tt.want), "event"), file)) {
+			t.Fatalf("tokend %s = %q, %q, %v", strings.Join(args, " "), out, stderr, err)
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tt.want) == 0 || !slices.Equal(seqs(lines(string(data))), tt.want) {
+			t.Errorf("tokend %s wrote %v; want %v", strings.Join(args, " "), seqs(lines(string(data))), tt.want)
+		}
+		if info, err := os.Stat(file); err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("the export file's mode is %v, %v; want 0600", info.Mode().Perm(), err)
+		}
+	}
+
+	for _, bad := range [][]string{{"-user", "nobody"}, {"-kind", "token.stolen"}, {"-since", "last week"}, {"-since", "2030-02-01", "-until", "2030-01-01"}} {
+		other := filepath.Join(t.TempDir(), "never.jsonl")
+		args := append([]string{"audit", "export", "-db", db, "-o", other}, bad...)
+		if _, _, err := runCLI(t, "", args...); err == nil {
+			t.Errorf("tokend %s = nil error; want it refused", strings.Join(args, " "))
+		}
+		if _, err := os.Stat(other); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("tokend %s, refused, left a file: %v", strings.Join(args, " "), err)
+		}
 	}
 }
