@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -667,4 +668,79 @@ func TestAuditExport(t *testing.T) {
 			t.Errorf("tokend %s, refused, left a file: %v", strings.Join(args, " "), err)
 		}
 	}
+}
+
+// TestAuditHeadLoggedAndInMetrics checks that serve logs the head of the
+// security log at start-up and that /metrics shows it, moving with the
+// log.
+func TestAuditHeadLoggedAndInMetrics(t *testing.T) {
+	_, db := closedFixture(t, 30)
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, hash, err := st.AuditHead()
+	st.Close()
+	if err != nil || seq == 0 || len(hash) != 64 {
+		t.Fatalf("AuditHead = %d %q, %v; want an event", seq, hash, err)
+	}
+	cfg := testServeConfig(t)
+	cfg.DB = db
+	addr, logs, stop := startServe(t, cfg)
+	if want := fmt.Sprintf("audit head seq=%d hash=%s", seq, hash); !strings.Contains(logs.String(), want) {
+		t.Errorf("serve's start-up log does not say %q:\n%s", want, logs)
+	}
+	metricsBody := func() string {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /metrics = %d, %v", resp.StatusCode, err)
+		}
+		return string(b)
+	}
+	body := metricsBody()
+	for _, want := range []string{
+		fmt.Sprintf("\ntokend_audit_head_seq %d\n", seq),
+		fmt.Sprintf("\ntokend_audit_head_info{hash=%q} 1\n", hash),
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
+		}
+	}
+	// A token made records an event: the head moves.
+	req, err := http.NewRequest("POST", "http://"+addr+"/api/v1/tokens", strings.NewReader(`{"name":"ci","expires_at":null}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", basicAuth("alice", "password-of-alice"))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /api/v1/tokens = %d; want 201", resp.StatusCode)
+	}
+	body = metricsBody()
+	if !strings.Contains(body, fmt.Sprintf("\ntokend_audit_head_seq %d\n", seq+1)) || strings.Contains(body, hash) {
+		t.Errorf("after a token was made /metrics shows the head at:\n%s\nwant seq %d and a new hash", grepLines(body, "tokend_audit_head"), seq+1)
+	}
+	stop()
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
