@@ -638,7 +638,9 @@ func TestAuditExport(t *testing.T) {
 		{[]string{"-user", "alice"}, keep(func(e auditEvent) bool { return e.ActorID == f.alice.ID || e.SubjectID == f.alice.ID })},
 		{[]string{"-kind", kindBackupTaken, "-kind", kindTokenCreated}, keep(func(e auditEvent) bool { return e.Kind == kindBackupTaken || e.Kind == kindTokenCreated })},
 		{[]string{"-since", since.Format(time.RFC3339Nano), "-until", until.Format(time.RFC3339Nano), "-user", "bob"},
-			keep(func(e auditEvent) bool { return e.SubjectID == f.bo.ID && !e.Time.Before(since) && e.Time.Before(until) })},
+			keep(func(e auditEvent) bool {
+				return e.SubjectID == f.bo.ID && !e.Time.Before(since) && e.Time.Before(until)
+			})},
 	}
 	for _, tt := range tests {
 		args := append([]string{"audit", "export", "-db", db, "-o", file}, tt.args...)
