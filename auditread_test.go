@@ -746,3 +746,70 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestReadmeAudit runs the README's audit commands, as written, on a
+// database where alice made a token through the API, and checks that the
+// README's sample event is one tokend wrote: it hashes to its hash.
+func TestReadmeAudit(t *testing.T) {
+	needTools(t, "sh", "wc")
+	clearTokendEnv(t)
+	dir := t.TempDir()
+	cfg := testServeConfig(t)
+	cfg.DB = filepath.Join(dir, "tokend.db")
+	if _, _, err := runCLI(t, "a long sample password\n", "user", "add", "-db", cfg.DB, "-admin", "-password-stdin", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	addr, _, stop := startServe(t, cfg)
+	req, err := http.NewRequest("POST", "http://"+addr+"/api/v1/tokens", strings.NewReader(`{"name":"laptop","expires_at":null}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", basicAuth("alice", "a long sample password"))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /api/v1/tokens = %d; want 201", resp.StatusCode)
+	}
+	stop()
+
+	bin := buildTokend(t)
+	out := runReadmeScript(t, "audit commands", readmeBlocks(t, "audit")[0], dir, "",
+		"PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 ||
+		!regexp.MustCompile(`^ok: 2 events, head 2 [0-9a-f]{64}$`).MatchString(lines[0]) ||
+		lines[1] != "wrote 1 event to alice-tokens.jsonl" || strings.TrimSpace(lines[2]) != "2" {
+		t.Errorf("the README's audit commands printed:\n%s\nwant ok: 2 events, head 2 HASH; wrote 1 event; then 2", out)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "alice-tokens.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var made auditEvent
+	if err := json.Unmarshal(data, &made); err != nil || made.Kind != kindTokenCreated || made.Actor != "alice" || made.Via != viaAPI || made.TokenHint == "" {
+		t.Errorf("the export of alice's token.created is %q (%v); want the one event", data, err)
+	}
+
+	var sample auditEvent
+	dec := json.NewDecoder(strings.NewReader(readmeBlocks(t, "audit-sample")[0]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sample); err != nil {
+		t.Fatalf("the README's sample event does not decode: %v", err)
+	}
+	if sample.hash() != sample.Hash || sample.Kind != made.Kind || sample.Actor != made.Actor {
+		t.Errorf("the README's sample event hashes to %s, not to its hash %s: it is not one tokend wrote", sample.hash(), sample.Hash)
+	}
+	// Every kind of event is in the README's table.
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range auditKinds {
+		if !strings.Contains(string(readme), "`"+k.Kind+"`") {
+			t.Errorf("README.md does not list the kind %s", k.Kind)
+		}
+	}
+}
