@@ -67,7 +67,7 @@ func TestAPIAuditRefusesBadValues(t *testing.T) {
 		want   string // in the problem's detail
 	}{
 		{"user=nobody", 400, `no user called "nobody"`},
-		{"kind=token.stolen", 400, `"token.stolen" is not a kind of event`},
+		{"kind=token.stolen", 400, `kind: "token.stolen" is not a kind of event`},
 		{"kind=token.revoked&kind=nope", 400, `"nope" is not a kind`},
 		{"since=yesterday", 400, `since: "yesterday" is neither an RFC 3339 time`},
 		{"until=2030-13-01", 400, "until:"},
@@ -121,18 +121,23 @@ func TestAuditPageRefusals(t *testing.T) {
 	tests := []struct {
 		query url.Values
 		want  string
+		field string // the field marked invalid; "" for none
 	}{
-		{url.Values{"user": {"nobody"}}, "No user called &#34;nobody&#34;."},
-		{url.Values{"kind": {"token.stolen"}}, "is not a kind of event"},
-		{url.Values{"since": {"31/01/2030"}}, "Since: &#34;31/01/2030&#34; is neither an RFC 3339 time"},
-		{url.Values{"since": {"2030-02-01"}, "until": {"2030-01-01"}}, "Until must be later than since."},
-		{url.Values{"before": {"x"}}, "Before: &#34;x&#34; is not a cursor"},
+		{url.Values{"user": {"nobody"}}, "No user called &#34;nobody&#34;.", "user"},
+		{url.Values{"kind": {"token.stolen"}}, "Kind: &#34;token.stolen&#34; is not a kind of event", "kind"},
+		{url.Values{"since": {"31/01/2030"}}, "Since: &#34;31/01/2030&#34; is neither an RFC 3339 time", "since"},
+		{url.Values{"since": {"2030-02-01"}, "until": {"2030-01-01"}}, "Until must be later than since.", "until"},
+		{url.Values{"before": {"x"}}, "Before: &#34;x&#34; is not a cursor", ""},
 	}
 	for _, tt := range tests {
 		w := ts.page(pageReq{method: "GET", path: "/admin/audit?" + tt.query.Encode(), cookie: root})
 		body := w.Body.String()
 		if w.Code != http.StatusBadRequest || !strings.Contains(body, tt.want) || !strings.Contains(body, `<form method="get" action="/admin/audit"`) {
 			t.Errorf("GET /admin/audit?%s = %d; want 400 with the filter form and %q; body: %s", tt.query.Encode(), w.Code, tt.want, body)
+		}
+		invalid := regexp.MustCompile(`<(?:input|select) id="(\w+)"[^>]*aria-invalid="true"`).FindAllStringSubmatch(body, -1)
+		if tt.field == "" && len(invalid) != 0 || tt.field != "" && (len(invalid) != 1 || invalid[0][1] != tt.field) {
+			t.Errorf("GET /admin/audit?%s marks %q invalid; want only %q", tt.query.Encode(), invalid, tt.field)
 		}
 		// The form keeps what was sent.
 		if v := tt.query.Get("user"); v != "" && !strings.Contains(body, `value="`+v+`"`) {
