@@ -144,6 +144,12 @@ func signinEvents(tx *bolt.Tx, by actor, u userRecord) ([]auditEvent, error) {
 	return evs, err
 }
 
+// appendEventsTx chains and appends evs in tx, for a write whose
+// transaction is not one of this file's (see appendEvents).
+func (s *boltStore) appendEventsTx(tx *bolt.Tx, evs ...auditEvent) error {
+	return appendEvents(tx, evs...)
+}
+
 // appendTokenEvent appends e about token t, its subject t's owner.
 func appendTokenEvent(tx *bolt.Tx, e auditEvent, t tokenRecord) error {
 	owner := userRecord{ID: t.Owner}
