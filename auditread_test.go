@@ -858,3 +858,50 @@ func TestAuditCommandsOnPostgres(t *testing.T) {
 		t.Errorf("tokend audit export -kind backup.taken on PostgreSQL = %d events, %v; want %d, oldest first", len(got), err, len(want))
 	}
 }
+
+// TestPurgeCommandKeepsTheChainVerifiable checks that tokend purge deletes
+// security events older than -audit-retention, and that audit verify then
+// checks the chain from the first kept event against the anchor.
+func TestPurgeCommandKeepsTheChainVerifiable(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "tokend.db")
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var evs []auditEvent
+	for i := range 1500 { // 1200 over a year old, in two batches; 300 recent
+		at := now.Add(-400*24*time.Hour + time.Duration(i)*time.Minute)
+		if i >= 1200 {
+			at = now.Add(-time.Duration(1500-i) * time.Minute)
+		}
+		evs = append(evs, newAuditEvent(actor{Name: "system", Via: viaSystem, At: at}, kindBackupTaken))
+	}
+	if err := st.RecordEvents(evs...); err != nil {
+		t.Fatal(err)
+	}
+	head, hash, err := st.AuditHead()
+	st.Close()
+	if err != nil || head != 1500 {
+		t.Fatalf("AuditHead = %d, %v; want 1500", head, err)
+	}
+	if _, _, err := runCLI(t, "", "purge", "-db", db, "-audit-retention", "-1h"); err == nil || err.Error() != "-audit-retention: -1h0m0s is negative" {
+		t.Errorf("tokend purge -audit-retention -1h = %v; want it refused", err)
+	}
+	out, _, err := runCLI(t, "", "purge", "-db", db)
+	if err != nil || !strings.HasSuffix(out, "\npurged 1200 security events older than 8760h0m0s\n") {
+		t.Fatalf("tokend purge = %q, %v; want 1200 security events purged", out, err)
+	}
+	out, _, err = runCLI(t, "", "audit", "verify", "-db", db)
+	if want := fmt.Sprintf("ok: 300 events, head 1500 %s\n", hash); err != nil || out != want {
+		t.Errorf("tokend audit verify after the purge = %q, %v; want %q", out, err, want)
+	}
+	// The first kept event, changed, no longer fits the anchor.
+	editEvent(t, db, 1201, func(e *auditEvent) { e.Prev = strings.Repeat("0", 64); e.Hash = e.hash() })
+	if _, _, err := runCLI(t, "", "audit", "verify", "-db", db); err == nil || !strings.Contains(err.Error(), "event 1201: its previous hash is not the anchor") {
+		t.Errorf("tokend audit verify with the first kept event's prev changed = %v; want it named", err)
+	}
+	if out, _, err := runCLI(t, "", "purge", "-db", db, "-audit-retention", "0s"); err != nil || strings.Contains(out, "security event") {
+		t.Errorf("tokend purge -audit-retention 0s = %q, %v; want no security event purged", out, err)
+	}
+}

@@ -53,7 +53,7 @@ Commands:
   client add NAME       register an OAuth client: [-redirect-uri URI]... [-public] [-device]
   client list           list OAuth clients
   client remove ID      remove an OAuth client (by id or name) and revoke its grants
-  purge                 delete long-expired tokens and expired sessions, offline
+  purge                 delete long-expired tokens, expired sessions and old security events, offline
   audit verify          check the security log's hash chain and print its head
   audit export          write security events as JSON Lines: [-since T] [-until T] [-user NAME] [-kind K]... [-o FILE]
   backup FILE           write a consistent copy of the database, offline
