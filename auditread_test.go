@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -904,4 +905,24 @@ func TestPurgeCommandKeepsTheChainVerifiable(t *testing.T) {
 	if out, _, err := runCLI(t, "", "purge", "-db", db, "-audit-retention", "0s"); err != nil || strings.Contains(out, "security event") {
 		t.Errorf("tokend purge -audit-retention 0s = %q, %v; want no security event purged", out, err)
 	}
+}
+
+// TestAuditHeadLoggedAtEveryTick checks that the head logger logs the
+// current head at each tick, as it moves, and stops with its context.
+func TestAuditHeadLoggedAtEveryTick(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ts.auditHeadLogger(ctx, time.Millisecond); close(done) }()
+	seq, hash, err := ts.server.store.AuditHead()
+	if err != nil || seq == 0 {
+		t.Fatalf("AuditHead = %d, %v", seq, err)
+	}
+	waitFor(t, func() bool { return strings.Contains(ts.logs.String(), fmt.Sprintf("audit head seq=%d hash=%s", seq, hash)) })
+	ts.addUser("bob", false)
+	seq, hash, _ = ts.server.store.AuditHead()
+	waitFor(t, func() bool { return strings.Contains(ts.logs.String(), fmt.Sprintf("audit head seq=%d hash=%s", seq, hash)) })
+	cancel()
+	<-done
 }
