@@ -919,10 +919,14 @@ func TestAuditHeadLoggedAtEveryTick(t *testing.T) {
 	if err != nil || seq == 0 {
 		t.Fatalf("AuditHead = %d, %v", seq, err)
 	}
-	waitFor(t, func() bool { return strings.Contains(ts.logs.String(), fmt.Sprintf("audit head seq=%d hash=%s", seq, hash)) })
+	waitFor(t, func() bool {
+		return strings.Contains(ts.logs.String(), fmt.Sprintf("audit head seq=%d hash=%s", seq, hash))
+	})
 	ts.addUser("bob", false)
 	seq, hash, _ = ts.server.store.AuditHead()
-	waitFor(t, func() bool { return strings.Contains(ts.logs.String(), fmt.Sprintf("audit head seq=%d hash=%s", seq, hash)) })
+	waitFor(t, func() bool {
+		return strings.Contains(ts.logs.String(), fmt.Sprintf("audit head seq=%d hash=%s", seq, hash))
+	})
 	cancel()
 	<-done
 }
