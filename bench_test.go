@@ -392,7 +392,7 @@ func BenchmarkAuthenticateGrantTokens(b *testing.B) {
 	for i := range 10 {
 		_, sh := x.secretTB(b)
 		c := clientRecord{ID: fmt.Sprintf("client-%02d-%s", i, strings.Repeat("x", 12)), Name: fmt.Sprint("app ", i), SecretHash: &sh, CreatedAt: x.now}
-		if err := st.CreateClient(&c); err != nil {
+		if err := st.CreateClient(testActor, &c); err != nil {
 			b.Fatal(err)
 		}
 		clients = append(clients, c)
@@ -411,7 +411,7 @@ func BenchmarkAuthenticateGrantTokens(b *testing.B) {
 			_, rh := x.secretTB(b)
 			exp := x.now.Add(time.Hour)
 			issue := oauthIssue{Access: tokenRecord{Name: "oauth", Scopes: rec.Scopes, CreatedAt: x.now, ExpiresAt: &exp}, AccessHash: ah, RefreshHash: rh, RefreshUntil: exp}
-			if _, _, err := st.RedeemAuthCode(code, x.now, &issue); err != nil {
+			if _, _, err := st.RedeemAuthCode(testActor, code, x.now, &issue); err != nil {
 				b.Fatal(err)
 			}
 			grants = append(grants, ah)

@@ -358,6 +358,12 @@ func TestBrowserAccessibility(t *testing.T) {
 	open("ask to revoke an app", "/account/grants/", http.StatusOK, chromedp.Click(chromedp.CSS(`a[href^="/account/grants/"]`)))
 	check("grant revoke confirmation")
 
+	open("the audit log", "/admin/audit", http.StatusOK, chromedp.Navigate(hs.URL+"/admin/audit"))
+	check("audit log")
+	open("the audit log with a bad filter", "/admin/audit", http.StatusBadRequest, chromedp.Navigate(hs.URL+"/admin/audit?user=nobody"))
+	check("audit log, filter error")
+	open("the security log's older events", "/account/security-log", http.StatusOK, chromedp.Navigate(hs.URL+"/account/security-log?before=1000000"))
+	check("security log")
 	open("a page that does not exist", "/nothing", http.StatusNotFound, chromedp.Navigate(hs.URL+"/nothing"))
 	check("not found")
 

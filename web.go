@@ -217,6 +217,10 @@ var fieldErrors = []struct{ prefix, field string }{
 	{"Scope ", "scope"},
 	{"A token can hold", "scope"},
 	{"Only admins may hold", "scope"},
+	{"No user called", "user"},
+	{"Kind: ", "kind"},
+	{"Since: ", "since"},
+	{"Until", "until"},
 }
 
 // passwordErrors begin the messages about a password a form asked for.
