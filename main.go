@@ -160,7 +160,10 @@ type config struct {
 	SessionIdle      time.Duration
 	SessionLifetime  time.Duration
 	TrustProxy       bool
-	MetricsLoopback  bool
+	// PublicURL is the base URL people reach tokend at (publicurl.go);
+	// empty: each request's scheme and Host.
+	PublicURL       string
+	MetricsLoopback bool
 	// Limits of the HTTP server (see newHTTPServer) and of the database file.
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -222,6 +225,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionLifetime, "session-lifetime", c.SessionLifetime, "sign a browser out this long after it signed in, however active")
 	fs.IntVar(&c.MaxSessionsPerUser, "max-sessions-per-user", c.MaxSessionsPerUser, "most browser sessions one user may hold; signing in once more ends the oldest")
 	fs.BoolVar(&c.TrustProxy, "trust-proxy", c.TrustProxy, "believe X-Forwarded-Proto and X-Forwarded-For from the reverse proxy in front")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "`URL` people reach tokend at, such as https://tokens.example.com: the base of the setup link, the OAuth issuer and the passkeys' relying party (default: each request's scheme and Host)")
 	fs.BoolVar(&c.MetricsLoopback, "metrics-loopback", c.MetricsLoopback, "serve /metrics to loopback clients without a token (turn off behind a reverse proxy on the same host)")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "how long a client may take to send a request's headers")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "how long a client may take to send a whole request")
@@ -272,6 +276,9 @@ func (c *config) check() error {
 	}
 	if err := checkAddr(c.Addr); err != nil {
 		return fmt.Errorf("-addr: %w", err)
+	}
+	if err := checkPublicURL(c.PublicURL); err != nil {
+		return fmt.Errorf("-public-url: %w", err)
 	}
 	if c.DB == "" {
 		return errors.New("-db: the database file name is empty")

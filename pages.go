@@ -637,12 +637,8 @@ func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *sessio
 	if n.rotated {
 		title = "Your rotated token"
 	}
-	scheme := "http"
-	if s.isHTTPS(r) {
-		scheme = "https"
-	}
 	s.renderPage(w, r, sess, http.StatusOK, "secret.html", &page{Title: title, Nav: "tokens",
-		Data: secretPage{Token: s.tokenView(n.token), Secret: n.secret, Rotated: n.rotated, UserURL: scheme + "://" + r.Host + "/api/v1/user"}})
+		Data: secretPage{Token: s.tokenView(n.token), Secret: n.secret, Rotated: n.rotated, UserURL: s.baseURL(r) + "/api/v1/user"}})
 }
 
 // handleSecretPage shows the secret the session's last token form made,
