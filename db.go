@@ -110,6 +110,7 @@ func (t *tokenRecord) expired(now time.Time) bool {
 // boltStore owns the bbolt database. Each exported method is one transaction.
 type boltStore struct {
 	auditPending // until the security log methods are written
+	tfaPending   // until the second-factor methods are written
 	db           *bolt.DB
 	// writeTxs counts write transactions, so that tests and benchmarks can
 	// show which paths write and which never do.
