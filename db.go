@@ -22,9 +22,9 @@ import (
 // schemaVersion is the layout of the buckets below. A database of another
 // version is refused rather than guessed at.
 // Version 2 added sessions_by_owner, version 3 the buckets of the OAuth
-// store (boltoauth.go); a file of an older version is upgraded when it is
-// opened for writing.
-const schemaVersion = 3
+// store (boltoauth.go), version 4 those of second factors (bolttfa.go); a
+// file of an older version is upgraded when it is opened for writing.
+const schemaVersion = 4
 
 // Bucket names. Integer keys are big-endian uint64 so that they sort in
 // numeric order; records are JSON.
@@ -45,7 +45,7 @@ var (
 	allBuckets = append([][]byte{
 		bucketMeta, bucketUsers, bucketUsersByName, bucketTokens, bucketTokensByHash,
 		bucketTokensByOwner, bucketTokensByExpiry, bucketSessions, bucketSessionsByOwner,
-	}, oauthBuckets...)
+	}, append(oauthBuckets, tfaBuckets...)...)
 
 	keySchema = []byte("schema")
 )
@@ -319,8 +319,13 @@ func initSchema(tx *bolt.Tx) error {
 				return fmt.Errorf("upgrade schema 1 to %d: %w", schemaVersion, err)
 			}
 		}
-		if err := upgradeSchema2(tx); err != nil {
-			return fmt.Errorf("upgrade schema 2 to %d: %w", schemaVersion, err)
+		if version <= 2 {
+			if err := upgradeSchema2(tx); err != nil {
+				return fmt.Errorf("upgrade schema 2 to %d: %w", schemaVersion, err)
+			}
+		}
+		if err := upgradeSchema3(tx); err != nil {
+			return fmt.Errorf("upgrade schema 3 to %d: %w", schemaVersion, err)
 		}
 	case version >= 1 && version < schemaVersion:
 		return fmt.Errorf("%w %d: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData, version)
@@ -651,6 +656,9 @@ func (s *boltStore) DeleteUser(id uint64) error {
 			return err
 		}
 		if _, err := deleteSessionsExcept(tx, id, sessionHash{}); err != nil {
+			return err
+		}
+		if err := deleteSecondFactors(tx, id); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketUsersByName).Delete([]byte(strings.ToLower(u.Name))); err != nil {

@@ -111,6 +111,10 @@ type store interface {
 
 	auditStore
 
+	// ---- second factors (tfastore.go) ----
+
+	tfaStore
+
 	// ---- the whole ----
 
 	// Ping fails when the engine cannot answer, for /readyz.
