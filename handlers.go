@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/cipher"
 	"fmt"
 	"html/template"
 	"log/slog"
@@ -44,6 +45,8 @@ type server struct {
 	// so that a full disk logs one warning, not one per page view.
 	touchFailing atomic.Bool
 	userCodes    *userCodeGuesses // wrong device user codes per person
+	tfaKeys      *tfaKeys         // the key file that seals TOTP secrets (tfa.go)
+	pendingAEAD  cipher.AEAD      // seals the cookie of a sign-in's second step
 }
 
 // newServer returns a server over st configured by cfg.
@@ -85,6 +88,10 @@ func newServer(st store, cfg config, log *slog.Logger, now func() time.Time) (*s
 	if s.dummyHash, err = s.hasher.Hash(context.Background(), "tokend dummy password"); err != nil {
 		return nil, err
 	}
+	if s.tfaKeys, err = newTFAKeys(cfg); err != nil {
+		return nil, err
+	}
+	s.pendingAEAD = newPendingAEAD(s.tfaKeys)
 	s.metrics = newMetrics(st, log)
 	s.misconfigured = newMisconfiguredRoutes(s.metrics.registry, log, now)
 	if s.static, err = newStaticFiles(staticFS); err != nil {
@@ -109,6 +116,12 @@ func (s *server) routes() http.Handler {
 	r.GET("/login", s.handleLoginPage)
 	r.POST("/login", s.form(s.handleLogin))
 	r.POST("/logout", s.form(s.handleLogout))
+	r.GET("/login/verify", s.handleVerifyPage)
+	r.POST("/login/verify", s.form(s.handleVerify))
+	r.GET("/account/totp", s.signedIn(s.handleTOTPPage))
+	r.POST("/account/totp", s.form(s.signedIn(s.handleEnrolTOTP)))
+	r.POST("/account/totp/remove", s.form(s.signedIn(s.handleRemoveTOTP)))
+	r.POST("/account/recovery-codes", s.form(s.signedIn(s.handleNewRecoveryCodes)))
 	r.POST("/tokens", s.form(s.signedIn(s.handleCreateTokenPage)))
 	r.GET("/secret", s.signedIn(s.handleSecretPage))
 	r.GET("/tokens/:id/revoke", s.signedIn(s.confirmTokenPage(revokeConfirmation)))
@@ -127,6 +140,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/admin/users/:id/admin", s.form(s.signedIn(s.adminOnly(s.handleSetAdmin))))
 	r.POST("/admin/users/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveUser))))
 	r.POST("/admin/users/:id/revoke-tokens", s.form(s.signedIn(s.adminOnly(s.handleRevokeUserTokens))))
+	r.POST("/admin/users/:id/reset-2fa", s.form(s.signedIn(s.adminOnly(s.handleResetSecondFactors))))
 	r.GET("/admin/clients", s.signedIn(s.adminOnly(s.handleClientsPage)))
 	r.POST("/admin/clients", s.form(s.signedIn(s.adminOnly(s.handleAddClient))))
 	r.GET("/admin/clients/:id", s.signedIn(s.adminOnly(s.handleClientPage)))

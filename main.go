@@ -174,6 +174,12 @@ type config struct {
 	MaxDBSize         int
 	// Sessions one user may hold; signing in once more ends the oldest.
 	MaxSessionsPerUser int
+	// KeyFile seals TOTP secrets; "" is the database's path with ".key"
+	// appended for bbolt, none for PostgreSQL.
+	KeyFile string
+	// Require2FA sends every user without a second factor to enrol one
+	// before anything else.
+	Require2FA bool
 }
 
 func defaultConfig() config {
@@ -233,6 +239,8 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "how long an idle keep-alive connection stays open")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "most `bytes` of request line and headers; more is answered 431")
 	fs.IntVar(&c.HashQueue, "hash-queue", c.HashQueue, "most sign-ins waiting for a password hash; more are answered 503 (0: no limit)")
+	fs.StringVar(&c.KeyFile, "key-file", c.KeyFile, "`file` of the key that seals TOTP secrets (default: the database file's path with .key appended, created on first use; PostgreSQL: none, and TOTP is off until one is set)")
+	fs.BoolVar(&c.Require2FA, "require-2fa", c.Require2FA, "make every user enrol a second factor (TOTP or passkey) before reaching their tokens")
 	fs.IntVar(&c.MaxDBSize, "max-db-size", c.MaxDBSize, "most `bytes` the database file may grow to; writes past it are answered 507 (0: no limit)")
 }
 
