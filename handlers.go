@@ -122,6 +122,18 @@ func (s *server) routes() http.Handler {
 	r.POST("/account/totp", s.form(s.signedIn(s.handleEnrolTOTP)))
 	r.POST("/account/totp/remove", s.form(s.signedIn(s.handleRemoveTOTP)))
 	r.POST("/account/recovery-codes", s.form(s.signedIn(s.handleNewRecoveryCodes)))
+	// Passkeys (passkey.go): each ceremony's options come from
+	// /passkey/…-options, and its answer goes with the form it finishes.
+	r.POST("/passkey/register-options", s.passkeyJSON(s.signedInJSON(s.handlePasskeyRegisterOptions)))
+	r.POST("/account/passkeys", s.form(s.signedIn(s.handlePasskeyRegister)))
+	r.POST("/account/passkeys/:id/rename", s.form(s.signedIn(s.handleRenamePasskey)))
+	r.POST("/account/passkeys/:id/remove", s.form(s.signedIn(s.handleRemovePasskey)))
+	r.POST("/passkey/signin-options", s.passkeyJSON(s.handlePasskeySignInOptions))
+	r.POST("/login/passkey", s.form(s.handlePasskeySignIn))
+	r.POST("/passkey/verify-options", s.passkeyJSON(s.handleVerifyPasskeyOptions))
+	r.POST("/login/verify/passkey", s.form(s.handleVerifyPasskey))
+	r.POST("/passkey/sudo-options", s.passkeyJSON(s.signedInJSON(s.handlePasskeySudoOptions)))
+	r.POST("/passkey/sudo", s.passkeyJSON(s.signedInJSON(s.handlePasskeySudo)))
 	r.POST("/tokens", s.form(s.signedIn(s.handleCreateTokenPage)))
 	r.GET("/secret", s.signedIn(s.handleSecretPage))
 	r.GET("/tokens/:id/revoke", s.signedIn(s.confirmTokenPage(revokeConfirmation)))

@@ -43,7 +43,9 @@ type page struct {
 	// NeedSudo puts a password field into the forms of sensitive actions,
 	// and NeedSudoCode a field for a second factor's code beside it.
 	NeedSudo, NeedSudoCode bool
-	Data     any
+	// SudoPasskey offers a passkey instead (passkey.go).
+	SudoPasskey bool
+	Data        any
 }
 
 // setPageHeaders sets the headers every HTML answer carries besides the
@@ -63,6 +65,7 @@ func (s *server) renderPage(w http.ResponseWriter, r *http.Request, sess *sessio
 		p.NeedSudo = !sess.sudo(s.now())
 		if p.NeedSudo {
 			p.NeedSudoCode, _ = s.needsSudoCode(sess) // on failure the form asks, and checkSudo says
+			p.SudoPasskey = s.sudoPasskey(sess)
 		}
 	}
 	if p.Flash == "" && r.Method == http.MethodGet {
@@ -957,6 +960,8 @@ type accountPage struct {
 
 	Grants []grantRow // the authorized apps (oauthclients.go)
 
+	Passkeys []passkeyView // passkey.go
+
 	SecondFactor tfaView // tfapages.go
 }
 
@@ -997,6 +1002,10 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 		s.pageError(w, r, sess, err)
 		return
 	}
+	if data.Passkeys, err = s.passkeyViews(sess.user.ID); err != nil {
+		s.pageError(w, r, sess, err)
+		return
+	}
 	// The error goes beside the form that was sent; the revoke form is
 	// shown only to someone who holds tokens.
 	at := "password"
@@ -1008,6 +1017,9 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 	}
 	if r.URL.Path == "/account/recovery-codes" {
 		at = "second-factor"
+	}
+	if strings.HasPrefix(r.URL.Path, "/account/passkeys") {
+		at = "passkeys"
 	}
 	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, ErrorAt: at, Data: data})
 }

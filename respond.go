@@ -43,7 +43,8 @@ func clientError(status int, format string, args ...any) *httpError {
 // framing (it matters on pages, and costs nothing on the rest); no
 // referrer; a window and resources of tokend's own, kept from other
 // origins; and no browser feature a page of tokend has no use for (the
-// copy button may write to the clipboard). The value slices are shared by
+// copy button may write to the clipboard, and passkeys work on tokend's
+// own pages). The value slices are shared by
 // every answer: net/http only reads them, and a handler that sets one of
 // these headers replaces its slice rather than editing it.
 var commonHeaders = http.Header{
@@ -57,7 +58,7 @@ var commonHeaders = http.Header{
 	"Permissions-Policy": {"accelerometer=(), autoplay=(), camera=(), clipboard-read=(), clipboard-write=(self), " +
 		"display-capture=(), encrypted-media=(), fullscreen=(), geolocation=(), gyroscope=(), hid=(), " +
 		"idle-detection=(), magnetometer=(), microphone=(), midi=(), payment=(), picture-in-picture=(), " +
-		"publickey-credentials-get=(), screen-wake-lock=(), serial=(), usb=(), web-share=(), xr-spatial-tracking=()"},
+		"publickey-credentials-create=(self), publickey-credentials-get=(self), screen-wake-lock=(), serial=(), usb=(), web-share=(), xr-spatial-tracking=()"},
 }
 
 var hstsHeader = []string{"max-age=31536000"}

@@ -107,6 +107,10 @@ type store interface {
 
 	oauthStore
 
+	// ---- passkey ceremonies under way (passkeystore.go) ----
+
+	passkeyCeremonyStore
+
 	// ---- the security log (auditstore.go) ----
 
 	auditStore
