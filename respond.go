@@ -39,17 +39,18 @@ func clientError(status int, format string, args ...any) *httpError {
 
 // commonHeaders are the security headers of every answer, following the
 // OWASP Secure Headers project: no sniffing of types; a content security
-// policy that allows scripts, styles and images only from /static and no
-// framing (it matters on pages, and costs nothing on the rest); no
-// referrer; a window and resources of tokend's own, kept from other
-// origins; and no browser feature a page of tokend has no use for (the
-// copy button may write to the clipboard, and passkeys work on tokend's
-// own pages). The value slices are shared by
-// every answer: net/http only reads them, and a handler that sets one of
-// these headers replaces its slice rather than editing it.
+// policy that allows scripts, styles and images only from /static,
+// requests from scripts (passkeys) only to tokend, and no framing (it
+// matters on pages, and costs nothing on the rest); no referrer; a window
+// and resources of tokend's own, kept from other origins; and no browser
+// feature a page of tokend has no use for (the copy button may write to
+// the clipboard, and passkeys work on tokend's own pages). The value
+// slices are shared by every answer: net/http only reads them, and a
+// handler that sets one of these headers replaces its slice rather than
+// editing it.
 var commonHeaders = http.Header{
 	"X-Content-Type-Options": {"nosniff"},
-	"Content-Security-Policy": {"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"Content-Security-Policy": {"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"},
 	"X-Frame-Options":              {"DENY"},
 	"Referrer-Policy":              {"no-referrer"},
