@@ -43,7 +43,7 @@ type page struct {
 	// NeedSudo puts a password field into the forms of sensitive actions,
 	// and NeedSudoCode a field for a second factor's code beside it.
 	NeedSudo, NeedSudoCode bool
-	Data     any
+	Data                   any
 }
 
 // setPageHeaders sets the headers every HTML answer carries besides the

@@ -85,10 +85,10 @@ func (s *server) handleVerify(w http.ResponseWriter, r *http.Request, _ httprout
 		s.formFailed(w, r, nil, err, func(status int, msg string) { s.showVerifyPage(w, r, status, msg) })
 		return
 	}
-	s.finishSignIn(w, r, u, p.Next)
 	if recovery {
 		s.setFlash(w, r, fmt.Sprintf("You signed in with a recovery code: %s left. Make new ones on your account page if you are running out.", plural(left, "code")))
 	}
+	s.finishSignIn(w, r, u, p.Next)
 }
 
 // finishSignIn starts u's session once their second factor passed and
