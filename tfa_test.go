@@ -486,3 +486,42 @@ func TestSecondFactorSecretsStayOut(t *testing.T) {
 		t.Errorf("key file: %v, %v; want 32 bytes, mode 0600", fi, err)
 	}
 }
+
+// auditKindsOf returns the kinds of user's events, oldest first.
+func auditKindsOf(t *testing.T, st store, user uint64) []string {
+	t.Helper()
+	evs, err := st.AuditEvents(auditQuery{User: user, Oldest: true, Limit: 100})
+	if err != nil {
+		t.Fatalf("AuditEvents: %v", err)
+	}
+	var kinds []string
+	for _, e := range evs {
+		kinds = append(kinds, e.Kind+"/"+e.Outcome)
+	}
+	return kinds
+}
+
+// TestSecondFactorEvents: enrolment, a refused code, a recovery code, new
+// codes and the admin's reset are in the security log, about the user.
+func TestSecondFactorEvents(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("root", true)
+	alice := ts.addUser("alice", false)
+	c, _, codes := enrolTOTP(t, ts, "alice")
+	c.do("POST", "/account/recovery-codes", url.Values{})
+	v := newTFAClient(ts)
+	checkSecondStep(t, "POST /login", v, v.password("alice"))
+	checkCodeRefused(t, "a wrong code", v, v.verify("000000"))
+	checkCodeRefused(t, "an old recovery code", v, v.verify(codes[0]))
+	admin := ts.login("root")
+	ts.page(pageReq{method: "POST", path: fmt.Sprintf("/admin/users/%d/reset-2fa", alice.ID), cookie: admin, form: url.Values{}})
+	got := strings.Join(auditKindsOf(t, ts.store, alice.ID), " ")
+	for _, want := range []string{"tfa.enrolled/ok", "recovery.regenerated/ok", "signin.second_factor_failed/failed", "tfa.reset/ok"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("alice's events %q lack %s", got, want)
+		}
+	}
+	if strings.Contains(got, "recovery.used") {
+		t.Errorf("alice's events %q hold a recovery code used, but none was", got)
+	}
+}

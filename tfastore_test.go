@@ -210,12 +210,12 @@ func TestEngineSecondFactors(t *testing.T) {
 		}
 		for i := range 2 {
 			rec := sessionRecord{User: alice.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now, SignedInAt: now}
-			if err := st.CreateSession(sessionHash{byte(i + 1)}, rec, nil, 0); err != nil {
+			if err := st.CreateSession(by, sessionHash{byte(i + 1)}, rec, nil, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
 		bobSession := sessionRecord{User: bob.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now, SignedInAt: now}
-		if err := st.CreateSession(sessionHash{9}, bobSession, nil, 0); err != nil {
+		if err := st.CreateSession(by, sessionHash{9}, bobSession, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		if n, err := st.ResetSecondFactors(by, alice.ID); err != nil || n != 2 {
@@ -245,7 +245,7 @@ func TestEngineSecondFactors(t *testing.T) {
 		if err := st.EnrolTOTP(by, bob.ID, totpRecord{Sealed: sealed}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.DeleteUser(bob.ID); err != nil {
+		if err := st.DeleteUser(by, bob.ID); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := st.PasskeyByCredentialID([]byte{42}); !errors.Is(err, errNotFound) {
