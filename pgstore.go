@@ -61,7 +61,6 @@ const pgDefaultMaxConns = 16
 // transaction (a single statement, or a BEGIN … COMMIT).
 type pgStore struct {
 	auditPending // until the security log methods are written
-	tfaPending   // until the second-factor methods are written
 	pool         *pgxpool.Pool
 	// sink hears, synchronously once a write has committed and before the
 	// write returns, what it deleted or changed (see invalidationSink).
