@@ -525,3 +525,75 @@ func TestSecondFactorEvents(t *testing.T) {
 		t.Errorf("alice's events %q hold a recovery code used, but none was", got)
 	}
 }
+
+// TestKeyFile: with bbolt the key file defaults to the database's path
+// with .key appended, made (0600, 32 bytes) when first needed and read
+// again later; a sealed secret opens only for its user and under its key;
+// a bad file stops the start; PostgreSQL has no default and refuses TOTP
+// with a message saying why.
+func TestKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := defaultConfig()
+	cfg.DB = dir + "/tokend.db"
+	keys, err := newTFAKeys(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.DB + ".key"); !os.IsNotExist(err) {
+		t.Fatalf("the key file exists before it is needed: %v", err)
+	}
+	sealed, err := keys.sealTOTP(7, []byte("12345678901234567890"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte("12345678901234567890")) {
+		t.Error("the sealed secret holds the secret")
+	}
+	fi, err := os.Stat(cfg.DB + ".key")
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Size() != 32 {
+		t.Fatalf("key file after first use: %v, %v; want 32 bytes, 0600", fi, err)
+	}
+	again, err := newTFAKeys(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secret, err := again.openTOTP(7, sealed); err != nil || string(secret) != "12345678901234567890" {
+		t.Errorf("opening with the key file read again = %q, %v", secret, err)
+	}
+	if _, err := again.openTOTP(8, sealed); err == nil {
+		t.Error("a sealed secret opened for another user")
+	}
+
+	other := cfg
+	other.KeyFile = dir + "/other.key"
+	otherKeys, err := newTFAKeys(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := otherKeys.openTOTP(7, sealed); err == nil {
+		t.Error("a sealed secret opened under another key file")
+	}
+
+	if err := os.WriteFile(dir+"/short.key", []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := cfg
+	bad.KeyFile = dir + "/short.key"
+	if _, err := newTFAKeys(bad); err == nil || !strings.Contains(err.Error(), "short.key") {
+		t.Errorf("newTFAKeys with a 5-byte key file = %v; want an error naming it", err)
+	}
+
+	pg := defaultConfig()
+	pg.DB = "postgres://tokend@db.example/tokend"
+	pgKeys, err := newTFAKeys(pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgKeys.sealTOTP(7, []byte("x")); err != errNoKeyFile {
+		t.Errorf("sealing on PostgreSQL without a key file = %v; want errNoKeyFile", err)
+	}
+	pg.KeyFile = dir + "/missing.key"
+	if _, err := newTFAKeys(pg); err == nil || !strings.Contains(err.Error(), "missing.key") {
+		t.Errorf("PostgreSQL with a key file that does not exist = %v; want an error naming it (each instance must share one)", err)
+	}
+}
