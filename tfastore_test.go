@@ -3,6 +3,8 @@ package main
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -258,4 +260,29 @@ func TestEngineSecondFactors(t *testing.T) {
 			t.Errorf("Check: %v", err)
 		}
 	})
+}
+
+// describeSecondFactors writes what user holds beside the password into
+// b, for storeContents: times as stored (Unix nanoseconds), so that
+// engines compare alike.
+func describeSecondFactors(t testing.TB, b *strings.Builder, st store, user uint64) {
+	t.Helper()
+	f, err := st.SecondFactors(user)
+	if err != nil {
+		t.Fatalf("SecondFactors(%d): %v", user, err)
+	}
+	if !f.any() && f.RecoveryLeft == 0 {
+		return
+	}
+	fmt.Fprintf(b, "  second factors %+v\n", f)
+	if totp, err := st.TOTPOf(user); err == nil {
+		fmt.Fprintf(b, "  totp %x step %d at %d\n", totp.Sealed, totp.LastStep, unixNano(totp.CreatedAt))
+	}
+	keys, err := st.PasskeysOf(user)
+	if err != nil {
+		t.Fatalf("PasskeysOf(%d): %v", user, err)
+	}
+	for _, p := range keys {
+		fmt.Fprintf(b, "  passkey %d %x %s %q at %d used %d\n", p.ID, p.CredentialID, p.Credential, p.Name, unixNano(p.CreatedAt), unixNano(p.LastUsedAt))
+	}
 }
