@@ -24,6 +24,10 @@ type actor struct {
 	Addr  string // the client's address; "" from the command line or the system
 	Agent string // the client's user agent, cut to maxAuditAgentLen
 	Via   string // "page", "api", "oauth", "cli" or "system"
+	// At is when the change is made, on the caller's clock; zero: the
+	// engine's. Events keep it to the microsecond, never before the
+	// event recorded before them.
+	At time.Time
 }
 
 // systemActor is the actor of what tokend does by itself (purges, warnings).
@@ -66,7 +70,9 @@ type auditQuery struct {
 	// (0: from the newest). After pages forwards: events with Seq > After,
 	// oldest first. At most one is set.
 	Before, After uint64
-	Limit         int // at most maxAuditPage
+	// Oldest reads oldest first from the first kept event when After is 0.
+	Oldest bool
+	Limit  int // at most maxAuditPage
 }
 
 // auditStore is the part of the store contract for the security log.

@@ -22,15 +22,15 @@ var (
 	tfaBuckets = [][]byte{bucketTOTP, bucketRecoveryCodes, bucketPasskeys, bucketPasskeysByUser, bucketPasskeysByCredential}
 )
 
-// upgradeSchema3 brings a database of schema 3 to schema 4 in the
+// upgradeSchema4 brings a database of schema 4 to schema 5 in the
 // transaction that opens it: it adds the buckets of second factors.
-func upgradeSchema3(tx *bolt.Tx) error {
+func upgradeSchema4(tx *bolt.Tx) error {
 	for _, name := range tfaBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	return tx.Bucket(bucketMeta).Put(keySchema, itob(4))
+	return tx.Bucket(bucketMeta).Put(keySchema, itob(5))
 }
 
 // userExists returns errNotFound for an unknown user.
@@ -133,9 +133,11 @@ func (s *boltStore) EnrolTOTP(by actor, user uint64, t totpRecord, recovery []to
 			return err
 		}
 		if recovery != nil {
-			return replaceRecoveryCodes(tx, user, recovery)
+			if err := replaceRecoveryCodes(tx, user, recovery); err != nil {
+				return err
+			}
 		}
-		return nil
+		return appendSessionEvent(tx, tfaEnrolledEvent(by, recovery), user)
 	})
 }
 
@@ -176,7 +178,10 @@ func (s *boltStore) RemoveTOTP(by actor, user uint64) error {
 		if err := b.Delete(itob(user)); err != nil {
 			return err
 		}
-		return dropRecoveryIfBare(tx, user)
+		if err := dropRecoveryIfBare(tx, user); err != nil {
+			return err
+		}
+		return appendSessionEvent(tx, newAuditEvent(by, kindTFARemoved).withDetail("authenticator app"), user)
 	})
 }
 
@@ -194,7 +199,7 @@ func (s *boltStore) UseRecoveryCode(by actor, user uint64, h tokenHash) (int, er
 			return err
 		}
 		left = len(keysWithPrefix(b, itob(user)))
-		return nil
+		return appendSessionEvent(tx, newAuditEvent(by, kindRecoveryUsed).withDetail("%d left", left), user)
 	})
 	return left, err
 }
@@ -209,7 +214,10 @@ func (s *boltStore) ReplaceRecoveryCodes(by actor, user uint64, codes []tokenHas
 		if !secondFactorsOf(tx, user).any() {
 			return errNotFound
 		}
-		return replaceRecoveryCodes(tx, user, codes)
+		if err := replaceRecoveryCodes(tx, user, codes); err != nil {
+			return err
+		}
+		return appendSessionEvent(tx, newAuditEvent(by, kindRecoveryRegenerated), user)
 	})
 }
 
@@ -302,7 +310,7 @@ func (s *boltStore) AddPasskey(by actor, p *passkeyRecord, recovery []tokenHash)
 			}
 		}
 		p.ID = id
-		return nil
+		return appendSessionEvent(tx, newAuditEvent(by, kindPasskeyAdded).withDetail("%s", rec.Name), rec.User)
 	})
 }
 
@@ -394,13 +402,20 @@ func (s *boltStore) DeletePasskey(by actor, user, id uint64) error {
 		if byUser.Get(pairKey(user, id)) == nil {
 			return errNotFound
 		}
+		var p passkeyRecord
+		if err := getJSON(tx.Bucket(bucketPasskeys), itob(id), &p); err != nil {
+			return err
+		}
 		if err := deletePasskey(tx, id); err != nil {
 			return err
 		}
 		if err := byUser.Delete(pairKey(user, id)); err != nil {
 			return err
 		}
-		return dropRecoveryIfBare(tx, user)
+		if err := dropRecoveryIfBare(tx, user); err != nil {
+			return err
+		}
+		return appendSessionEvent(tx, newAuditEvent(by, kindPasskeyRemoved).withDetail("%s", p.Name), user)
 	})
 }
 
@@ -416,8 +431,10 @@ func (s *boltStore) ResetSecondFactors(by actor, user uint64) (int, error) {
 			return err
 		}
 		var err error
-		n, err = deleteSessionsExcept(tx, user, sessionHash{})
-		return err
+		if n, err = deleteSessionsExcept(tx, user, sessionHash{}); err != nil {
+			return err
+		}
+		return appendSessionEvent(tx, newAuditEvent(by, kindTFAReset).withDetail("%s ended", plural(n, "session")), user)
 	})
 	return n, err
 }

@@ -38,7 +38,7 @@ func TestBrowserPasskey(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice := newUser("alice", hash, false, time.Now())
-	if err := st.CreateUser(&alice); err != nil {
+	if err := st.CreateUser(testActor, &alice); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.routes())

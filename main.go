@@ -46,6 +46,7 @@ Commands:
   user promote NAME     make a user an admin
   user demote NAME      take a user's admin rights away; never the last admin's
   user revoke-tokens    revoke every token of user NAME; sessions stay
+  user reset-2fa        remove the second factors of user NAME and end their sessions
   user remove NAME      remove a user with their tokens and sessions
   token create          print a new token: -user NAME -name N [-scopes a,b] [-expires 30d]
   token list            list tokens: everyone's, or one user's

@@ -319,6 +319,7 @@ func (s *server) checkCode(r *http.Request, u userRecord, code string, by actor)
 	}
 	if wait > 0 {
 		s.log.Info("second factor throttled", "user_id", u.ID, "remote", addr)
+		s.recordSecondFactorFailed(by, u, outcomeThrottled)
 		return false, 0, &throttledError{wait: wait}
 	}
 	code = normalizeCode(code)
@@ -339,6 +340,7 @@ func (s *server) checkCode(r *http.Request, u userRecord, code string, by actor)
 	}
 	if !ok {
 		s.log.Info("second factor failed", "user_id", u.ID, "remote", addr)
+		s.recordSecondFactorFailed(by, u, outcomeFailed)
 		return false, 0, errBadCode
 	}
 	s.throttleLeft(s.throttle.succeeded(u.ID, addr, now))
@@ -346,6 +348,16 @@ func (s *server) checkCode(r *http.Request, u userRecord, code string, by actor)
 		s.log.Info("recovery code used", "user_id", u.ID, "left", left, "remote", addr)
 	}
 	return recovery, left, nil
+}
+
+// recordSecondFactorFailed records a refused second factor of u. The
+// answer does not wait for it: a log that cannot be written is logged.
+func (s *server) recordSecondFactorFailed(by actor, u userRecord, outcome string) {
+	e := newAuditEvent(by, kindSecondFactorFailed).about(u)
+	e.Outcome = outcome
+	if err := s.store.RecordEvents(e); err != nil {
+		s.log.Warn("record security event", "kind", e.Kind, "err", err)
+	}
 }
 
 // checkTOTP reports whether code is user's for a step near now not used

@@ -18,14 +18,10 @@ import (
 // enrolment and removal, new recovery codes, and the admin's reset. The
 // checks themselves are in tfa.go.
 
-// pageActor is who acts through a page: the signed-in person (nil: the
-// person being signed in, u) from r's address.
+// pageActor is u acting through a page: the signed-in person, or the one
+// being signed in.
 func (s *server) pageActor(r *http.Request, u userRecord) actor {
-	agent := r.UserAgent()
-	if len(agent) > maxAuditAgentLen {
-		agent = agent[:maxAuditAgentLen]
-	}
-	return actor{ID: u.ID, Name: u.Name, Addr: s.clientAddr(r), Agent: agent, Via: "page"}
+	return s.actorOf(r, u, viaPage)
 }
 
 // ---- the second step of signing in ----
@@ -85,26 +81,61 @@ func (s *server) handleVerify(w http.ResponseWriter, r *http.Request, _ httprout
 		s.formFailed(w, r, nil, err, func(status int, msg string) { s.showVerifyPage(w, r, status, msg) })
 		return
 	}
-	s.finishSignIn(w, r, u, p.Next)
 	if recovery {
 		s.setFlash(w, r, fmt.Sprintf("You signed in with a recovery code: %s left. Make new ones on your account page if you are running out.", plural(left, "code")))
 	}
+	s.finishSignIn(w, r, u, p.Next)
 }
 
 // finishSignIn starts u's session once their second factor passed and
 // sends the browser on to next.
 func (s *server) finishSignIn(w http.ResponseWriter, r *http.Request, u userRecord, next string) {
+	if err := s.startSignedInSession(w, r, u); err != nil {
+		s.pageError(w, r, nil, err)
+		return
+	}
+	seeOther(w, r, safeNext(next))
+}
+
+// startSignedInSession ends the pending sign-in of r and starts u's
+// session.
+func (s *server) startSignedInSession(w http.ResponseWriter, r *http.Request, u userRecord) error {
 	old, err := s.currentSession(r)
 	if err != nil {
-		s.pageError(w, r, nil, err)
-		return
+		return err
 	}
 	if err := s.startSession(w, r, u, old); err != nil {
-		s.pageError(w, r, nil, err)
-		return
+		return err
 	}
 	s.clearPendingSignIn(w, r)
-	seeOther(w, r, safeNext(next))
+	return nil
+}
+
+// pendingSecondStep returns the user whose password was right in r's
+// pending sign-in, or false when there is none live (for a passkey as the
+// second factor). An error reading the user counts as none, logged.
+func (s *server) pendingSecondStep(r *http.Request) (userRecord, bool) {
+	_, u, ok, err := s.pendingSignInOf(r)
+	if err != nil {
+		s.log.Warn("read pending sign-in", "err", err)
+		return userRecord{}, false
+	}
+	return u, ok
+}
+
+// finishSecondStep starts the session of u, whose second factor passed,
+// ends the pending sign-in, and returns where the browser goes next (a
+// path on this site). It writes cookies, not the answer.
+func (s *server) finishSecondStep(w http.ResponseWriter, r *http.Request, u userRecord) (string, error) {
+	p, pu, ok, err := s.pendingSignInOf(r)
+	next := "/"
+	if err == nil && ok && pu.ID == u.ID {
+		next = safeNext(p.Next)
+	}
+	if err := s.startSignedInSession(w, r, u); err != nil {
+		return "", err
+	}
+	return next, nil
 }
 
 // ---- -require-2fa ----

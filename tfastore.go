@@ -140,6 +140,15 @@ type tfaStore interface {
 	ResetSecondFactors(by actor, user uint64) (sessions int, err error)
 }
 
+// tfaEnrolledEvent is the event of an authenticator app enrolled, with
+// recovery codes when not nil.
+func tfaEnrolledEvent(by actor, recovery []tokenHash) auditEvent {
+	if recovery != nil {
+		return newAuditEvent(by, kindTFAEnrolled).withDetail("authenticator app, %d recovery codes", len(recovery))
+	}
+	return newAuditEvent(by, kindTFAEnrolled).withDetail("authenticator app")
+}
+
 // errTFAPending is what an engine answers for the second-factor methods it
 // does not implement yet.
 var errTFAPending = errors.New("second factors are not implemented by this store engine yet")

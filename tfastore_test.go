@@ -3,6 +3,8 @@ package main
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -210,12 +212,12 @@ func TestEngineSecondFactors(t *testing.T) {
 		}
 		for i := range 2 {
 			rec := sessionRecord{User: alice.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now, SignedInAt: now}
-			if err := st.CreateSession(sessionHash{byte(i + 1)}, rec, nil, 0); err != nil {
+			if err := st.CreateSession(by, sessionHash{byte(i + 1)}, rec, nil, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
 		bobSession := sessionRecord{User: bob.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now, SignedInAt: now}
-		if err := st.CreateSession(sessionHash{9}, bobSession, nil, 0); err != nil {
+		if err := st.CreateSession(by, sessionHash{9}, bobSession, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		if n, err := st.ResetSecondFactors(by, alice.ID); err != nil || n != 2 {
@@ -245,7 +247,7 @@ func TestEngineSecondFactors(t *testing.T) {
 		if err := st.EnrolTOTP(by, bob.ID, totpRecord{Sealed: sealed}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.DeleteUser(bob.ID); err != nil {
+		if err := st.DeleteUser(by, bob.ID); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := st.PasskeyByCredentialID([]byte{42}); !errors.Is(err, errNotFound) {
@@ -258,4 +260,29 @@ func TestEngineSecondFactors(t *testing.T) {
 			t.Errorf("Check: %v", err)
 		}
 	})
+}
+
+// describeSecondFactors writes what user holds beside the password into
+// b, for storeContents: times as stored (Unix nanoseconds), so that
+// engines compare alike.
+func describeSecondFactors(t testing.TB, b *strings.Builder, st store, user uint64) {
+	t.Helper()
+	f, err := st.SecondFactors(user)
+	if err != nil {
+		t.Fatalf("SecondFactors(%d): %v", user, err)
+	}
+	if !f.any() && f.RecoveryLeft == 0 {
+		return
+	}
+	fmt.Fprintf(b, "  second factors %+v\n", f)
+	if totp, err := st.TOTPOf(user); err == nil {
+		fmt.Fprintf(b, "  totp %x step %d at %d\n", totp.Sealed, totp.LastStep, unixNano(totp.CreatedAt))
+	}
+	keys, err := st.PasskeysOf(user)
+	if err != nil {
+		t.Fatalf("PasskeysOf(%d): %v", user, err)
+	}
+	for _, p := range keys {
+		fmt.Fprintf(b, "  passkey %d %x %s %q at %d used %d\n", p.ID, p.CredentialID, p.Credential, p.Name, unixNano(p.CreatedAt), unixNano(p.LastUsedAt))
+	}
 }
