@@ -15,9 +15,9 @@ import (
 var bucketPasskeyCeremonies = []byte("passkey_ceremonies")
 
 // PutPasskeyCeremony stores c under k until c.Expires, after deleting
-// the ceremonies expired at now; errTooManyCeremonies when
-// maxPasskeyCeremonies are under way.
-func (s *boltStore) PutPasskeyCeremony(k ceremonyKey, c passkeyCeremony, now time.Time) error {
+// the ceremonies expired at now; errTooManyCeremonies when limit are
+// under way.
+func (s *boltStore) PutPasskeyCeremony(k ceremonyKey, c passkeyCeremony, now time.Time, limit int) error {
 	return s.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketPasskeyCeremonies)
 		if err != nil {
@@ -35,7 +35,7 @@ func (s *boltStore) PutPasskeyCeremony(k ceremonyKey, c passkeyCeremony, now tim
 			}
 		}
 		live := b.Sequence() - min(b.Sequence(), uint64(len(expired)))
-		if live >= maxPasskeyCeremonies {
+		if live >= uint64(limit) {
 			return errTooManyCeremonies
 		}
 		if err := putJSON(b, k[:], c); err != nil {

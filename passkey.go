@@ -113,7 +113,7 @@ func (s *server) beginCeremony(w http.ResponseWriter, r *http.Request, c passkey
 	if err != nil {
 		return err
 	}
-	if err := s.store.PutPasskeyCeremony(k, c, now); err != nil {
+	if err := s.store.PutPasskeyCeremony(k, c, now, maxPasskeyCeremonies); err != nil {
 		return err
 	}
 	s.setCookieSameSite(w, r, passkeyCookieName, id, passkeyCeremonyWait, http.SameSiteStrictMode)
@@ -182,14 +182,18 @@ func (s *server) passkeyOptions(w http.ResponseWriter, r *http.Request, options 
 // passkeyError returns err as the error a person should see: a failed
 // verification, a ceremony over, a passkey known already say so (an
 // httpError); anything else is returned as it is. The reason a
-// verification failed is logged, never sent.
-func (s *server) passkeyError(r *http.Request, user uint64, err error) error {
+// verification failed is logged, never sent, and a failed verification of
+// a known user's passkey goes to the security log.
+func (s *server) passkeyError(r *http.Request, user userRecord, err error) error {
 	var pe *protocol.Error
 	switch {
 	case errors.Is(err, errCeremonyGone):
 		return clientError(http.StatusBadRequest, "This passkey request expired or was used already: try again")
 	case errors.As(err, &pe):
-		s.log.Info("passkey refused", "user_id", user, "remote", s.clientAddr(r), "reason", pe.Type, "details", pe.Details)
+		s.log.Info("passkey refused", "user_id", user.ID, "remote", s.clientAddr(r), "reason", pe.Type, "details", pe.Details)
+		if user.ID != 0 {
+			s.recordSecondFactorFailed(s.pageActor(r, user), user, outcomeFailed)
+		}
 		return clientError(http.StatusBadRequest, "The passkey's answer was not accepted: try again, or use another passkey")
 	case errors.Is(err, errPasskeyTaken):
 		return clientError(http.StatusConflict, "This passkey is registered already")
@@ -239,12 +243,12 @@ func (s *server) handlePasskeyRegisterOptions(w http.ResponseWriter, r *http.Req
 		return
 	}
 	if len(keys) >= maxPasskeysPerUser {
-		s.writeError(w, r, s.passkeyError(r, sess.user.ID, errTooManyPasskeys))
+		s.writeError(w, r, s.passkeyError(r, sess.user, errTooManyPasskeys))
 		return
 	}
 	for _, k := range keys {
 		if strings.EqualFold(k.Name, name) {
-			s.writeError(w, r, s.passkeyError(r, sess.user.ID, errNameTaken))
+			s.writeError(w, r, s.passkeyError(r, sess.user, errNameTaken))
 			return
 		}
 	}
@@ -273,7 +277,7 @@ func (s *server) handlePasskeyRegisterOptions(w http.ResponseWriter, r *http.Req
 func (s *server) handlePasskeyRegister(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
 	rec, codes, err := s.registerPasskey(w, r, sess)
 	if err != nil {
-		s.accountFormFailed(w, r, sess, s.passkeyError(r, sess.user.ID, err))
+		s.accountFormFailed(w, r, sess, s.passkeyError(r, sess.user, err))
 		return
 	}
 	s.log.Info("passkey added", "user_id", sess.user.ID, "passkey_id", rec.ID)
@@ -367,7 +371,7 @@ func (s *server) handlePasskeySignIn(w http.ResponseWriter, r *http.Request, _ h
 	next := safeNext(r.PostForm.Get("next"))
 	u, err := s.passkeySignIn(w, r)
 	if err != nil {
-		s.formFailed(w, r, nil, s.passkeyError(r, u.ID, err), func(status int, msg string) {
+		s.formFailed(w, r, nil, s.passkeyError(r, u, err), func(status int, msg string) {
 			s.renderPage(w, r, nil, status, "login.html", &page{Title: "Sign in", Error: msg, Data: loginPage{Next: next}})
 		})
 		return
@@ -540,7 +544,7 @@ func (s *server) handleVerifyPasskey(w http.ResponseWriter, r *http.Request, _ h
 		return
 	}
 	if _, err := s.finishAssertion(w, r, u, ceremonySecondStep); err != nil {
-		s.formFailed(w, r, nil, s.passkeyError(r, u.ID, err), func(status int, msg string) { s.showVerifyPage(w, r, status, msg) })
+		s.formFailed(w, r, nil, s.passkeyError(r, u, err), func(status int, msg string) { s.showVerifyPage(w, r, status, msg) })
 		return
 	}
 	s.finishSignIn(w, r, u, p.Next)
@@ -565,7 +569,7 @@ func (s *server) handlePasskeySudo(w http.ResponseWriter, r *http.Request, _ htt
 		err = s.store.ConfirmSession(sess.hash, s.now())
 	}
 	if err != nil {
-		s.writeError(w, r, s.passkeyError(r, sess.user.ID, err))
+		s.writeError(w, r, s.passkeyError(r, sess.user, err))
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")

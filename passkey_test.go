@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -399,6 +400,10 @@ func TestPasskeyAccountForms(t *testing.T) {
 	if keys, _ := ts.store.PasskeysOf(alice.ID); len(keys) != 1 || keys[0].Name != "work phone" {
 		t.Errorf("after removing laptop alice holds %+v; want work phone alone", keys)
 	}
+	kinds := strings.Join(auditKindsOf(t, ts.server.store, alice.ID), " ")
+	if strings.Count(kinds, kindPasskeyAdded+"/") != 2 || strings.Count(kinds, kindPasskeyRemoved+"/") != 1 {
+		t.Errorf("alice's security log holds %s; want two %s and one %s", kinds, kindPasskeyAdded, kindPasskeyRemoved)
+	}
 }
 
 // TestPasskeySecondStep checks the second step of signing in with a
@@ -442,6 +447,9 @@ func TestPasskeySecondStep(t *testing.T) {
 	checkPage(t, "bob's passkey for alice's second step", w, http.StatusBadRequest, "was not accepted")
 	if responseCookie(w, sessionCookieName) != nil {
 		t.Fatalf("bob's passkey finished alice's sign-in")
+	}
+	if kinds := auditKindsOf(t, ts.server.store, alice.ID); !slices.Contains(kinds, kindSecondFactorFailed+"/"+outcomeFailed) {
+		t.Errorf("after a refused passkey alice's security log holds %v; want %s/%s", kinds, kindSecondFactorFailed, outcomeFailed)
 	}
 	options, ceremony = begin()
 	w = send("/login/verify/passkey", url.Values{"credential": {a.get(options)}}, ceremony)

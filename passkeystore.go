@@ -29,7 +29,7 @@ const (
 	passkeyCeremonyWait = 5 * time.Minute
 	// maxPasskeyCeremonies bounds the ceremonies under way at once, so
 	// that requests for options cannot fill the database; past it new
-	// ones are refused until some finish or expire.
+	// ones are refused (503) until some finish or expire.
 	maxPasskeyCeremonies = 10_000
 )
 
@@ -105,9 +105,9 @@ func (k ceremonyKey) expires() time.Time {
 // ceremonies under way.
 type passkeyCeremonyStore interface {
 	// PutPasskeyCeremony stores c under k until c.Expires, after deleting
-	// the ceremonies expired at now; errTooManyCeremonies when
-	// maxPasskeyCeremonies are under way.
-	PutPasskeyCeremony(k ceremonyKey, c passkeyCeremony, now time.Time) error
+	// the ceremonies expired at now; errTooManyCeremonies when limit are
+	// under way.
+	PutPasskeyCeremony(k ceremonyKey, c passkeyCeremony, now time.Time, limit int) error
 	// TakePasskeyCeremony deletes the ceremony under k and returns it;
 	// errNotFound when there is none, or it expired at now. Of two takes
 	// of one key, on any instance, one gets it.

@@ -13,10 +13,10 @@ import (
 
 // PutPasskeyCeremony stores c under k until c.Expires, after deleting the
 // ceremonies expired at now, in one statement; errTooManyCeremonies when
-// maxPasskeyCeremonies are under way. Instances that put at the same
+// limit are under way. Instances that put at the same
 // moment may each see room for one more: the bound is approximate by as
 // many.
-func (s *pgStore) PutPasskeyCeremony(k ceremonyKey, c passkeyCeremony, now time.Time) error {
+func (s *pgStore) PutPasskeyCeremony(k ceremonyKey, c passkeyCeremony, now time.Time, limit int) error {
 	rec, err := json.Marshal(c)
 	if err != nil {
 		return err
@@ -26,7 +26,7 @@ func (s *pgStore) PutPasskeyCeremony(k ceremonyKey, c passkeyCeremony, now time.
 	tag, err := s.pool.Exec(ctx, `WITH gone AS (DELETE FROM passkey_ceremonies WHERE expires_at <= $3)
 		INSERT INTO passkey_ceremonies (key, expires_at, record)
 		SELECT $1, $2, $4 WHERE (SELECT count(*) FROM passkey_ceremonies WHERE expires_at > $3) < $5`,
-		k[:], unixNano(c.Expires), unixNano(now), rec, maxPasskeyCeremonies)
+		k[:], unixNano(c.Expires), unixNano(now), rec, limit)
 	if err != nil {
 		return pgError(err)
 	}
