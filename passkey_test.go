@@ -461,3 +461,32 @@ func TestPasskeySecondStep(t *testing.T) {
 		t.Errorf("alice has %d sessions after the second step; want %d", len(after), len(before)+1)
 	}
 }
+
+// TestPasskeyAcrossInstances runs each ceremony's two requests on two
+// servers over one PostgreSQL database, as a load balancer may send them:
+// a ceremony begun on one finishes on the other, once.
+func TestPasskeyAcrossInstances(t *testing.T) {
+	dbURL := newTestPG(t)
+	one, two := newTestPGServer(t, dbURL), newTestPGServer(t, dbURL)
+	alice := one.addUser("alice", false)
+	a := newSoftAuthenticator(t, "http://example.com")
+
+	b := &passkeyBrowser{ts: one, session: one.login("alice")}
+	options := b.begin("register on one", "/passkey/register-options", url.Values{"name": {"laptop"}})
+	b.ts = two
+	w := b.send("/account/passkeys", url.Values{"credential": {a.create(options)}})
+	checkPage(t, "register finished on two", w, http.StatusOK, "Passkey laptop added")
+
+	out := &passkeyBrowser{ts: two}
+	options = out.begin("sign in on two", "/passkey/signin-options", nil)
+	answer, ceremony := a.get(options), out.passkey
+	out.ts = one
+	w = out.send("/login/passkey", url.Values{"credential": {answer}})
+	checkRedirect(t, "sign-in finished on one", w, "/")
+	replay := &passkeyBrowser{ts: two, passkey: ceremony}
+	w = replay.send("/login/passkey", url.Values{"credential": {answer}})
+	checkPage(t, "the answer replayed on two", w, http.StatusBadRequest, "expired or was used already")
+	if sessions, err := one.server.store.SessionsOf(alice.ID); err != nil || len(sessions) != 2 {
+		t.Errorf("alice has %d sessions (err %v); want 2: the password's and the passkey's", len(sessions), err)
+	}
+}
