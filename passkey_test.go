@@ -309,6 +309,14 @@ func TestPasskeyOriginChecked(t *testing.T) {
 		t.Errorf("an answer for another origin signed in: %d sessions", len(sessions))
 	}
 
+	// At an IP address there is no relying party: a clear 400.
+	w = ts.page(pageReq{method: "POST", path: "http://127.0.0.1:8080/passkey/signin-options"})
+	var p problem
+	decode(t, w, &p)
+	if w.Code != http.StatusBadRequest || !strings.Contains(p.Detail, "open tokend at a host name") || responseCookie(w, passkeyCookieName) != nil {
+		t.Errorf("passkey options at an IP address = %d %q; want 400 naming the way out, and no ceremony", w.Code, p.Detail)
+	}
+
 	// With -public-url, its origin is the one accepted, whatever Host the
 	// request names.
 	ts.cfg.PublicURL = "https://tokens.example.com"
