@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -111,6 +114,36 @@ func TestBrowserPasskey(t *testing.T) {
 			t.Fatalf("%s: %s says %q (err %v); want it to mention %q", what, sel, got, err, want)
 		}
 	}
+	shots := screenshotDir(t)
+	// fitsPhone checks that the page is no wider than a phone's screen,
+	// and keeps a screenshot of it.
+	fitsPhone := func(name string) {
+		t.Helper()
+		for _, width := range []int64{390, 320} {
+			if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, 844)); err != nil {
+				t.Fatal(err)
+			}
+			fit, err := chromedp.Run(ctx, chromedp.Evaluate[[]int64](`[document.documentElement.scrollWidth, innerWidth]`))
+			if err != nil {
+				t.Fatalf("measure %s: %v", name, err)
+			}
+			if fit[0] > fit[1] {
+				t.Errorf("the %s page is %d px wide on a %d px screen; want no wider than the screen", name, fit[0], fit[1])
+			}
+			if shots != "" {
+				png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(shots, fmt.Sprintf("%s-%d.png", name, width)), png, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(1200, 900)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sessions := func(what string, want int) {
 		t.Helper()
 		if s, err := st.SessionsOf(alice.ID); err != nil || len(s) != want {
@@ -154,10 +187,12 @@ func TestBrowserPasskey(t *testing.T) {
 	}
 	do("back to the account page", "/account", http.StatusOK, chromedp.Click(chromedp.CSS(`main a.button[href="/account"]`)))
 	wantText("the account page lists the passkey", "#passkey-list", "laptop")
+	fitsPhone("account-passkeys")
 
 	// Sign out, and in again with the passkey alone: no name, no password.
 	do("sign out", "/login", http.StatusOK, chromedp.Click(chromedp.CSS(".signout button")))
 	sessions("after signing out", 0)
+	fitsPhone("login-passkey")
 	do("sign in with the passkey", "/", http.StatusOK,
 		chromedp.Click(chromedp.CSS(`form[data-passkey=signin] button[data-passkey-button]`)),
 	)
@@ -176,6 +211,7 @@ func TestBrowserPasskey(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
 	)
 	sessions("after the password alone", 0)
+	fitsPhone("verify-passkey")
 	do("give the passkey as the second factor", "/", http.StatusOK,
 		chromedp.Click(chromedp.CSS(`form[data-passkey=verify] button[data-passkey-button]`)),
 	)
