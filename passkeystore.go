@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -42,7 +43,7 @@ const (
 )
 
 // errTooManyCeremonies is returned when maxPasskeyCeremonies are under way.
-var errTooManyCeremonies = &httpError{status: 503, detail: "too many passkey requests are under way: try again in a minute"}
+var errTooManyCeremonies = &httpError{status: http.StatusServiceUnavailable, detail: "too many passkey requests are under way: try again in a minute"}
 
 // passkeyCeremony is a ceremony under way, as stored.
 type passkeyCeremony struct {
