@@ -51,7 +51,6 @@ type passkeyCeremony struct {
 	User    uint64 `json:"user,omitempty"`    // who it is for; 0 for a sign-in with a passkey alone
 	Session string `json:"session,omitempty"` // the session that began it (register, sudo), as sessionHash.String
 	Name    string `json:"name,omitempty"`    // the name of the passkey being registered
-	Next    string `json:"next,omitempty"`    // where a sign-in goes next
 	// Data is what the WebAuthn library checks the answer against: the
 	// challenge, the relying party, the credentials allowed.
 	Data    webauthn.SessionData `json:"data"`

@@ -26,7 +26,7 @@ func TestEnginePasskeyCeremonies(t *testing.T) {
 		if _, err := st.TakePasskeyCeremony(ceremonyKey{}, now); !errors.Is(err, errNotFound) {
 			t.Fatalf("TakePasskeyCeremony on a store with none = %v; want errNotFound", err)
 		}
-		c := passkeyCeremony{Kind: ceremonySignIn, Next: "/account", Expires: now.Add(passkeyCeremonyWait)}
+		c := passkeyCeremony{Kind: ceremonyRegister, User: 7, Session: "s", Name: "laptop", Expires: now.Add(passkeyCeremonyWait)}
 		c.Data.Challenge = "challenge-1"
 		id, k, err := put(c, 10)
 		if err != nil {
@@ -36,7 +36,7 @@ func TestEnginePasskeyCeremonies(t *testing.T) {
 			t.Fatalf("parseCeremonyID(%q) = %x, %t; want the key %x expiring %v", id, pk, ok, k, c.Expires)
 		}
 		got, err := st.TakePasskeyCeremony(k, now.Add(time.Minute))
-		if err != nil || got.Kind != ceremonySignIn || got.Next != "/account" || got.Data.Challenge != "challenge-1" || !got.Expires.Equal(c.Expires) {
+		if err != nil || got.Kind != ceremonyRegister || got.User != 7 || got.Session != "s" || got.Name != "laptop" || got.Data.Challenge != "challenge-1" || !got.Expires.Equal(c.Expires) {
 			t.Fatalf("TakePasskeyCeremony = %+v, %v; want the ceremony put", got, err)
 		}
 		if _, err := st.TakePasskeyCeremony(k, now.Add(time.Minute)); !errors.Is(err, errNotFound) {
