@@ -21,10 +21,14 @@ import (
 // with a name, and then signs in with one alone (a discoverable
 // credential: no name or password typed), gives one as the second factor
 // after the password, or confirms with one that it is them (sudo mode).
-// Every ceremony is two requests from web/static/passkey.js: POST …/options
-// begins it (the store keeps its state: passkeystore.go) and answers the
-// options for navigator.credentials; POST of the authenticator's answer
-// finishes it. Both are JSON, answered with problem+json on failure.
+// Every ceremony is two requests from web/static/passkey.js: POST
+// /passkey/…-options begins it (the store keeps its state:
+// passkeystore.go) and answers the options for navigator.credentials in
+// JSON, or problem+json that the script shows; then the page's form is
+// sent with the authenticator's answer in its field credential, and its
+// handler finishes the ceremony and answers as a form's does (sudo mode's
+// answer, sent by the script from inside another form, is 204 or
+// problem+json).
 //
 // The relying party is the public URL (publicurl.go): its host is the RP
 // id, the URL itself the one origin accepted. A passkey works only at the
@@ -49,7 +53,7 @@ func (s *server) relyingParty(r *http.Request) (*webauthn.WebAuthn, error) {
 		RPOrigins:     []string{origin},
 	})
 	if err != nil {
-		return nil, clientError(http.StatusBadRequest, "passkeys do not work at %s: %s", truncate(origin, 100), "open tokend at a host name, such as localhost, or set -public-url")
+		return nil, clientError(http.StatusBadRequest, "passkeys do not work at %s: open tokend at a host name, such as localhost, or set -public-url", truncate(origin, 100))
 	}
 	return rp, nil
 }
