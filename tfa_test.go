@@ -374,6 +374,19 @@ func TestResetSecondFactors(t *testing.T) {
 	}
 	ts.login("alice") // the password alone again
 
+	// The API.
+	enrolTOTP(t, ts, "alice")
+	_, adminToken := ts.addToken(mustUser(t, ts, "root"), "ops", []string{scopeAdmin}, 0)
+	w = ts.do(request{method: "DELETE", path: fmt.Sprintf("/api/v1/users/%d/second-factors", alice.ID), token: adminToken})
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"sessions_ended":2`) {
+		t.Errorf("DELETE second-factors = %d %s; want 200 with 2 sessions ended (the login's and the enrolment's)", w.Code, w.Body)
+	}
+	if f, _ := ts.store.SecondFactors(alice.ID); f.any() {
+		t.Errorf("after the API's reset alice holds %+v", f)
+	}
+	w = ts.do(request{method: "DELETE", path: "/api/v1/users/999/second-factors", token: adminToken})
+	checkProblem(t, "DELETE second-factors of nobody", w, http.StatusNotFound)
+
 	// The command line.
 	enrolTOTP(t, ts, "alice")
 	ts.store.Close()

@@ -426,6 +426,21 @@ func (s *server) handleNewRecoveryCodes(w http.ResponseWriter, r *http.Request, 
 
 // ---- the admin's reset ----
 
+// handleAPIResetSecondFactors is DELETE /api/v1/users/:id/second-factors.
+func (s *server) handleAPIResetSecondFactors(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
+	u, err := s.apiUser(ps)
+	var done accountChange
+	if err == nil {
+		done, err = s.accounts().ResetSecondFactors(s.actorOf(r, c.user, viaAPI), u.ID)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("second factors reset", "user_id", u.ID, "sessions", done.Sessions, "by_user_id", c.user.ID, "by_token", c.token.ID)
+	s.writeJSON(w, r, http.StatusOK, changeJSON(done))
+}
+
 func (s *server) handleResetSecondFactors(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
 	u, ok := s.userForm(w, r, ps, sess, false)
 	if !ok {
