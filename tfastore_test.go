@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -257,6 +258,23 @@ func TestEngineSecondFactors(t *testing.T) {
 		}
 		if _, err := st.TOTPOf(bob.ID); !errors.Is(err, errNotFound) {
 			t.Errorf("a deleted user's TOTP: %v; want errNotFound", err)
+		}
+		// Every change to what guards alice's account is in the log, about
+		// her, by the actor that made it.
+		evs, err := st.AuditEvents(auditQuery{User: alice.ID, Oldest: true, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kinds []string
+		for _, e := range evs {
+			if e.SubjectID == alice.ID && e.ActorID == by.ID && e.Via == "page" && !strings.HasPrefix(e.Kind, "signin.") {
+				kinds = append(kinds, e.Kind)
+			}
+		}
+		want := []string{"tfa.enrolled", "recovery.used", "recovery.regenerated", "passkey.added", "passkey.added",
+			"passkey.removed", "tfa.removed", "passkey.removed", "tfa.enrolled", "passkey.added", "tfa.reset"}
+		if !slices.Equal(kinds, want) {
+			t.Errorf("alice's events = %q; want %q", kinds, want)
 		}
 		if err := st.Check(); err != nil {
 			t.Errorf("Check: %v", err)
