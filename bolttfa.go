@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -437,4 +439,52 @@ func (s *boltStore) ResetSecondFactors(by actor, user uint64) (int, error) {
 		return appendSessionEvent(tx, newAuditEvent(by, kindTFAReset).withDetail("%s ended", plural(n, "session")), user)
 	})
 	return n, err
+}
+
+// checkSecondFactors reports second factors of missing users and passkey
+// index entries that do not match their passkeys, for Check.
+func checkSecondFactors(tx *bolt.Tx, bad func(string, ...any)) {
+	users := tx.Bucket(bucketUsers)
+	tx.Bucket(bucketTOTP).ForEach(func(k, _ []byte) error {
+		if users.Get(k) == nil {
+			bad("TOTP secret of missing user %d", btoi(k))
+		}
+		return nil
+	})
+	tx.Bucket(bucketRecoveryCodes).ForEach(func(k, _ []byte) error {
+		if len(k) != 8+len(tokenHash{}) || users.Get(k[:8]) == nil {
+			bad("recovery code %x of no user", k[:min(len(k), 8)])
+		}
+		return nil
+	})
+	keys, byCred, byUser := tx.Bucket(bucketPasskeys), tx.Bucket(bucketPasskeysByCredential), tx.Bucket(bucketPasskeysByUser)
+	keys.ForEach(func(k, v []byte) error {
+		var p passkeyRecord
+		if err := json.Unmarshal(v, &p); err != nil {
+			bad("passkey %d: %v", btoi(k), err)
+			return nil
+		}
+		if users.Get(itob(p.User)) == nil {
+			bad("passkey %d belongs to missing user %d", p.ID, p.User)
+		}
+		if id := byCred.Get(p.CredentialID); id == nil || !bytes.Equal(id, k) {
+			bad("passkey %d has no passkeys_by_credential entry", p.ID)
+		}
+		if byUser.Get(pairKey(p.User, p.ID)) == nil {
+			bad("passkey %d has no passkeys_by_user entry", p.ID)
+		}
+		return nil
+	})
+	byCred.ForEach(func(k, v []byte) error {
+		if len(v) != 8 || keys.Get(v) == nil {
+			bad("passkeys_by_credential %x points at no passkey", k[:min(len(k), 4)])
+		}
+		return nil
+	})
+	byUser.ForEach(func(k, _ []byte) error {
+		if len(k) != 16 || keys.Get(k[8:]) == nil {
+			bad("passkeys_by_user entry %x points at no passkey", k)
+		}
+		return nil
+	})
 }

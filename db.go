@@ -1297,6 +1297,7 @@ func (s *boltStore) Check() error {
 		})
 		checkOAuth(tx, bad)
 		checkAudit(tx, bad)
+		checkSecondFactors(tx, bad)
 		return nil
 	})
 	if err != nil {

@@ -182,6 +182,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/api/v1/users/:id/password", s.apiAdmin(s.handleAPIResetPassword))
 	r.PUT("/api/v1/users/:id/admin", s.apiAdmin(s.handleAPISetAdmin))
 	r.DELETE("/api/v1/users/:id/tokens", s.apiAdmin(s.handleAPIRevokeUserTokens))
+	r.DELETE("/api/v1/users/:id/second-factors", s.apiAdmin(s.handleAPIResetSecondFactors))
 	r.GET("/api/v1/clients", s.apiAdmin(s.handleAPIListClients))
 	r.POST("/api/v1/clients", s.apiAdmin(s.handleAPIAddClient))
 	r.GET("/api/v1/clients/:id", s.apiAdmin(s.handleAPIGetClient))

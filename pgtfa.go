@@ -66,7 +66,8 @@ func (s *pgStore) SecondFactors(user uint64) (secondFactors, error) {
 // replaces their recovery codes; errTOTPEnrolled, errNotFound.
 func (s *pgStore) EnrolTOTP(by actor, user uint64, t totpRecord, recovery []tokenHash) error {
 	return s.update(func(ctx context.Context, tx pgx.Tx, _ *pgChanges) error {
-		if _, err := lockPGUser(ctx, tx, user); err != nil {
+		u, err := lockPGUser(ctx, tx, user)
+		if err != nil {
 			return err
 		}
 		tag, err := tx.Exec(ctx, `INSERT INTO totp_secrets (user_id, sealed, last_step, created_at)
@@ -79,9 +80,11 @@ func (s *pgStore) EnrolTOTP(by actor, user uint64, t totpRecord, recovery []toke
 			return errTOTPEnrolled
 		}
 		if recovery != nil {
-			return pgReplaceRecoveryCodes(ctx, tx, user, recovery)
+			if err := pgReplaceRecoveryCodes(ctx, tx, user, recovery); err != nil {
+				return err
+			}
 		}
-		return nil
+		return appendPGEvents(ctx, tx, tfaEnrolledEvent(by, recovery).about(u))
 	})
 }
 
@@ -123,7 +126,8 @@ func (s *pgStore) UseTOTPStep(user uint64, step int64) error {
 // passkey remains; errNotFound when they hold none.
 func (s *pgStore) RemoveTOTP(by actor, user uint64) error {
 	return s.update(func(ctx context.Context, tx pgx.Tx, _ *pgChanges) error {
-		if _, err := lockPGUser(ctx, tx, user); err != nil {
+		u, err := lockPGUser(ctx, tx, user)
+		if err != nil {
 			return err
 		}
 		tag, err := tx.Exec(ctx, "DELETE FROM totp_secrets WHERE user_id = $1", idParam(user))
@@ -133,7 +137,10 @@ func (s *pgStore) RemoveTOTP(by actor, user uint64) error {
 		if tag.RowsAffected() == 0 {
 			return errNotFound
 		}
-		return pgDropRecoveryIfBare(ctx, tx, user)
+		if err := pgDropRecoveryIfBare(ctx, tx, user); err != nil {
+			return err
+		}
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindTFARemoved).about(u).withDetail("authenticator app"))
 	})
 }
 
@@ -142,6 +149,10 @@ func (s *pgStore) RemoveTOTP(by actor, user uint64) error {
 func (s *pgStore) UseRecoveryCode(by actor, user uint64, h tokenHash) (int, error) {
 	left := 0
 	err := s.update(func(ctx context.Context, tx pgx.Tx, _ *pgChanges) error {
+		u, err := lockPGUser(ctx, tx, user)
+		if err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, "DELETE FROM recovery_codes WHERE user_id = $1 AND hash = $2", idParam(user), h[:])
 		if err != nil {
 			return err
@@ -149,7 +160,10 @@ func (s *pgStore) UseRecoveryCode(by actor, user uint64, h tokenHash) (int, erro
 		if tag.RowsAffected() == 0 {
 			return errNotFound
 		}
-		return tx.QueryRow(ctx, "SELECT count(*) FROM recovery_codes WHERE user_id = $1", idParam(user)).Scan(&left)
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM recovery_codes WHERE user_id = $1", idParam(user)).Scan(&left); err != nil {
+			return err
+		}
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindRecoveryUsed).about(u).withDetail("%d left", left))
 	})
 	return left, err
 }
@@ -158,7 +172,8 @@ func (s *pgStore) UseRecoveryCode(by actor, user uint64, h tokenHash) (int, erro
 // unknown user or one with no second factor.
 func (s *pgStore) ReplaceRecoveryCodes(by actor, user uint64, codes []tokenHash) error {
 	return s.update(func(ctx context.Context, tx pgx.Tx, _ *pgChanges) error {
-		if _, err := lockPGUser(ctx, tx, user); err != nil {
+		u, err := lockPGUser(ctx, tx, user)
+		if err != nil {
 			return err
 		}
 		f, err := pgSecondFactors(ctx, tx, user)
@@ -168,7 +183,10 @@ func (s *pgStore) ReplaceRecoveryCodes(by actor, user uint64, codes []tokenHash)
 		if !f.any() {
 			return errNotFound
 		}
-		return pgReplaceRecoveryCodes(ctx, tx, user, codes)
+		if err := pgReplaceRecoveryCodes(ctx, tx, user, codes); err != nil {
+			return err
+		}
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindRecoveryRegenerated).about(u))
 	})
 }
 
@@ -215,7 +233,8 @@ func passkeyError(err error) error {
 func (s *pgStore) AddPasskey(by actor, p *passkeyRecord, recovery []tokenHash) error {
 	var id int64
 	err := s.update(func(ctx context.Context, tx pgx.Tx, _ *pgChanges) error {
-		if _, err := lockPGUser(ctx, tx, p.User); err != nil {
+		u, err := lockPGUser(ctx, tx, p.User)
+		if err != nil {
 			return err
 		}
 		if len(p.CredentialID) == 0 {
@@ -228,16 +247,18 @@ func (s *pgStore) AddPasskey(by actor, p *passkeyRecord, recovery []tokenHash) e
 		if n >= maxPasskeysPerUser {
 			return errTooManyPasskeys
 		}
-		err := tx.QueryRow(ctx, `INSERT INTO passkeys (user_id, credential_id, credential, name, name_key, created_at)
+		err = tx.QueryRow(ctx, `INSERT INTO passkeys (user_id, credential_id, credential, name, name_key, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
 			idParam(p.User), p.CredentialID, nonNil(p.Credential), p.Name, strings.ToLower(p.Name), unixNano(p.CreatedAt)).Scan(&id)
 		if err != nil {
 			return passkeyError(err)
 		}
 		if recovery != nil {
-			return pgReplaceRecoveryCodes(ctx, tx, p.User, recovery)
+			if err := pgReplaceRecoveryCodes(ctx, tx, p.User, recovery); err != nil {
+				return err
+			}
 		}
-		return nil
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindPasskeyAdded).about(u).withDetail("%s", p.Name))
 	})
 	if err == nil {
 		p.ID = uint64(id)
@@ -308,17 +329,19 @@ func (s *pgStore) RenamePasskey(by actor, user, id uint64, name string) error {
 // factor remains; errNotFound when there is none such.
 func (s *pgStore) DeletePasskey(by actor, user, id uint64) error {
 	return s.update(func(ctx context.Context, tx pgx.Tx, _ *pgChanges) error {
-		if _, err := lockPGUser(ctx, tx, user); err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, "DELETE FROM passkeys WHERE id = $1 AND user_id = $2", idParam(id), idParam(user))
+		u, err := lockPGUser(ctx, tx, user)
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() == 0 {
-			return errNotFound
+		var name string
+		err = tx.QueryRow(ctx, "DELETE FROM passkeys WHERE id = $1 AND user_id = $2 RETURNING name", idParam(id), idParam(user)).Scan(&name)
+		if err != nil {
+			return notFound(err)
 		}
-		return pgDropRecoveryIfBare(ctx, tx, user)
+		if err := pgDropRecoveryIfBare(ctx, tx, user); err != nil {
+			return err
+		}
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindPasskeyRemoved).about(u).withDetail("%s", name))
 	})
 }
 
@@ -327,7 +350,8 @@ func (s *pgStore) DeletePasskey(by actor, user, id uint64) error {
 func (s *pgStore) ResetSecondFactors(by actor, user uint64) (int, error) {
 	n := 0
 	err := s.update(func(ctx context.Context, tx pgx.Tx, _ *pgChanges) error {
-		if _, err := lockPGUser(ctx, tx, user); err != nil {
+		u, err := lockPGUser(ctx, tx, user)
+		if err != nil {
 			return err
 		}
 		for _, table := range []string{"totp_secrets", "passkeys", "recovery_codes"} {
@@ -336,8 +360,11 @@ func (s *pgStore) ResetSecondFactors(by actor, user uint64) (int, error) {
 			}
 		}
 		tag, err := tx.Exec(ctx, "DELETE FROM sessions WHERE user_id = $1", idParam(user))
+		if err != nil {
+			return err
+		}
 		n = int(tag.RowsAffected())
-		return err
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindTFAReset).about(u).withDetail("%s ended", plural(n, "session")))
 	})
 	return n, err
 }

@@ -87,6 +87,10 @@ func newTFAKeys(cfg config) (*tfaKeys, error) {
 	return k, nil
 }
 
+// configured reports whether a key file is configured (it may not exist
+// yet).
+func (k *tfaKeys) configured() bool { return k.path != "" }
+
 // get returns the key, reading or creating the file the first time;
 // errNoKeyFile when none is configured.
 func (k *tfaKeys) get() ([]byte, error) {

@@ -110,6 +110,7 @@ func (c *tfaClient) verify(code string) *httptest.ResponseRecorder {
 var (
 	totpSecretOnPage = regexp.MustCompile(`Secret: <code class="secret">([A-Z2-7 ]+)</code>`)
 	codeOnPage       = regexp.MustCompile(`<li><code>([a-z2-7-]+)</code></li>`)
+	enrolmentOnPage  = regexp.MustCompile(`name="enrolment" value="([A-Z2-7]+)"`)
 )
 
 // enrolTOTP signs name in (password only: they have no factor yet),
@@ -134,14 +135,33 @@ func enrolTOTP(t *testing.T, ts *testServer, name string) (*tfaClient, []byte, [
 	if err != nil || len(secret) < 16 {
 		t.Fatalf("secret %q on the page: %v", m[1], err)
 	}
-	// A wrong code enrols nothing.
+	e := enrolmentOnPage.FindStringSubmatch(body)
+	if e == nil {
+		t.Fatalf("GET /account/totp has no enrolment field:\n%s", body)
+	}
+	if strings.Contains(e[1], strings.ReplaceAll(m[1], " ", "")) {
+		t.Fatal("the enrolment field holds the secret in the clear")
+	}
+	// A wrong code enrols nothing, and shows the same secret again.
 	wrong := fmt.Sprintf("%06d", (atoiOr(refTOTP(secret, ts.clock.Now()))+1)%1000000)
-	w = c.do("POST", "/account/totp", url.Values{"code": {wrong}})
-	checkPage(t, "POST /account/totp with a wrong code", w, http.StatusBadRequest, "does not match")
+	w = c.do("POST", "/account/totp", url.Values{"code": {wrong}, "enrolment": {e[1]}})
+	again := checkPage(t, "POST /account/totp with a wrong code", w, http.StatusBadRequest, "does not match", m[1])
 	if f, _ := ts.store.SecondFactors(mustUser(t, ts, name).ID); f.TOTP {
 		t.Fatal("a wrong code enrolled the app")
 	}
-	w = c.do("POST", "/account/totp", url.Values{"code": {refTOTP(secret, ts.clock.Now())}})
+	// Another session cannot use the enrolment.
+	other := newTFAClient(ts)
+	other.password(name)
+	w = other.do("POST", "/account/totp", url.Values{"code": {refTOTP(secret, ts.clock.Now())}, "enrolment": {e[1]}})
+	checkPage(t, "POST /account/totp with another session's enrolment", w, http.StatusBadRequest, "waited too long")
+	if f, _ := ts.store.SecondFactors(mustUser(t, ts, name).ID); f.TOTP {
+		t.Fatal("another session's enrolment enrolled the app")
+	}
+	e = enrolmentOnPage.FindStringSubmatch(again)
+	if e == nil {
+		t.Fatal("the page shown again has no enrolment field")
+	}
+	w = c.do("POST", "/account/totp", url.Values{"code": {refTOTP(secret, ts.clock.Now())}, "enrolment": {e[1]}})
 	body = checkPage(t, "POST /account/totp", w, http.StatusOK, "Save these codes now")
 	var codes []string
 	for _, m := range codeOnPage.FindAllStringSubmatch(body, -1) {
@@ -374,6 +394,23 @@ func TestResetSecondFactors(t *testing.T) {
 	}
 	ts.login("alice") // the password alone again
 
+	// The API.
+	enrolTOTP(t, ts, "alice")
+	_, adminToken := ts.addToken(mustUser(t, ts, "root"), "ops", []string{scopeAdmin}, 0)
+	live, _ := ts.store.SessionsOf(alice.ID)
+	if len(live) == 0 {
+		t.Fatal("alice holds no session before the API's reset")
+	}
+	w = ts.do(request{method: "DELETE", path: fmt.Sprintf("/api/v1/users/%d/second-factors", alice.ID), token: adminToken})
+	if want := fmt.Sprintf(`"sessions_ended":%d`, len(live)); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), want) {
+		t.Errorf("DELETE second-factors = %d %s; want 200 with %s", w.Code, w.Body, want)
+	}
+	if f, _ := ts.store.SecondFactors(alice.ID); f.any() {
+		t.Errorf("after the API's reset alice holds %+v", f)
+	}
+	w = ts.do(request{method: "DELETE", path: "/api/v1/users/999/second-factors", token: adminToken})
+	checkProblem(t, "DELETE second-factors of nobody", w, http.StatusNotFound)
+
 	// The command line.
 	enrolTOTP(t, ts, "alice")
 	ts.store.Close()
@@ -400,6 +437,7 @@ func TestSecondFactorThrottled(t *testing.T) {
 	alice := ts.addUser("alice", false)
 	_, secret, _ := enrolTOTP(t, ts, "alice")
 	ts.clock.Add(time.Hour)
+	before, _ := ts.store.SessionsOf(alice.ID)
 	c := newTFAClient(ts)
 	checkSecondStep(t, "POST /login", c, c.password("alice"))
 	var w *httptest.ResponseRecorder
@@ -418,8 +456,8 @@ func TestSecondFactorThrottled(t *testing.T) {
 	if c.session() != "" {
 		t.Error("a throttled second step started a session")
 	}
-	if list, _ := ts.store.SessionsOf(alice.ID); len(list) != 1 { // the enrolment's
-		t.Errorf("alice holds %d sessions; want only the enrolment's", len(list))
+	if list, _ := ts.store.SessionsOf(alice.ID); len(list) != len(before) {
+		t.Errorf("alice holds %d sessions after the throttled second step; want the %d she held", len(list), len(before))
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -190,11 +191,12 @@ func (s *server) tfaViewOf(u userRecord) (tfaView, error) {
 
 // ---- TOTP enrolment ----
 
-// The secret of an enrolment waits for its first code in the cookie
-// tokend_totp, sealed under the session's secret (as the new-token secret
-// cookie is, formcookie.go), so that no instance keeps it and the database
-// never sees it unconfirmed.
-const totpEnrolCookieName = "tokend_totp"
+// The secret of an enrolment waits for its first code in the form itself
+// (field enrolment), sealed with AES-256-GCM under a key derived from the
+// session's secret, as the new-token secret cookie is (formcookie.go): no
+// instance keeps it, the database never sees it unconfirmed, and no other
+// session can open it.
+const totpEnrolLabel = "tokend totp enrolment v1"
 
 type totpEnrolment struct {
 	User   uint64 `json:"u"`
@@ -202,26 +204,25 @@ type totpEnrolment struct {
 	At     int64  `json:"at"`
 }
 
-// sessionSecretOf returns the secret of r's session cookie, the key of
-// the enrolment cookie.
-func (s *server) sessionSecretOf(r *http.Request) ([]byte, bool) {
+// enrolmentAEAD returns the cipher of r's session's enrolments, or false
+// without a session cookie.
+func (s *server) enrolmentAEAD(r *http.Request) (cipher.AEAD, bool) {
 	secret := s.cookieValue(r, sessionCookieName)
-	return []byte(secret), secret != ""
+	if secret == "" {
+		return nil, false
+	}
+	return derivedAEAD([]byte(secret), totpEnrolLabel), true
 }
 
-// totpEnrolmentOf returns the secret waiting in r's cookie for sess, or
-// nil.
-func (s *server) totpEnrolmentOf(r *http.Request, sess *session) []byte {
-	key, ok := s.sessionSecretOf(r)
-	b, err := totpEncoding.DecodeString(s.cookieValue(r, totpEnrolCookieName))
-	if !ok || err != nil {
+// openEnrolment returns the secret that value (the form's enrolment
+// field) holds for sess, or nil when it does not open or is too old.
+func (s *server) openEnrolment(r *http.Request, sess *session, value string) []byte {
+	aead, ok := s.enrolmentAEAD(r)
+	b, err := totpEncoding.DecodeString(value)
+	if !ok || err != nil || len(b) < aead.NonceSize() {
 		return nil
 	}
-	aead := derivedAEAD(key, "tokend totp enrolment v1")
-	if len(b) < aead.NonceSize() {
-		return nil
-	}
-	plain, err := aead.Open(nil, b[:aead.NonceSize()], b[aead.NonceSize():], []byte(totpEnrolCookieName))
+	plain, err := aead.Open(nil, b[:aead.NonceSize()], b[aead.NonceSize():], []byte(totpEnrolLabel))
 	var e totpEnrolment
 	if err != nil || json.Unmarshal(plain, &e) != nil || e.User != sess.user.ID || len(e.Secret) != totpSecretSize {
 		return nil
@@ -232,22 +233,19 @@ func (s *server) totpEnrolmentOf(r *http.Request, sess *session) []byte {
 	return e.Secret
 }
 
-// setTOTPEnrolment keeps secret in r's cookie for sess.
-func (s *server) setTOTPEnrolment(w http.ResponseWriter, r *http.Request, sess *session, secret []byte) error {
-	key, ok := s.sessionSecretOf(r)
+// sealEnrolment returns the enrolment field holding secret for sess.
+func (s *server) sealEnrolment(r *http.Request, sess *session, secret []byte) (string, error) {
+	aead, ok := s.enrolmentAEAD(r)
 	if !ok {
-		return errors.New("no session cookie")
+		return "", errors.New("no session cookie")
 	}
 	plain, err := json.Marshal(totpEnrolment{User: sess.user.ID, Secret: secret, At: s.now().UnixNano()})
 	if err != nil {
-		return err
+		return "", err
 	}
-	aead := derivedAEAD(key, "tokend totp enrolment v1")
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
-	v := totpEncoding.EncodeToString(aead.Seal(nonce, nonce, plain, []byte(totpEnrolCookieName)))
-	s.setCookieSameSite(w, r, totpEnrolCookieName, v, totpEnrolFor, http.SameSiteStrictMode)
-	return nil
+	return totpEncoding.EncodeToString(aead.Seal(nonce, nonce, plain, []byte(totpEnrolLabel))), nil
 }
 
 // totpPage is the data of totp.html.
@@ -255,7 +253,8 @@ type totpPage struct {
 	Enrolled bool
 	QR       template.HTML // an inline SVG
 	Secret   string        // base32, grouped
-	URI      string
+	// Enrolment is the secret sealed for the form (openEnrolment).
+	Enrolment string
 }
 
 // qrSVG draws text as a QR code in an inline SVG: made here, so that no
@@ -296,27 +295,29 @@ func (s *server) showTOTPPage(w http.ResponseWriter, r *http.Request, sess *sess
 		s.renderPage(w, r, sess, status, "totp.html", &page{Title: "Authenticator app", Nav: "account", Error: msg, Data: totpPage{Enrolled: true}})
 		return
 	}
-	if _, err := s.tfaKeys.get(); err != nil {
-		s.pageError(w, r, sess, err)
+	if !s.tfaKeys.configured() {
+		s.pageError(w, r, sess, errNoKeyFile)
 		return
 	}
-	secret := s.totpEnrolmentOf(r, sess)
+	// A form sent back shows the secret it was about, which the app may
+	// hold already.
+	secret := s.openEnrolment(r, sess, r.PostForm.Get("enrolment"))
 	if secret == nil {
 		secret = make([]byte, totpSecretSize)
 		rand.Read(secret)
-		if err := s.setTOTPEnrolment(w, r, sess, secret); err != nil {
-			s.pageError(w, r, sess, err)
-			return
-		}
 	}
-	uri := totpURI("tokend", sess.user.Name, secret)
-	qr, err := qrSVG(uri)
+	sealed, err := s.sealEnrolment(r, sess, secret)
+	if err != nil {
+		s.pageError(w, r, sess, err)
+		return
+	}
+	qr, err := qrSVG(totpURI("tokend", sess.user.Name, secret))
 	if err != nil {
 		s.pageError(w, r, sess, err)
 		return
 	}
 	s.renderPage(w, r, sess, status, "totp.html", &page{Title: "Authenticator app", Nav: "account", Error: msg,
-		Data: totpPage{QR: qr, Secret: groupSecret(totpEncoding.EncodeToString(secret)), URI: uri}})
+		Data: totpPage{QR: qr, Secret: groupSecret(totpEncoding.EncodeToString(secret)), Enrolment: sealed}})
 }
 
 // recoveryPage is the data of recovery.html.
@@ -336,7 +337,7 @@ func (s *server) showRecoveryCodes(w http.ResponseWriter, r *http.Request, sess 
 // stores it sealed; the first factor comes with recovery codes.
 func (s *server) handleEnrolTOTP(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
 	show := func(status int, msg string) { s.showTOTPPage(w, r, sess, status, msg) }
-	secret := s.totpEnrolmentOf(r, sess)
+	secret := s.openEnrolment(r, sess, r.PostForm.Get("enrolment"))
 	if secret == nil {
 		show(http.StatusBadRequest, "That secret waited too long. Scan this new one and enter its code.")
 		return
@@ -375,7 +376,6 @@ func (s *server) handleEnrolTOTP(w http.ResponseWriter, r *http.Request, _ httpr
 		s.formFailed(w, r, sess, err, show)
 		return
 	}
-	s.setCookieSameSite(w, r, totpEnrolCookieName, "", -1, http.SameSiteStrictMode)
 	s.log.Info("authenticator app enrolled", "user_id", sess.user.ID)
 	if codes == nil {
 		s.setFlash(w, r, "Your authenticator app is enrolled.")
@@ -425,6 +425,21 @@ func (s *server) handleNewRecoveryCodes(w http.ResponseWriter, r *http.Request, 
 }
 
 // ---- the admin's reset ----
+
+// handleAPIResetSecondFactors is DELETE /api/v1/users/:id/second-factors.
+func (s *server) handleAPIResetSecondFactors(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
+	u, err := s.apiUser(ps)
+	var done accountChange
+	if err == nil {
+		done, err = s.accounts().ResetSecondFactors(s.actorOf(r, c.user, viaAPI), u.ID)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("second factors reset", "user_id", u.ID, "sessions", done.Sessions, "by_user_id", c.user.ID, "by_token", c.token.ID)
+	s.writeJSON(w, r, http.StatusOK, changeJSON(done))
+}
 
 func (s *server) handleResetSecondFactors(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
 	u, ok := s.userForm(w, r, ps, sess, false)

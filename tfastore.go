@@ -148,34 +148,3 @@ func tfaEnrolledEvent(by actor, recovery []tokenHash) auditEvent {
 	}
 	return newAuditEvent(by, kindTFAEnrolled).withDetail("authenticator app")
 }
-
-// errTFAPending is what an engine answers for the second-factor methods it
-// does not implement yet.
-var errTFAPending = errors.New("second factors are not implemented by this store engine yet")
-
-// tfaPending is embedded in an engine while its second-factor methods are
-// being written: it answers every one with errTFAPending, except
-// SecondFactors, which answers "none" so that signing in works meanwhile.
-// It must not remain.
-type tfaPending struct{}
-
-func (tfaPending) SecondFactors(uint64) (secondFactors, error) { return secondFactors{}, nil }
-func (tfaPending) EnrolTOTP(actor, uint64, totpRecord, []tokenHash) error {
-	return errTFAPending
-}
-func (tfaPending) TOTPOf(uint64) (totpRecord, error) { return totpRecord{}, errTFAPending }
-func (tfaPending) UseTOTPStep(uint64, int64) error   { return errTFAPending }
-func (tfaPending) RemoveTOTP(actor, uint64) error    { return errTFAPending }
-func (tfaPending) UseRecoveryCode(actor, uint64, tokenHash) (int, error) {
-	return 0, errTFAPending
-}
-func (tfaPending) ReplaceRecoveryCodes(actor, uint64, []tokenHash) error { return errTFAPending }
-func (tfaPending) AddPasskey(actor, *passkeyRecord, []tokenHash) error   { return errTFAPending }
-func (tfaPending) PasskeysOf(uint64) ([]passkeyRecord, error)            { return nil, errTFAPending }
-func (tfaPending) PasskeyByCredentialID([]byte) (passkeyRecord, userRecord, error) {
-	return passkeyRecord{}, userRecord{}, errTFAPending
-}
-func (tfaPending) UpdatePasskeyUse(uint64, uint64, []byte, time.Time) error { return errTFAPending }
-func (tfaPending) RenamePasskey(actor, uint64, uint64, string) error        { return errTFAPending }
-func (tfaPending) DeletePasskey(actor, uint64, uint64) error                { return errTFAPending }
-func (tfaPending) ResetSecondFactors(actor, uint64) (int, error)            { return 0, errTFAPending }

@@ -4,10 +4,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestEngineSecondFactors pins the second-factor store of the contract:
@@ -256,6 +259,23 @@ func TestEngineSecondFactors(t *testing.T) {
 		if _, err := st.TOTPOf(bob.ID); !errors.Is(err, errNotFound) {
 			t.Errorf("a deleted user's TOTP: %v; want errNotFound", err)
 		}
+		// Every change to what guards alice's account is in the log, about
+		// her, by the actor that made it.
+		evs, err := st.AuditEvents(auditQuery{User: alice.ID, Oldest: true, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kinds []string
+		for _, e := range evs {
+			if e.SubjectID == alice.ID && e.ActorID == by.ID && e.Via == "page" && !strings.HasPrefix(e.Kind, "signin.") {
+				kinds = append(kinds, e.Kind)
+			}
+		}
+		want := []string{"tfa.enrolled", "recovery.used", "recovery.regenerated", "passkey.added", "passkey.added",
+			"passkey.removed", "tfa.removed", "passkey.removed", "tfa.enrolled", "passkey.added", "tfa.reset"}
+		if !slices.Equal(kinds, want) {
+			t.Errorf("alice's events = %q; want %q", kinds, want)
+		}
 		if err := st.Check(); err != nil {
 			t.Errorf("Check: %v", err)
 		}
@@ -284,5 +304,32 @@ func describeSecondFactors(t testing.TB, b *strings.Builder, st store, user uint
 	}
 	for _, p := range keys {
 		fmt.Fprintf(b, "  passkey %d %x %s %q at %d used %d\n", p.ID, p.CredentialID, p.Credential, p.Name, unixNano(p.CreatedAt), unixNano(p.LastUsedAt))
+	}
+}
+
+// TestCheckSecondFactors: Check reports a passkey whose index entries are
+// gone and a TOTP secret whose user is gone.
+func TestCheckSecondFactors(t *testing.T) {
+	st, _ := newTestDB(t)
+	alice := storeUser(t, st, "alice", false)
+	p := passkeyRecord{User: alice.ID, CredentialID: []byte{1}, Name: "Key"}
+	if err := st.AddPasskey(testActor, &p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Check(); err != nil {
+		t.Fatalf("Check of a sound database: %v", err)
+	}
+	err := st.update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketPasskeysByCredential).Delete([]byte{1}); err != nil {
+			return err
+		}
+		return putJSON(tx.Bucket(bucketTOTP), itob(999), &totpRecord{Sealed: []byte("x")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Check()
+	if err == nil || !strings.Contains(err.Error(), "passkeys_by_credential") || !strings.Contains(err.Error(), "missing user 999") {
+		t.Errorf("Check = %v; want the passkey's missing entry and the orphan TOTP secret", err)
 	}
 }
