@@ -132,6 +132,14 @@ func (a accounts) RevokeAllTokens(by actor, id uint64) (accountChange, error) {
 	return accountChange{Tokens: n}, err
 }
 
+// ResetSecondFactors removes every second factor of user id (TOTP,
+// passkeys, recovery codes) and ends their sessions, for someone who lost
+// them; by is who asks. It returns errNotFound for an unknown user.
+func (a accounts) ResetSecondFactors(by actor, id uint64) (accountChange, error) {
+	n, err := a.store.ResetSecondFactors(by, id)
+	return accountChange{Sessions: n}, err
+}
+
 // describe says what an action took away, for logs and messages.
 func (c accountChange) describe() string {
 	return fmt.Sprintf("%s revoked, %s ended", plural(c.Tokens, "token"), plural(c.Sessions, "session"))

@@ -154,7 +154,7 @@ func (s *server) showUserPage(w http.ResponseWriter, r *http.Request, sess *sess
 	// part of its path; the top of the page when it is not on the page
 	// (your own has no remove form).
 	at := path.Base(r.URL.Path)
-	if at != "password" && at != "admin" && (at != "remove" || data.You) && (at != "revoke-tokens" || data.Tokens == 0) {
+	if at != "password" && at != "admin" && at != "reset-2fa" && (at != "remove" || data.You) && (at != "revoke-tokens" || data.Tokens == 0) {
 		at = ""
 	}
 	s.renderPage(w, r, sess, status, "user.html", &page{Title: u.Name, Nav: "users", Error: errMsg, ErrorAt: at, Data: data})

@@ -41,6 +41,15 @@ const (
 	kindGrantCreated    = "grant.created"
 	kindGrantRevoked    = "grant.revoked"
 	kindGrantReused     = "grant.reused"
+	// Second factors (tfastore.go).
+	kindTFAEnrolled         = "tfa.enrolled"
+	kindTFARemoved          = "tfa.removed"
+	kindTFAReset            = "tfa.reset"
+	kindRecoveryUsed        = "recovery.used"
+	kindRecoveryRegenerated = "recovery.regenerated"
+	kindPasskeyAdded        = "passkey.added"
+	kindPasskeyRemoved      = "passkey.removed"
+	kindSecondFactorFailed  = "signin.second_factor_failed"
 )
 
 // auditKinds lists every kind of event with the label the pages show, in
@@ -72,6 +81,14 @@ var auditKinds = []struct{ Kind, Label string }{
 	{kindGrantCreated, "App authorized"},
 	{kindGrantRevoked, "App authorization revoked"},
 	{kindGrantReused, "App authorization revoked: a code was used twice"},
+	{kindTFAEnrolled, "Second factor enrolled"},
+	{kindTFARemoved, "Second factor removed"},
+	{kindTFAReset, "Second factors reset"},
+	{kindRecoveryUsed, "Recovery code used"},
+	{kindRecoveryRegenerated, "Recovery codes replaced"},
+	{kindPasskeyAdded, "Passkey added"},
+	{kindPasskeyRemoved, "Passkey removed"},
+	{kindSecondFactorFailed, "Second factor refused"},
 }
 
 // auditKindLabel returns the label of kind, or kind itself when unknown.

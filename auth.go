@@ -265,7 +265,9 @@ const basicChallenge = `Basic realm="tokend", charset="UTF-8"`
 
 // signIn checks a name and password. A failure takes as long whether or not
 // the user exists, and says the same. On success with a hash of weaker
-// parameters than today's, the hash is replaced.
+// parameters than today's, the hash is replaced. For a user with a second
+// factor the right password returns the user with errUsesSecondFactor:
+// only the second step (tfapages.go) signs them in.
 func (s *server) signIn(r *http.Request, name, password string) (userRecord, error) {
 	addr := s.clientAddr(r)
 	// The user is looked up first, whether the attempt goes ahead or not,
@@ -317,6 +319,18 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 				s.log.Warn("re-hash password", "user_id", u.ID, "err", err)
 			}
 		}
+	}
+	factors, err := s.store.SecondFactors(u.ID)
+	if err != nil {
+		s.throttleLeft(s.throttle.abandoned(account, addr, s.now()))
+		return userRecord{}, fmt.Errorf("second factors of user %d: %w", u.ID, err)
+	}
+	if factors.any() {
+		// The password alone proves nothing yet: the attempt is taken
+		// back, but the address is not learnt until the second factor
+		// passes (checkCode).
+		s.throttleLeft(s.throttle.abandoned(account, addr, s.now()))
+		return u, errUsesSecondFactor
 	}
 	s.throttleLeft(s.throttle.succeeded(u.ID, addr, s.now()))
 	return u, nil

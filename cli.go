@@ -80,7 +80,7 @@ func subcommand(group string, args []string, stderr io.Writer, names string) (st
 // ---- user ----
 
 func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	sub, args, err := subcommand("user", args, stderr, "add|list|passwd|promote|demote|revoke-tokens|remove")
+	sub, args, err := subcommand("user", args, stderr, "add|list|passwd|promote|demote|revoke-tokens|reset-2fa|remove")
 	if err != nil {
 		return err
 	}
@@ -97,10 +97,12 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return userSetAdmin(args, stdout, stderr, false)
 	case "revoke-tokens":
 		return userRevokeTokens(args, stdout, stderr)
+	case "reset-2fa":
+		return userResetSecondFactors(args, stdout, stderr)
 	case "remove":
 		return userRemove(args, stdout, stderr)
 	}
-	return fmt.Errorf("user: unknown subcommand %q (want add, list, passwd, promote, demote, revoke-tokens or remove)", sub)
+	return fmt.Errorf("user: unknown subcommand %q (want add, list, passwd, promote, demote, revoke-tokens, reset-2fa or remove)", sub)
 }
 
 func userAdd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -249,6 +251,23 @@ func userRevokeTokens(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: %w", cmd.name, err)
 	}
 	fmt.Fprintf(stdout, "revoked %s of %q\n", plural(done.Tokens, "token"), u.Name)
+	return nil
+}
+
+func userResetSecondFactors(args []string, stdout, stderr io.Writer) error {
+	cmd := command{"user reset-2fa", "NAME", "Remove a user's second factors (authenticator app, passkeys, recovery codes), for one who lost them: every session of the user ends, and their password signs in alone until they enrol again."}
+	var db string
+	fs := cmd.newFlagSet(stderr, &db)
+	st, u, err := openArgUser(fs, args, &db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	done, err := (accounts{store: st}).ResetSecondFactors(cliActor, u.ID)
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd.name, err)
+	}
+	fmt.Fprintf(stdout, "removed the second factors of %q and ended %s\n", u.Name, plural(done.Sessions, "session"))
 	return nil
 }
 

@@ -106,6 +106,8 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{name: "zero shutdown timeout", args: []string{"-shutdown-timeout", "0s"}, want: "-shutdown-timeout"},
 		{name: "not a duration", args: []string{"-purge-interval", "often"}, want: "-purge-interval"},
 		{name: "not a boolean", args: []string{"-metrics-loopback=maybe"}, want: "-metrics-loopback"},
+		{name: "public url with a path", args: []string{"-public-url", "https://tokens.example.com/tokend"}, want: "-public-url"},
+		{name: "public url without a scheme", env: map[string]string{"TOKEND_PUBLIC_URL": "tokens.example.com"}, want: "-public-url"},
 		{name: "bad log level from env", env: map[string]string{"TOKEND_LOG_LEVEL": "loud"}, want: "-log-level"},
 		{name: "bad access log", args: []string{"-access-log", "some"}, want: `-access-log: "some" is not all, errors or off`},
 		{name: "bad access log from env", env: map[string]string{"TOKEND_ACCESS_LOG": "ALL"}, want: "-access-log"},

@@ -54,12 +54,17 @@ const copySamples = 64
 type copyCounts struct {
 	Users, Tokens, Sessions  int
 	Clients, Grants, Refresh int
+	// Second factors: TOTP secrets, passkeys, unused recovery codes.
+	TOTP, Passkeys, Recovery int
 }
 
 func (c copyCounts) String() string {
 	s := fmt.Sprintf("%d users, %d tokens, %d sessions", c.Users, c.Tokens, c.Sessions)
 	if c.Clients+c.Grants+c.Refresh > 0 {
 		s += fmt.Sprintf(", %d OAuth clients, %d grants with %d refresh tokens", c.Clients, c.Grants, c.Refresh)
+	}
+	if c.TOTP+c.Passkeys+c.Recovery > 0 {
+		s += fmt.Sprintf(", %d authenticator apps, %d passkeys, %d recovery codes", c.TOTP, c.Passkeys, c.Recovery)
 	}
 	return s
 }
@@ -97,6 +102,9 @@ type importer interface {
 	// ImportSessions stores sessions under their hashes; their users are
 	// stored already.
 	ImportSessions(sessions []storedSession) error
+	// ImportSecondFactors stores users' second factors (copytfa.go);
+	// their users are stored already.
+	ImportSecondFactors(list []secondFactorsCopy) error
 	// IDSequences returns the last user, token and grant ids handed out.
 	IDSequences() (idSequences, error)
 	// RaiseIDSequences raises each sequence to at least its value in to,
@@ -116,7 +124,8 @@ type importer interface {
 // exporter is a store that a deployment is copied out of.
 type exporter interface {
 	// Export hands every user, then every OAuth client, then every grant,
-	// then every token, then every session to to, in batches of at most
+	// then every token, then every session, then every user's second
+	// factors to to, in batches of at most
 	// batch, all from one consistent snapshot,
 	// and returns the id sequences as they stood at that snapshot or
 	// later. It stops at the first error, or when ctx ends.
@@ -647,7 +656,10 @@ func (s *boltStore) Export(ctx context.Context, batch int, to importer) (idSeque
 		if err != nil {
 			return err
 		}
-		return sessions.flush()
+		if err := sessions.flush(); err != nil {
+			return err
+		}
+		return exportSecondFactors(ctx, tx, batch, to)
 	})
 	return seq, err
 }
@@ -742,6 +754,7 @@ func (s *boltStore) Counts() (copyCounts, error) {
 		c.Clients = tx.Bucket(bucketClients).Stats().KeyN
 		c.Grants = tx.Bucket(bucketGrants).Stats().KeyN
 		c.Refresh = tx.Bucket(bucketRefresh).Stats().KeyN
+		countSecondFactors(tx, &c)
 		return nil
 	})
 	return c, err
@@ -811,7 +824,10 @@ func (s *pgStore) Export(ctx context.Context, batch int, to importer) (idSequenc
 		if err != nil {
 			return err
 		}
-		return sessions.flush()
+		if err := sessions.flush(); err != nil {
+			return err
+		}
+		return pgExportSecondFactors(ctx, tx, batch, to)
 	})
 	return seq, pgError(err)
 }
@@ -1017,8 +1033,9 @@ func (p *pgImport) RaiseIDSequences(to idSequences) (idSequences, error) {
 func (p *pgImport) Counts() (copyCounts, error) {
 	var c copyCounts
 	err := p.tx.QueryRow(p.ctx, `SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM tokens), (SELECT count(*) FROM sessions),
-		(SELECT count(*) FROM clients), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens)`).
-		Scan(&c.Users, &c.Tokens, &c.Sessions, &c.Clients, &c.Grants, &c.Refresh)
+		(SELECT count(*) FROM clients), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens),
+		(SELECT count(*) FROM totp_secrets), (SELECT count(*) FROM passkeys), (SELECT count(*) FROM recovery_codes)`).
+		Scan(&c.Users, &c.Tokens, &c.Sessions, &c.Clients, &c.Grants, &c.Refresh, &c.TOTP, &c.Passkeys, &c.Recovery)
 	return c, err
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -86,6 +87,23 @@ func newCopyFixture(t *testing.T) copyFixture {
 		}
 		fx.sessions = append(fx.sessions, h)
 	}
+	// Second factors: alice's app with recovery codes, carol's passkeys
+	// (one used), bob none.
+	codes := []tokenHash{sha256.Sum256([]byte("code 1")), sha256.Sum256([]byte("code 2"))}
+	if err := st.EnrolTOTP(testActor, fx.users[0].ID, totpRecord{Sealed: []byte("sealed by the key file"), LastStep: 12345, CreatedAt: now}, codes); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"Laptop", "Phone"} {
+		p := passkeyRecord{User: fx.users[2].ID, CredentialID: []byte{byte(i), 1, 2}, Credential: []byte(`{"sign_count":3}`), Name: name, CreatedAt: now}
+		if err := st.AddPasskey(testActor, &p, nil); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			if err := st.UpdatePasskeyUse(p.User, p.ID, []byte(`{"sign_count":4}`), now.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	return fx
 }
 
@@ -156,7 +174,7 @@ func TestCopyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("copy bbolt → PostgreSQL: %v", err)
 	}
-	if !strings.HasPrefix(stdout, "copied 3 users, 8 tokens, 3 sessions from "+fx.path+" to ") ||
+	if !strings.HasPrefix(stdout, "copied 3 users, 8 tokens, 3 sessions, 1 authenticator apps, 2 passkeys, 2 recovery codes from "+fx.path+" to ") ||
 		!strings.Contains(stdout, "new user ids start after") {
 		t.Errorf("copy printed %q; want the counts and where ids continue", stdout)
 	}

@@ -22,9 +22,10 @@ import (
 // schemaVersion is the layout of the buckets below. A database of another
 // version is refused rather than guessed at.
 // Version 2 added sessions_by_owner, version 3 the buckets of the OAuth
-// store (boltoauth.go), version 4 those of the security log (boltaudit.go);
-// a file of an older version is upgraded when it is opened for writing.
-const schemaVersion = 4
+// store (boltoauth.go), version 4 those of the security log (boltaudit.go),
+// version 5 those of second factors (bolttfa.go); a file of an older
+// version is upgraded when it is opened for writing.
+const schemaVersion = 5
 
 // Bucket names. Integer keys are big-endian uint64 so that they sort in
 // numeric order; records are JSON.
@@ -45,7 +46,7 @@ var (
 	allBuckets = append([][]byte{
 		bucketMeta, bucketUsers, bucketUsersByName, bucketTokens, bucketTokensByHash,
 		bucketTokensByOwner, bucketTokensByExpiry, bucketSessions, bucketSessionsByOwner,
-	}, append(oauthBuckets, auditBuckets...)...)
+	}, slices.Concat(oauthBuckets, auditBuckets, tfaBuckets)...)
 
 	keySchema = []byte("schema")
 )
@@ -323,8 +324,13 @@ func initSchema(tx *bolt.Tx) error {
 				return fmt.Errorf("upgrade schema 2 to %d: %w", schemaVersion, err)
 			}
 		}
-		if err := upgradeSchema3(tx); err != nil {
-			return fmt.Errorf("upgrade schema 3 to %d: %w", schemaVersion, err)
+		if version <= 3 {
+			if err := upgradeSchema3(tx); err != nil {
+				return fmt.Errorf("upgrade schema 3 to %d: %w", schemaVersion, err)
+			}
+		}
+		if err := upgradeSchema4(tx); err != nil {
+			return fmt.Errorf("upgrade schema 4 to %d: %w", schemaVersion, err)
 		}
 	case version >= 1 && version < schemaVersion:
 		return olderSchemaError(version)
@@ -668,6 +674,9 @@ func (s *boltStore) DeleteUser(by actor, id uint64) error {
 			return err
 		}
 		if _, err := deleteSessionsExcept(tx, id, sessionHash{}); err != nil {
+			return err
+		}
+		if err := deleteSecondFactors(tx, id); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketUsersByName).Delete([]byte(strings.ToLower(u.Name))); err != nil {
@@ -1298,6 +1307,7 @@ func (s *boltStore) Check() error {
 		})
 		checkOAuth(tx, bad)
 		checkAudit(tx, bad)
+		checkSecondFactors(tx, bad)
 		return nil
 	})
 	if err != nil {

@@ -88,6 +88,7 @@ func storeContents(t testing.TB, st store) string {
 		for _, s := range sessions {
 			fmt.Fprintf(&b, "  session %x %+v\n", s.hash[:4], s.rec)
 		}
+		describeSecondFactors(t, &b, st, u.ID)
 	}
 	tokens, err := st.AllTokens()
 	if err != nil {

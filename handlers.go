@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/cipher"
 	"fmt"
 	"html/template"
 	"log/slog"
@@ -44,6 +45,8 @@ type server struct {
 	// so that a full disk logs one warning, not one per page view.
 	touchFailing atomic.Bool
 	userCodes    *userCodeGuesses // wrong device user codes per person
+	tfaKeys      *tfaKeys         // the key file that seals TOTP secrets (tfa.go)
+	pendingAEAD  cipher.AEAD      // seals the cookie of a sign-in's second step
 	// throttledEvents bounds the signin.throttled events a flood records.
 	throttledEvents throttledEvents
 }
@@ -87,6 +90,10 @@ func newServer(st store, cfg config, log *slog.Logger, now func() time.Time) (*s
 	if s.dummyHash, err = s.hasher.Hash(context.Background(), "tokend dummy password"); err != nil {
 		return nil, err
 	}
+	if s.tfaKeys, err = newTFAKeys(cfg); err != nil {
+		return nil, err
+	}
+	s.pendingAEAD = newPendingAEAD(s.tfaKeys)
 	s.metrics = newMetrics(st, log)
 	s.misconfigured = newMisconfiguredRoutes(s.metrics.registry, log, now)
 	if s.static, err = newStaticFiles(staticFS); err != nil {
@@ -111,6 +118,24 @@ func (s *server) routes() http.Handler {
 	r.GET("/login", s.handleLoginPage)
 	r.POST("/login", s.form(s.handleLogin))
 	r.POST("/logout", s.form(s.handleLogout))
+	r.GET("/login/verify", s.handleVerifyPage)
+	r.POST("/login/verify", s.form(s.handleVerify))
+	r.GET("/account/totp", s.signedIn(s.handleTOTPPage))
+	r.POST("/account/totp", s.form(s.signedIn(s.handleEnrolTOTP)))
+	r.POST("/account/totp/remove", s.form(s.signedIn(s.handleRemoveTOTP)))
+	r.POST("/account/recovery-codes", s.form(s.signedIn(s.handleNewRecoveryCodes)))
+	// Passkeys (passkey.go): each ceremony's options come from
+	// /passkey/…-options, and its answer goes with the form it finishes.
+	r.POST("/passkey/register-options", s.passkeyJSON(s.signedInJSON(s.handlePasskeyRegisterOptions)))
+	r.POST("/account/passkeys", s.form(s.signedIn(s.handlePasskeyRegister)))
+	r.POST("/account/passkeys/:id/rename", s.form(s.signedIn(s.handleRenamePasskey)))
+	r.POST("/account/passkeys/:id/remove", s.form(s.signedIn(s.handleRemovePasskey)))
+	r.POST("/passkey/signin-options", s.passkeyJSON(s.handlePasskeySignInOptions))
+	r.POST("/login/passkey", s.form(s.handlePasskeySignIn))
+	r.POST("/passkey/verify-options", s.passkeyJSON(s.handleVerifyPasskeyOptions))
+	r.POST("/login/verify/passkey", s.form(s.handleVerifyPasskey))
+	r.POST("/passkey/sudo-options", s.passkeyJSON(s.signedInJSON(s.handlePasskeySudoOptions)))
+	r.POST("/passkey/sudo", s.passkeyJSON(s.signedInJSON(s.handlePasskeySudo)))
 	r.POST("/tokens", s.form(s.signedIn(s.handleCreateTokenPage)))
 	r.GET("/secret", s.signedIn(s.handleSecretPage))
 	r.GET("/tokens/:id/revoke", s.signedIn(s.confirmTokenPage(revokeConfirmation)))
@@ -130,6 +155,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/admin/users/:id/admin", s.form(s.signedIn(s.adminOnly(s.handleSetAdmin))))
 	r.POST("/admin/users/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveUser))))
 	r.POST("/admin/users/:id/revoke-tokens", s.form(s.signedIn(s.adminOnly(s.handleRevokeUserTokens))))
+	r.POST("/admin/users/:id/reset-2fa", s.form(s.signedIn(s.adminOnly(s.handleResetSecondFactors))))
 	r.GET("/admin/clients", s.signedIn(s.adminOnly(s.handleClientsPage)))
 	r.POST("/admin/clients", s.form(s.signedIn(s.adminOnly(s.handleAddClient))))
 	r.GET("/admin/clients/:id", s.signedIn(s.adminOnly(s.handleClientPage)))
@@ -160,6 +186,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/api/v1/users/:id/password", s.apiAdmin(s.handleAPIResetPassword))
 	r.PUT("/api/v1/users/:id/admin", s.apiAdmin(s.handleAPISetAdmin))
 	r.DELETE("/api/v1/users/:id/tokens", s.apiAdmin(s.handleAPIRevokeUserTokens))
+	r.DELETE("/api/v1/users/:id/second-factors", s.apiAdmin(s.handleAPIResetSecondFactors))
 	r.GET("/api/v1/clients", s.apiAdmin(s.handleAPIListClients))
 	r.POST("/api/v1/clients", s.apiAdmin(s.handleAPIAddClient))
 	r.GET("/api/v1/clients/:id", s.apiAdmin(s.handleAPIGetClient))

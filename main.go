@@ -46,6 +46,7 @@ Commands:
   user promote NAME     make a user an admin
   user demote NAME      take a user's admin rights away; never the last admin's
   user revoke-tokens    revoke every token of user NAME; sessions stay
+  user reset-2fa        remove the second factors of user NAME and end their sessions
   user remove NAME      remove a user with their tokens and sessions
   token create          print a new token: -user NAME -name N [-scopes a,b] [-expires 30d]
   token list            list tokens: everyone's, or one user's
@@ -168,7 +169,10 @@ type config struct {
 	SessionIdle      time.Duration
 	SessionLifetime  time.Duration
 	TrustProxy       bool
-	MetricsLoopback  bool
+	// PublicURL is the base URL people reach tokend at (publicurl.go);
+	// empty: each request's scheme and Host.
+	PublicURL       string
+	MetricsLoopback bool
 	// Limits of the HTTP server (see newHTTPServer) and of the database file.
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -179,6 +183,12 @@ type config struct {
 	MaxDBSize         int
 	// Sessions one user may hold; signing in once more ends the oldest.
 	MaxSessionsPerUser int
+	// KeyFile seals TOTP secrets; "" is the database's path with ".key"
+	// appended for bbolt, none for PostgreSQL.
+	KeyFile string
+	// Require2FA sends every user without a second factor to enrol one
+	// before anything else.
+	Require2FA bool
 }
 
 func defaultConfig() config {
@@ -235,6 +245,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionLifetime, "session-lifetime", c.SessionLifetime, "sign a browser out this long after it signed in, however active")
 	fs.IntVar(&c.MaxSessionsPerUser, "max-sessions-per-user", c.MaxSessionsPerUser, "most browser sessions one user may hold; signing in once more ends the oldest")
 	fs.BoolVar(&c.TrustProxy, "trust-proxy", c.TrustProxy, "believe X-Forwarded-Proto and X-Forwarded-For from the reverse proxy in front")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "`URL` people reach tokend at, such as https://tokens.example.com: the base of the setup link, the OAuth issuer and the passkeys' relying party (default: each request's scheme and Host)")
 	fs.BoolVar(&c.MetricsLoopback, "metrics-loopback", c.MetricsLoopback, "serve /metrics to loopback clients without a token (turn off behind a reverse proxy on the same host)")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "how long a client may take to send a request's headers")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "how long a client may take to send a whole request")
@@ -242,6 +253,8 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "how long an idle keep-alive connection stays open")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "most `bytes` of request line and headers; more is answered 431")
 	fs.IntVar(&c.HashQueue, "hash-queue", c.HashQueue, "most sign-ins waiting for a password hash; more are answered 503 (0: no limit)")
+	fs.StringVar(&c.KeyFile, "key-file", c.KeyFile, "`file` of the key that seals TOTP secrets (default: the database file's path with .key appended, created on first use; PostgreSQL: none, and TOTP is off until one is set)")
+	fs.BoolVar(&c.Require2FA, "require-2fa", c.Require2FA, "make every user enrol a second factor (TOTP or passkey) before reaching their tokens")
 	fs.IntVar(&c.MaxDBSize, "max-db-size", c.MaxDBSize, "most `bytes` the database file may grow to; writes past it are answered 507 (0: no limit)")
 }
 
@@ -291,6 +304,9 @@ func (c *config) check() error {
 	}
 	if err := checkAddr(c.Addr); err != nil {
 		return fmt.Errorf("-addr: %w", err)
+	}
+	if err := checkPublicURL(c.PublicURL); err != nil {
+		return fmt.Errorf("-public-url: %w", err)
 	}
 	if c.DB == "" {
 		return errors.New("-db: the database file name is empty")

@@ -65,16 +65,11 @@ func newOAuthSecret() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
-// issuer returns the base URL of this server as the client reached it:
-// the scheme (https when the request came over TLS, or through a trusted
-// proxy that says so) and the Host header. Every URL of the metadata and
-// of the device flow is built on it, as the setup link is.
+// issuer returns the base URL of this server (baseURL: -public-url, or
+// as the client reached it). Every URL of the metadata and of the device
+// flow is built on it, as the setup link is.
 func (s *server) issuer(r *http.Request) string {
-	scheme := "http"
-	if s.isHTTPS(r) {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+	return s.baseURL(r)
 }
 
 // serverMetadata is the RFC 8414 authorization server metadata.

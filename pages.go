@@ -44,9 +44,12 @@ type page struct {
 	// name attribute; "" when it is about the whole form. A handler that
 	// knows the field sets it; else errorField guesses it from the message.
 	ErrorField string
-	// NeedSudo puts a password field into the forms of sensitive actions.
-	NeedSudo bool
-	Data     any
+	// NeedSudo puts a password field into the forms of sensitive actions,
+	// and NeedSudoCode a field for a second factor's code beside it.
+	NeedSudo, NeedSudoCode bool
+	Data                   any
+	// SudoPasskey offers a passkey instead (passkey.go).
+	SudoPasskey bool
 }
 
 // setPageHeaders sets the headers every HTML answer carries besides the
@@ -64,6 +67,10 @@ func (s *server) renderPage(w http.ResponseWriter, r *http.Request, sess *sessio
 	if sess != nil {
 		p.User = &sess.user
 		p.NeedSudo = !sess.sudo(s.now())
+		if p.NeedSudo {
+			p.NeedSudoCode, _ = s.needsSudoCode(sess) // on failure the form asks, and checkSudo says
+			p.SudoPasskey = s.sudoPasskey(sess)
+		}
 	}
 	if p.Flash == "" && r.Method == http.MethodGet {
 		p.Flash = s.takeFlash(w, r)
@@ -267,6 +274,15 @@ func (s *server) signedIn(h pageHandler) httprouter.Handle {
 			seeOther(w, r, "/login?next="+url.QueryEscape(next))
 			return
 		}
+		if enrol, err := s.mustEnrol(sess, r.URL.Path); err != nil || enrol {
+			if err != nil {
+				s.pageError(w, r, sess, err)
+				return
+			}
+			s.setFlash(w, r, "This server requires a second factor: enrol one before you go on.")
+			seeOther(w, r, "/account")
+			return
+		}
 		h(w, r, ps, sess)
 	}
 }
@@ -297,19 +313,31 @@ var errSudoNeeded = clientError(http.StatusForbidden, "You signed in more than a
 var errWrongPassword = clientError(http.StatusForbidden, "That is not your password")
 
 // checkSudo lets a sensitive action through when sess gave its password
-// within sudoWindow, or the form carries it now (field sudo_password),
-// which opens a new window.
+// within sudoWindow, or the form carries it now (field sudo_password, and
+// for a user with a second factor a code in sudo_code), which opens a new
+// window.
 func (s *server) checkSudo(r *http.Request, sess *session) error {
 	now := s.now()
 	if sess.sudo(now) {
 		return nil
 	}
 	pw := r.PostForm.Get("sudo_password")
-	if pw == "" {
+	code, err := s.needsSudoCode(sess)
+	switch {
+	case err != nil:
+		return err
+	case code && (pw == "" || strings.TrimSpace(r.PostForm.Get("sudo_code")) == ""):
+		return errSudoCodeNeeded
+	case pw == "":
 		return errSudoNeeded
 	}
 	if err := s.confirmPassword(r, sess.user, pw); err != nil {
 		return err
+	}
+	if code {
+		if _, _, err := s.checkCode(r, sess.user, r.PostForm.Get("sudo_code"), s.pageActor(r, sess.user)); err != nil {
+			return err
+		}
 	}
 	if err := s.store.ConfirmSession(sess.hash, now); err != nil {
 		return err
@@ -400,6 +428,14 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request, _ httproute
 	name := strings.TrimSpace(r.PostForm.Get("name"))
 	next := safeNext(r.PostForm.Get("next"))
 	u, err := s.signIn(r, name, r.PostForm.Get("password"))
+	if errors.Is(err, errUsesSecondFactor) {
+		if err := s.setPendingSignIn(w, r, u, next); err != nil {
+			s.pageError(w, r, nil, err)
+			return
+		}
+		seeOther(w, r, "/login/verify")
+		return
+	}
 	if err != nil {
 		if err == errBadCredentials {
 			err = clientError(http.StatusUnauthorized, "Wrong user name or password.")
@@ -666,12 +702,8 @@ func (s *server) showSecret(w http.ResponseWriter, r *http.Request, sess *sessio
 	if n.rotated {
 		title = "Your rotated token"
 	}
-	scheme := "http"
-	if s.isHTTPS(r) {
-		scheme = "https"
-	}
 	s.renderPage(w, r, sess, http.StatusOK, "secret.html", &page{Title: title, Nav: "tokens",
-		Data: secretPage{Token: s.tokenView(n.token), Secret: n.secret, Rotated: n.rotated, UserURL: scheme + "://" + r.Host + "/api/v1/user"}})
+		Data: secretPage{Token: s.tokenView(n.token), Secret: n.secret, Rotated: n.rotated, UserURL: s.baseURL(r) + "/api/v1/user"}})
 }
 
 // handleSecretPage shows the secret the session's last token form made,
@@ -961,6 +993,10 @@ type accountPage struct {
 	// MoreEvents links to the older ones, "" when there are none.
 	Events     []auditRow
 	MoreEvents string
+
+	Passkeys []passkeyView // passkey.go
+
+	SecondFactor tfaView // tfapages.go
 }
 
 func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *session, status int, data accountPage, errMsg string) {
@@ -1000,6 +1036,14 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 		s.pageError(w, r, sess, err)
 		return
 	}
+	if data.SecondFactor, err = s.tfaViewOf(sess.user); err != nil {
+		s.pageError(w, r, sess, err)
+		return
+	}
+	if data.Passkeys, err = s.passkeyViews(sess.user.ID); err != nil {
+		s.pageError(w, r, sess, err)
+		return
+	}
 	// The error goes beside the form that was sent; the revoke form is
 	// shown only to someone who holds tokens.
 	at := "password"
@@ -1008,6 +1052,12 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 		if data.TokensText != "" {
 			at = "revoke-tokens"
 		}
+	}
+	if r.URL.Path == "/account/recovery-codes" {
+		at = "second-factor"
+	}
+	if strings.HasPrefix(r.URL.Path, "/account/passkeys") {
+		at = "passkeys"
 	}
 	s.renderPage(w, r, sess, status, "account.html", &page{Title: "Account", Nav: "account", Error: errMsg, ErrorAt: at, Data: data})
 }

@@ -39,16 +39,18 @@ func clientError(status int, format string, args ...any) *httpError {
 
 // commonHeaders are the security headers of every answer, following the
 // OWASP Secure Headers project: no sniffing of types; a content security
-// policy that allows scripts, styles and images only from /static and no
-// framing (it matters on pages, and costs nothing on the rest); no
-// referrer; a window and resources of tokend's own, kept from other
-// origins; and no browser feature a page of tokend has no use for (the
-// copy button may write to the clipboard). The value slices are shared by
-// every answer: net/http only reads them, and a handler that sets one of
-// these headers replaces its slice rather than editing it.
+// policy that allows scripts, styles and images only from /static,
+// requests from scripts (passkeys) only to tokend, and no framing (it
+// matters on pages, and costs nothing on the rest); no referrer; a window
+// and resources of tokend's own, kept from other origins; and no browser
+// feature a page of tokend has no use for (the copy button may write to
+// the clipboard, and passkeys work on tokend's own pages). The value
+// slices are shared by every answer: net/http only reads them, and a
+// handler that sets one of these headers replaces its slice rather than
+// editing it.
 var commonHeaders = http.Header{
 	"X-Content-Type-Options": {"nosniff"},
-	"Content-Security-Policy": {"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"Content-Security-Policy": {"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"},
 	"X-Frame-Options":              {"DENY"},
 	"Referrer-Policy":              {"no-referrer"},
@@ -57,7 +59,7 @@ var commonHeaders = http.Header{
 	"Permissions-Policy": {"accelerometer=(), autoplay=(), camera=(), clipboard-read=(), clipboard-write=(self), " +
 		"display-capture=(), encrypted-media=(), fullscreen=(), geolocation=(), gyroscope=(), hid=(), " +
 		"idle-detection=(), magnetometer=(), microphone=(), midi=(), payment=(), picture-in-picture=(), " +
-		"publickey-credentials-get=(), screen-wake-lock=(), serial=(), usb=(), web-share=(), xr-spatial-tracking=()"},
+		"publickey-credentials-create=(self), publickey-credentials-get=(self), screen-wake-lock=(), serial=(), usb=(), web-share=(), xr-spatial-tracking=()"},
 }
 
 var hstsHeader = []string{"max-age=31536000"}

@@ -303,6 +303,12 @@ func (s *server) apiSessionUser(r *http.Request) (userRecord, bool, error) {
 	if sess == nil {
 		return userRecord{}, false, errSessionEnded
 	}
+	switch enrol, err := s.mustEnrol(sess, r.URL.Path); {
+	case err != nil:
+		return userRecord{}, false, err
+	case enrol:
+		return userRecord{}, false, errEnrolFirst
+	}
 	if !sess.sudo(s.now()) {
 		return userRecord{}, false, clientError(http.StatusForbidden, "you signed in more than an hour ago: give your password again on the token page, or send HTTP Basic name:password")
 	}

@@ -85,7 +85,11 @@ func (s *server) setupLink(base string) (string, error) {
 // The code in it is the one secret tokend ever logs: it works once, only
 // until an admin exists, and only while this process runs.
 func (s *server) announceSetup(addr net.Addr) {
-	link, err := s.setupLink("http://" + browsableHost(addr))
+	base := s.cfg.PublicURL
+	if base == "" {
+		base = "http://" + browsableHost(addr)
+	}
+	link, err := s.setupLink(base)
 	if err != nil {
 		s.log.Error("make setup link", "err", err)
 		return

@@ -111,9 +111,17 @@ type store interface {
 
 	oauthStore
 
+	// ---- passkey ceremonies under way (passkeystore.go) ----
+
+	passkeyCeremonyStore
+
 	// ---- the security log (auditstore.go) ----
 
 	auditStore
+
+	// ---- second factors (tfastore.go) ----
+
+	tfaStore
 
 	// ---- the whole ----
 
