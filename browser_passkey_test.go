@@ -155,7 +155,7 @@ func TestBrowserPasskey(t *testing.T) {
 	do("sign in with the password", "/", http.StatusOK,
 		chromedp.SendKeys(chromedp.CSS("#name"), "alice"),
 		chromedp.SendKeys(chromedp.CSS("#password"), password),
-		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
+		chromedp.Click(chromedp.CSS(`form[action="/login#form-error"] button[type=submit]`)),
 	)
 
 	// Add a passkey: the first second factor comes with recovery codes.
@@ -208,7 +208,7 @@ func TestBrowserPasskey(t *testing.T) {
 	do("sign in with the password", "/login/verify", http.StatusOK,
 		chromedp.SendKeys(chromedp.CSS("#name"), "alice"),
 		chromedp.SendKeys(chromedp.CSS("#password"), password),
-		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
+		chromedp.Click(chromedp.CSS(`form[action="/login#form-error"] button[type=submit]`)),
 	)
 	sessions("after the password alone", 0)
 	fitsPhone("verify-passkey")
