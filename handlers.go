@@ -44,6 +44,7 @@ type server struct {
 	// so that a full disk logs one warning, not one per page view.
 	touchFailing atomic.Bool
 	userCodes    *userCodeGuesses // wrong device user codes per person
+	webhooks     *webhooks        // the outbox (webhook.go)
 }
 
 // newServer returns a server over st configured by cfg.
@@ -87,6 +88,7 @@ func newServer(st store, cfg config, log *slog.Logger, now func() time.Time) (*s
 	}
 	s.metrics = newMetrics(st, log)
 	s.misconfigured = newMisconfiguredRoutes(s.metrics.registry, log, now)
+	s.webhooks = newWebhooks(st, cfg, log, now, s.metrics.registry)
 	if s.static, err = newStaticFiles(staticFS); err != nil {
 		return nil, fmt.Errorf("read static files: %w", err)
 	}
@@ -131,6 +133,9 @@ func (s *server) routes() http.Handler {
 	r.POST("/admin/clients", s.form(s.signedIn(s.adminOnly(s.handleAddClient))))
 	r.GET("/admin/clients/:id", s.signedIn(s.adminOnly(s.handleClientPage)))
 	r.POST("/admin/clients/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveClient))))
+	r.GET("/admin/webhooks", s.signedIn(s.adminOnly(s.handleWebhooksPage)))
+	r.POST("/admin/webhooks", s.form(s.signedIn(s.adminOnly(s.handleAddWebhook))))
+	r.POST("/admin/webhooks/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveWebhook))))
 	r.GET("/account/grants/:id/revoke", s.signedIn(s.handleConfirmRevokeGrant))
 	r.POST("/account/grants/:id/revoke", s.form(s.signedIn(s.handleRevokeGrantForm)))
 

@@ -171,6 +171,12 @@ type config struct {
 	MaxDBSize         int
 	// Sessions one user may hold; signing in once more ends the oldest.
 	MaxSessionsPerUser int
+	// Webhooks are the endpoints of the configuration (webhook.go), signed
+	// with WebhookSecret; WebhookPoll is how often the outbox looks for
+	// new events and due messages (not a flag: tests lower it).
+	Webhooks      []string
+	WebhookSecret string
+	WebhookPoll   time.Duration
 }
 
 func defaultConfig() config {
@@ -200,6 +206,7 @@ func defaultConfig() config {
 		HashQueue:         64,
 
 		MaxSessionsPerUser: 50,
+		WebhookPoll:        time.Second,
 	}
 }
 
@@ -230,6 +237,8 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "most `bytes` of request line and headers; more is answered 431")
 	fs.IntVar(&c.HashQueue, "hash-queue", c.HashQueue, "most sign-ins waiting for a password hash; more are answered 503 (0: no limit)")
 	fs.IntVar(&c.MaxDBSize, "max-db-size", c.MaxDBSize, "most `bytes` the database file may grow to; writes past it are answered 507 (0: no limit)")
+	fs.Var(webhookURLs{&c.Webhooks}, "webhook", "send security events that need attention to this `URL`, signed (Standard Webhooks); repeatable, and TOKEND_WEBHOOKS holds several separated by commas or spaces")
+	fs.StringVar(&c.WebhookSecret, "webhook-secret", c.WebhookSecret, "signing `secret` of webhooks: whsec_ and base64 of 24 to 64 random bytes; required with -webhook")
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -275,6 +284,9 @@ func (c *config) check() error {
 	}
 	if c.DB == "" {
 		return errors.New("-db: the database file name is empty")
+	}
+	if err := c.checkWebhooks(); err != nil {
+		return err
 	}
 	if isPostgresURL(c.DB) && c.MaxDBSize != 0 {
 		// Refused rather than ignored: an operator who set a limit would
@@ -420,7 +432,7 @@ func invalidValue(where, value string, v flag.Value, err error) error {
 
 // envNames holds the environment variables not named after their flag:
 // a repeatable flag's variable holds a list.
-var envNames = map[string]string{"scope": "TOKEND_SCOPES"}
+var envNames = map[string]string{"scope": "TOKEND_SCOPES", "webhook": "TOKEND_WEBHOOKS"}
 
 // envName returns the environment variable behind a flag.
 func envName(flagName string) string {
@@ -513,6 +525,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	var loops sync.WaitGroup
 	loops.Go(func() { srv.expiredPurger(background, cfg.PurgeInterval) })
 	loops.Go(func() { srv.lastUsedFlusher(background, cfg.LastUsedInterval) })
+	loops.Go(func() { srv.webhooks.run(background) })
 
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()

@@ -111,6 +111,10 @@ type store interface {
 
 	auditStore
 
+	// ---- the webhook outbox and expiry warnings (webhook.go) ----
+
+	webhookStore
+
 	// ---- the whole ----
 
 	// Ping fails when the engine cannot answer, for /readyz.
