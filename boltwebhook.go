@@ -225,8 +225,8 @@ func webhookStatusOf(msgs []webhookMessage) []webhookEndpointStatus {
 		case webhookFailed:
 			st.Failed++
 		}
-		if m.LastError != "" && m.LastAttempt != nil && (st.LastErrorAt == nil || m.LastAttempt.After(*st.LastErrorAt)) {
-			st.LastError, st.LastErrorAt = m.LastError, m.LastAttempt
+		if m.LastErrorAt != nil && (st.LastErrorAt == nil || m.LastErrorAt.After(*st.LastErrorAt)) {
+			st.LastError, st.LastErrorAt = m.LastError, m.LastErrorAt
 		}
 	}
 	out := make([]webhookEndpointStatus, 0, len(by))

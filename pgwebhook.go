@@ -13,7 +13,7 @@ import (
 // tables in migrations/0006_webhooks.sql). None of these writes changes
 // what an auth cache holds, so they send no invalidation.
 
-const pgWebhookColumns = "m.num, m.id, m.seq, m.endpoint, m.type, m.payload, m.created_at, m.state, m.attempts, m.next_attempt, m.last_attempt, m.last_error"
+const pgWebhookColumns = "m.num, m.id, m.seq, m.endpoint, m.type, m.payload, m.created_at, m.state, m.attempts, m.next_attempt, m.last_attempt, m.last_error, m.last_error_at"
 
 // The statements that run at every poll, named so that a test can show
 // that each uses an index.
@@ -43,11 +43,12 @@ const (
 func scanWebhookMessage(r scanner) (webhookMessage, error) {
 	var m webhookMessage
 	var num, seq, created, next int64
-	var last *int64
+	var last, errAt *int64
 	var payload []byte
-	if err := r.Scan(&num, &m.ID, &seq, &m.Endpoint, &m.Type, &payload, &created, &m.State, &m.Attempts, &next, &last, &m.LastError); err != nil {
+	if err := r.Scan(&num, &m.ID, &seq, &m.Endpoint, &m.Type, &payload, &created, &m.State, &m.Attempts, &next, &last, &m.LastError, &errAt); err != nil {
 		return m, err
 	}
+	m.LastErrorAt = nanoTimePtr(errAt)
 	m.Num, m.Seq, m.Payload = uint64(num), uint64(seq), json.RawMessage(payload)
 	m.CreatedAt, m.NextAttempt, m.LastAttempt = nanoTime(created), nanoTime(next), nanoTimePtr(last)
 	return m, nil
@@ -89,10 +90,10 @@ func (s *pgStore) EnqueueWebhooks(from, to uint64, msgs []webhookMessage) error 
 			m := &msgs[i]
 			var num int64
 			err := tx.QueryRow(ctx, `INSERT INTO webhook_messages
-				(id, seq, endpoint, type, payload, created_at, state, attempts, next_attempt, last_attempt, last_error)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING num`,
+				(id, seq, endpoint, type, payload, created_at, state, attempts, next_attempt, last_attempt, last_error, last_error_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING num`,
 				m.ID, idParam(m.Seq), m.Endpoint, m.Type, []byte(m.Payload), unixNano(m.CreatedAt), m.State, m.Attempts,
-				unixNano(m.NextAttempt), lastAttemptParam(m.LastAttempt), m.LastError).Scan(&num)
+				unixNano(m.NextAttempt), lastAttemptParam(m.LastAttempt), m.LastError, lastAttemptParam(m.LastErrorAt)).Scan(&num)
 			if err != nil {
 				return err
 			}
@@ -122,9 +123,9 @@ func (s *pgStore) ClaimWebhooks(now, until time.Time, limit int) ([]webhookMessa
 func (s *pgStore) FinishWebhook(m webhookMessage) error {
 	ctx, cancel := s.opContext()
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `UPDATE webhook_messages SET state = $2, attempts = $3, next_attempt = $4, last_attempt = $5, last_error = $6
+	tag, err := s.pool.Exec(ctx, `UPDATE webhook_messages SET state = $2, attempts = $3, next_attempt = $4, last_attempt = $5, last_error = $6, last_error_at = $7
 		WHERE num = $1 AND state = 'pending' AND attempts = $3 - 1`,
-		idParam(m.Num), m.State, m.Attempts, unixNano(m.NextAttempt), lastAttemptParam(m.LastAttempt), m.LastError)
+		idParam(m.Num), m.State, m.Attempts, unixNano(m.NextAttempt), lastAttemptParam(m.LastAttempt), m.LastError, lastAttemptParam(m.LastErrorAt))
 	if err != nil {
 		return pgError(err)
 	}
@@ -141,13 +142,13 @@ func (s *pgStore) WebhookStatus() ([]webhookEndpointStatus, error) {
 	defer cancel()
 	rows, err := s.pool.Query(ctx, `SELECT endpoint,
 			count(*) FILTER (WHERE state = 'pending'),
-			count(*) FILTER (WHERE state = 'pending' AND last_error <> ''),
+			count(*) FILTER (WHERE state = 'pending' AND last_error_at IS NOT NULL),
 			count(*) FILTER (WHERE state = 'failed'),
 			count(*) FILTER (WHERE state = 'delivered'),
 			min(created_at) FILTER (WHERE state = 'pending'),
 			max(last_attempt) FILTER (WHERE state = 'delivered'),
-			(array_agg(last_error ORDER BY last_attempt DESC) FILTER (WHERE last_error <> '' AND last_attempt IS NOT NULL))[1],
-			max(last_attempt) FILTER (WHERE last_error <> '')
+			(array_agg(last_error ORDER BY last_error_at DESC) FILTER (WHERE last_error_at IS NOT NULL))[1],
+			max(last_error_at)
 		FROM webhook_messages GROUP BY endpoint ORDER BY endpoint`)
 	if err != nil {
 		return nil, pgError(err)

@@ -120,7 +120,8 @@ type webhookMessage struct {
 	Attempts    int             `json:"attempts"`
 	NextAttempt time.Time       `json:"next_attempt"`           // when it is due (or its lease ends)
 	LastAttempt *time.Time      `json:"last_attempt,omitempty"` // nil: never tried
-	LastError   string          `json:"last_error,omitempty"`
+	LastError   string          `json:"last_error,omitempty"`  // kept once delivered
+	LastErrorAt *time.Time      `json:"last_error_at,omitempty"` // nil: never failed
 }
 
 // webhookEndpoint is an endpoint added on the admin page. Endpoints of the
@@ -136,7 +137,7 @@ type webhookEndpoint struct {
 type webhookEndpointStatus struct {
 	Endpoint    string
 	Pending     int // messages not yet delivered, failing ones included
-	Failing     int // pending messages whose last attempt failed
+	Failing     int // pending messages that failed at least once
 	Failed      int // messages given up on (kept for webhookKeep)
 	Delivered   int // (kept for webhookKeep)
 	LastError   string
@@ -511,13 +512,16 @@ func (w *webhooks) attempt(ctx context.Context, m webhookMessage) error {
 	m.Attempts++
 	m.LastAttempt = &now
 	outcome := "delivered"
+	if sendErr != nil {
+		m.LastError, m.LastErrorAt = truncate(sendErr.Error(), maxWebhookErrorLen), &now
+	}
 	switch {
 	case sendErr == nil:
-		m.State, m.LastError = webhookDelivered, ""
+		m.State = webhookDelivered
 	case now.Add(webhookBackoffFloor).Sub(m.CreatedAt) >= webhookRetryFor:
-		m.State, m.LastError, outcome = webhookFailed, truncate(sendErr.Error(), maxWebhookErrorLen), "failed"
+		m.State, outcome = webhookFailed, "failed"
 	default:
-		m.LastError, outcome = truncate(sendErr.Error(), maxWebhookErrorLen), "retry"
+		outcome = "retry"
 		m.NextAttempt = now.Add(w.backoff(m.Attempts))
 		if !m.NextAttempt.Before(m.CreatedAt.Add(webhookRetryFor)) {
 			// One last try at the end of the day.

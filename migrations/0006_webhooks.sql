@@ -24,7 +24,8 @@ CREATE TABLE webhook_messages (
 	attempts     integer NOT NULL,
 	next_attempt bigint NOT NULL, -- when it is due, or its lease ends
 	last_attempt bigint,          -- NULL: never tried
-	last_error   text   NOT NULL
+	last_error   text   NOT NULL, -- kept once delivered
+	last_error_at bigint          -- NULL: never failed
 );
 -- Deliverers claim the due messages, earliest first.
 CREATE INDEX webhook_messages_due ON webhook_messages (next_attempt) WHERE state = 'pending';

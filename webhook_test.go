@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testWebhookSecret is the signing secret of the tests: whsec_ and the
+// base64 of 32 bytes.
+const testWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// verifyStandardWebhook checks a delivery as a receiver would, written
+// from the Standard Webhooks specification alone (it does not call
+// signWebhook): the secret's key is the base64 after whsec_; the signed
+// content is "<webhook-id>.<webhook-timestamp>.<body>"; webhook-signature
+// holds space-separated "v1,<base64 HMAC-SHA256>" entries, one of which
+// must match; the timestamp must be within five minutes of now.
+func verifyStandardWebhook(secret string, h http.Header, body []byte, now time.Time) error {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		return fmt.Errorf("secret: %v", err)
+	}
+	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
+	if id == "" || ts == "" || sigs == "" {
+		return fmt.Errorf("missing headers: id %q, timestamp %q, signature %q", id, ts, sigs)
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return fmt.Errorf("webhook-timestamp %q: %v", ts, err)
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
+		return fmt.Errorf("webhook-timestamp %q is %v from now", ts, d)
+	}
+	mac := hmac.New(sha256.New, key)
+	io.WriteString(mac, id+"."+ts+".")
+	mac.Write(body)
+	want := mac.Sum(nil)
+	for _, s := range strings.Fields(sigs) {
+		version, sig, ok := strings.Cut(s, ",")
+		if !ok || version != "v1" {
+			continue
+		}
+		got, err := base64.StdEncoding.DecodeString(sig)
+		if err == nil && hmac.Equal(got, want) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no signature in %q matches", sigs)
+}
+
+// delivery is one request a test receiver got.
+type delivery struct {
+	id, timestamp string
+	body          []byte
+	verified      error
+}
+
+// webhookReceiver is a real HTTP server on loopback that takes deliveries,
+// verifies each one's signature, and answers with the status that status
+// returns for the n-th request (from 1). hold, when set, is waited on
+// before answering the n-th request if it returns a channel.
+type webhookReceiver struct {
+	*httptest.Server
+	clock *fakeClock
+	mu    sync.Mutex
+	got   []delivery
+	// status returns the answer's status for the n-th request; 200 if nil.
+	status func(n int) int
+	// hold returns a channel that the n-th request waits on; nil: none.
+	hold func(n int) chan struct{}
+	// arrived hears of each request as it arrives.
+	arrived chan int
+}
+
+func newWebhookReceiver(t *testing.T, clock *fakeClock) *webhookReceiver {
+	t.Helper()
+	rc := &webhookReceiver{clock: clock, arrived: make(chan int, 100)}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		d := delivery{id: r.Header.Get("webhook-id"), timestamp: r.Header.Get("webhook-timestamp"), body: body,
+			verified: verifyStandardWebhook(testWebhookSecret, r.Header, body, rc.clock.Now())}
+		rc.got = append(rc.got, d)
+		n := len(rc.got)
+		status, hold := rc.status, rc.hold
+		rc.mu.Unlock()
+		rc.arrived <- n
+		if hold != nil {
+			if ch := hold(n); ch != nil {
+				select {
+				case <-ch:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		code := http.StatusOK
+		if status != nil {
+			code = status(n)
+		}
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+// deliveries returns what rc got so far, every signature checked.
+func (rc *webhookReceiver) deliveries(t *testing.T) []delivery {
+	t.Helper()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for i, d := range rc.got {
+		if d.verified != nil {
+			t.Errorf("delivery %d (%s): signature check: %v", i+1, d.id, d.verified)
+		}
+	}
+	return append([]delivery(nil), rc.got...)
+}
+
+// newTestWebhooks returns an outbox over st sending to endpoints with
+// testWebhookSecret, on clock, with the largest backoff the jitter allows.
+func newTestWebhooks(t *testing.T, st store, clock *fakeClock, endpoints ...string) *webhooks {
+	t.Helper()
+	cfg := defaultConfig()
+	cfg.Webhooks, cfg.WebhookSecret = endpoints, testWebhookSecret
+	if err := cfg.checkWebhooks(); err != nil {
+		t.Fatalf("checkWebhooks: %v", err)
+	}
+	w := newWebhooks(st, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), clock.Now, nil)
+	w.jitter = func(d time.Duration) time.Duration { return d }
+	return w
+}
+
+// enqueueTestEvent stores the messages of one token.leaked event, as the
+// dispatcher would, for the outbox's endpoints, and returns them.
+func enqueueTestEvent(t *testing.T, w *webhooks, seq uint64) []webhookMessage {
+	t.Helper()
+	ev := auditEvent{Seq: seq, Time: w.now(), Kind: "token.leaked", Outcome: "ok", Actor: "anonymous",
+		SubjectID: 1, Subject: "alice", TokenID: 7, TokenHint: "abcd", Via: "api"}
+	endpoints, err := w.allEndpoints()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := webhookMessages([]auditEvent{ev}, endpoints, w.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.st.EnqueueWebhooks(seq-1, seq, msgs); err != nil {
+		t.Fatalf("EnqueueWebhooks: %v", err)
+	}
+	return msgs
+}
+
+// deliverN runs one delivery pass and checks that it made want attempts.
+func deliverN(t *testing.T, w *webhooks, want int, what string) {
+	t.Helper()
+	n, err := w.deliver(context.Background())
+	if err != nil || n != want {
+		t.Fatalf("%s: deliver = %d, %v; want %d attempts", what, n, err, want)
+	}
+}
+
+// statusOf returns the outbox's figures for endpoint.
+func statusOf(t *testing.T, st store, endpoint string) webhookEndpointStatus {
+	t.Helper()
+	all, err := st.WebhookStatus()
+	if err != nil {
+		t.Fatalf("WebhookStatus: %v", err)
+	}
+	for _, s := range all {
+		if s.Endpoint == endpoint {
+			return s
+		}
+	}
+	return webhookEndpointStatus{Endpoint: endpoint}
+}
+
+// TestWebhookSignedDeliveryAndBackoff posts one message to a receiver that
+// fails three times: every attempt carries the same id and body and a
+// signature the independent check accepts, and the waits between attempts
+// grow (5s, 10s, 20s at the jitter's ceiling) until a 2xx delivers it.
+func TestWebhookSignedDeliveryAndBackoff(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		clock := newFakeClock()
+		rc := newWebhookReceiver(t, clock)
+		rc.status = func(n int) int {
+			if n <= 3 {
+				return http.StatusInternalServerError
+			}
+			return http.StatusNoContent
+		}
+		w := newTestWebhooks(t, st, clock, rc.URL+"/hook")
+		msgs := enqueueTestEvent(t, w, 1)
+		if len(msgs) != 1 || !strings.HasPrefix(msgs[0].ID, "msg_") {
+			t.Fatalf("messages = %+v; want one with a msg_ id", msgs)
+		}
+		deliverN(t, w, 1, "first attempt")
+		for _, wait := range []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second} {
+			clock.Add(wait - time.Second)
+			deliverN(t, w, 0, fmt.Sprintf("a second before the %v wait ends", wait))
+			clock.Add(time.Second)
+			deliverN(t, w, 1, fmt.Sprintf("once the %v wait ends", wait))
+		}
+		deliverN(t, w, 0, "once delivered")
+		got := rc.deliveries(t)
+		if len(got) != 4 {
+			t.Fatalf("receiver got %d deliveries; want 4", len(got))
+		}
+		for i, d := range got {
+			if d.id != msgs[0].ID || string(d.body) != string(msgs[0].Payload) {
+				t.Errorf("delivery %d: id %s, body %s; want id %s and the enqueued body", i+1, d.id, d.body, msgs[0].ID)
+			}
+		}
+		var p struct {
+			Type      string     `json:"type"`
+			Timestamp time.Time  `json:"timestamp"`
+			Data      auditEvent `json:"data"`
+		}
+		if err := json.Unmarshal(got[0].body, &p); err != nil {
+			t.Fatalf("body %s: %v", got[0].body, err)
+		}
+		if p.Type != "token.leaked" || !p.Timestamp.Equal(clock.Now().Add(-35*time.Second)) || p.Data.TokenHint != "abcd" || p.Data.Seq != 1 {
+			t.Errorf("payload = %+v; want type token.leaked, the event's time and the event as data", p)
+		}
+		s := statusOf(t, st, rc.URL+"/hook")
+		if s.Pending != 0 || s.Delivered != 1 || s.Failing != 0 || s.LastSuccess == nil || !s.LastSuccess.Equal(clock.Now()) ||
+			s.LastError != "answered 500 Internal Server Error" {
+			t.Errorf("status = %+v; want 1 delivered now, the last error kept", s)
+		}
+	})
+}
+
+// TestWebhookGivesUpAfterADay keeps failing: the message is retried with
+// waits capped at an hour until a day has passed since it was enqueued,
+// then it is failed, never tried again, and shown as given up.
+func TestWebhookGivesUpAfterADay(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		clock := newFakeClock()
+		rc := newWebhookReceiver(t, clock)
+		rc.status = func(int) int { return http.StatusServiceUnavailable }
+		w := newTestWebhooks(t, st, clock, rc.URL)
+		start := clock.Now()
+		enqueueTestEvent(t, w, 1)
+		attempts := 0
+		for clock.Now().Sub(start) <= webhookRetryFor+time.Hour {
+			n, err := w.deliver(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			attempts += n
+			clock.Add(time.Minute)
+		}
+		// 5s·2^k up to the hour: 5s … 40m (10 waits), then hourly to the
+		// day's end, plus the first attempt and the last at the end.
+		if attempts < 25 || attempts > 40 {
+			t.Errorf("attempts in a day = %d; want about 33", attempts)
+		}
+		if got := len(rc.deliveries(t)); got != attempts {
+			t.Errorf("receiver got %d deliveries; deliverer made %d attempts", got, attempts)
+		}
+		s := statusOf(t, st, rc.URL)
+		if s.Pending != 0 || s.Failed != 1 || s.LastError != "answered 503 Service Unavailable" {
+			t.Errorf("status after a day = %+v; want 1 failed with its last error", s)
+		}
+	})
+}
+
+// TestWebhookRedirectNotFollowed: a 3xx is a failed attempt, and the
+// place it points at is never sent anything.
+func TestWebhookRedirectNotFollowed(t *testing.T) {
+	st, _ := newTestDB(t)
+	clock := newFakeClock()
+	elsewhere := newWebhookReceiver(t, clock)
+	rc := newWebhookReceiver(t, clock)
+	rc.Config.Handler = http.RedirectHandler(elsewhere.URL, http.StatusTemporaryRedirect)
+	w := newTestWebhooks(t, st, clock, rc.URL)
+	enqueueTestEvent(t, w, 1)
+	deliverN(t, w, 1, "attempt")
+	if got := elsewhere.deliveries(t); len(got) != 0 {
+		t.Errorf("the redirect's target got %d deliveries; want none", len(got))
+	}
+	if s := statusOf(t, st, rc.URL); s.Pending != 1 || s.Failing != 1 || s.LastError != "answered 307 Temporary Redirect" {
+		t.Errorf("status = %+v; want 1 pending, failing on the redirect", s)
+	}
+}
+
+// TestWebhookDeliveredAfterKill stops a deliverer while the receiver holds
+// its request, as a killed process would (nothing recorded), closes the
+// database, and opens it again: the message is leased until the lease
+// runs out, then delivered, under the same id, with a valid signature.
+func TestWebhookDeliveredAfterKill(t *testing.T) {
+	for _, e := range storeEngines() {
+		t.Run(e.name, func(t *testing.T) {
+			var first store
+			var reopen func() store
+			if e.name == "bbolt" {
+				path := filepath.Join(t.TempDir(), "tokend.db")
+				a, err := openStore(path, time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				first = a
+				reopen = func() store {
+					b, err := openStore(path, time.Second)
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { b.Close() })
+					return b
+				}
+			} else {
+				a, dbURL := newTestPGStore(t)
+				first = a
+				reopen = func() store { return openTestPGStore(t, dbURL) }
+			}
+			clock := newFakeClock()
+			rc := newWebhookReceiver(t, clock)
+			release := make(chan struct{})
+			rc.hold = func(n int) chan struct{} {
+				if n == 1 {
+					return release // never closed: the first request waits for good
+				}
+				return nil
+			}
+			w := newTestWebhooks(t, first, clock, rc.URL)
+			msgs := enqueueTestEvent(t, w, 1)
+			ctx, kill := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { _, err := w.deliver(ctx); done <- err }()
+			<-rc.arrived // the receiver holds the request
+			kill()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatalf("deliver after kill: %v", err)
+			}
+			first.Close()
+
+			second := reopen()
+			w2 := newTestWebhooks(t, second, clock, rc.URL)
+			deliverN(t, w2, 0, "restarted while the lease runs")
+			clock.Add(webhookLease)
+			deliverN(t, w2, 1, "restarted once the lease ran out")
+			got := rc.deliveries(t)
+			if len(got) != 2 || got[1].id != msgs[0].ID || string(got[1].body) != string(msgs[0].Payload) {
+				t.Fatalf("deliveries = %d, last %+v; want the held one again, same id and body", len(got), got[len(got)-1])
+			}
+			if s := statusOf(t, second, rc.URL); s.Delivered != 1 || s.Pending != 0 {
+				t.Errorf("status after restart = %+v; want delivered", s)
+			}
+		})
+	}
+}
