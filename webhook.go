@@ -118,9 +118,9 @@ type webhookMessage struct {
 	CreatedAt   time.Time       `json:"created_at"`
 	State       string          `json:"state"`
 	Attempts    int             `json:"attempts"`
-	NextAttempt time.Time       `json:"next_attempt"`           // when it is due (or its lease ends)
-	LastAttempt *time.Time      `json:"last_attempt,omitempty"` // nil: never tried
-	LastError   string          `json:"last_error,omitempty"`  // kept once delivered
+	NextAttempt time.Time       `json:"next_attempt"`            // when it is due (or its lease ends)
+	LastAttempt *time.Time      `json:"last_attempt,omitempty"`  // nil: never tried
+	LastError   string          `json:"last_error,omitempty"`    // kept once delivered
 	LastErrorAt *time.Time      `json:"last_error_at,omitempty"` // nil: never failed
 }
 
