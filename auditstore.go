@@ -66,7 +66,9 @@ type auditQuery struct {
 	// (0: from the newest). After pages forwards: events with Seq > After,
 	// oldest first. At most one is set.
 	Before, After uint64
-	Limit         int // at most maxAuditPage
+	// Oldest reads oldest first from the first kept event when After is 0.
+	Oldest bool
+	Limit  int // at most maxAuditPage
 }
 
 // auditStore is the part of the store contract for the security log.

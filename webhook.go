@@ -432,7 +432,7 @@ func (w *webhooks) dispatch(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, err
 		}
-		evs, err := w.st.AuditEvents(auditQuery{After: cursor, Limit: webhookBatch})
+		evs, err := w.st.AuditEvents(auditQuery{After: cursor, Oldest: true, Limit: webhookBatch})
 		if err != nil || len(evs) == 0 {
 			return total, err
 		}
