@@ -214,23 +214,25 @@ func (f webhookURLs) String() string {
 	if f.urls == nil {
 		return ""
 	}
-	return strings.Join(*f.urls, ",")
+	shown := make([]string, len(*f.urls))
+	for i, raw := range *f.urls {
+		shown[i] = raw
+		if u, err := url.Parse(raw); err == nil {
+			shown[i] = u.Redacted() // -print-config runs before the check refuses a password
+		}
+	}
+	return strings.Join(shown, ",")
 }
 
+// Set adds the URLs of value. They are checked by config.checkWebhooks,
+// not here: the flag package would quote a refused value, and a URL may
+// hold a password.
 func (f webhookURLs) Set(value string) error {
 	parts := strings.FieldsFunc(value, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 	if len(parts) == 0 {
 		return errors.New("want an http or https URL")
 	}
-	for _, p := range parts {
-		u, err := checkWebhookURL(p)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(*f.urls, u) {
-			*f.urls = append(*f.urls, u)
-		}
-	}
+	*f.urls = append(*f.urls, parts...)
 	return nil
 }
 
@@ -284,6 +286,17 @@ func (c *config) checkWebhooks() error {
 			return fmt.Errorf("-webhook-secret (TOKEND_WEBHOOK_SECRET): %w", err)
 		}
 	}
+	var urls []string
+	for _, raw := range c.Webhooks {
+		u, err := checkWebhookURL(raw)
+		if err != nil {
+			return fmt.Errorf("-webhook (TOKEND_WEBHOOKS): %w", err)
+		}
+		if !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	c.Webhooks = urls
 	if c.WebhookPoll <= 0 {
 		return fmt.Errorf("webhook poll interval %v is not positive", c.WebhookPoll)
 	}

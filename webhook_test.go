@@ -7,12 +7,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -362,6 +365,86 @@ func TestWebhookDeliveredAfterKill(t *testing.T) {
 			}
 			if s := statusOf(t, second, rc.URL); s.Delivered != 1 || s.Pending != 0 {
 				t.Errorf("status after restart = %+v; want delivered", s)
+			}
+		})
+	}
+}
+
+// TestWebhookConfiguration: endpoints come from -webhook (repeatable) and
+// TOKEND_WEBHOOKS (commas or spaces), and a bad setting stops serve with
+// a message that names the setting, says what is wanted, never repeats a
+// secret, and leaves no database behind.
+func TestWebhookConfiguration(t *testing.T) {
+	parse := func(t *testing.T, args ...string) config {
+		t.Helper()
+		cfg := defaultConfig()
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		cfg.register(fs)
+		if err := parseFlags(fs, args); err != nil {
+			t.Fatalf("parse %q: %v", args, err)
+		}
+		return cfg
+	}
+	t.Run("flags", func(t *testing.T) {
+		cfg := parse(t, "-webhook", "https://hooks.example.com/a", "-webhook", "http://10.0.0.2:8080/b,https://hooks.example.com/a",
+			"-webhook-secret", testWebhookSecret)
+		if err := cfg.check(); err != nil {
+			t.Fatalf("check: %v", err)
+		}
+		if want := []string{"https://hooks.example.com/a", "http://10.0.0.2:8080/b"}; !slices.Equal(cfg.Webhooks, want) {
+			t.Errorf("Webhooks = %q; want %q", cfg.Webhooks, want)
+		}
+	})
+	t.Run("env", func(t *testing.T) {
+		t.Setenv("TOKEND_WEBHOOKS", " https://a.example/x, https://b.example/y\thttps://c.example/z ")
+		t.Setenv("TOKEND_WEBHOOK_SECRET", testWebhookSecret)
+		cfg := parse(t)
+		if want := []string{"https://a.example/x", "https://b.example/y", "https://c.example/z"}; !slices.Equal(cfg.Webhooks, want) {
+			t.Errorf("Webhooks = %q; want %q", cfg.Webhooks, want)
+		}
+		if err := cfg.check(); err != nil {
+			t.Errorf("check: %v", err)
+		}
+		var out strings.Builder
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		cfg.register(fs)
+		writeConfig(&out, fs, map[string]string{"webhook-secret": "env TOKEND_WEBHOOK_SECRET"})
+		if strings.Contains(out.String(), strings.TrimPrefix(testWebhookSecret, "whsec_")) || !strings.Contains(out.String(), "(hidden)") {
+			t.Errorf("-print-config shows the secret:\n%s", out.String())
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		want   string
+		secret string // must not appear in the message
+	}{
+		{"endpoint without secret", []string{"-webhook", "https://hooks.example.com/a"},
+			"-webhook-secret (TOKEND_WEBHOOK_SECRET) is required with -webhook", ""},
+		{"secret without prefix", []string{"-webhook-secret", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+			"-webhook-secret (TOKEND_WEBHOOK_SECRET): want whsec_ followed by base64", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+		{"secret not base64", []string{"-webhook-secret", "whsec_not*base64*at*all*but*long*enough"},
+			"is not standard base64", "not*base64"},
+		{"secret too short", []string{"-webhook-secret", "whsec_c2hvcnQ="},
+			"the key is 5 bytes; want 24 to 64", "c2hvcnQ="},
+		{"URL with a password", []string{"-webhook", "https://bob:hunter2-secret@hooks.example.com/a"},
+			"holds a user name or password", "hunter2-secret"},
+		{"not http", []string{"-webhook", "ftp://hooks.example.com/a"}, "want http:// or https://", ""},
+		{"no host", []string{"-webhook", "https:///a"}, "has no host", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "tokend.db")
+			args := append([]string{"serve", "-addr", "127.0.0.1:0", "-db", path}, tc.args...)
+			var stderr strings.Builder
+			err := run(context.Background(), args, strings.NewReader(""), io.Discard, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("tokend %q = %v; want an error saying %q", args, err, tc.want)
+			}
+			if tc.secret != "" && (strings.Contains(err.Error(), tc.secret) || strings.Contains(stderr.String(), tc.secret)) {
+				t.Errorf("the error repeats the secret: %v", err)
+			}
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a refused configuration left a database behind: %v", err)
 			}
 		})
 	}
