@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -448,4 +449,188 @@ func TestWebhookConfiguration(t *testing.T) {
 			}
 		})
 	}
+}
+
+// storedEndpoints returns the URLs of the endpoints st holds.
+func storedEndpoints(t *testing.T, st store) []string {
+	t.Helper()
+	es, err := st.WebhookEndpoints()
+	if err != nil {
+		t.Fatalf("WebhookEndpoints: %v", err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.URL)
+	}
+	return out
+}
+
+// TestWebhooksPage: an admin sees every endpoint with what its outbox
+// holds, adds one (checked: refused with a reason and nothing stored when
+// bad or already there) and removes it; other users are turned away;
+// without a signing secret the page says to set one and adds nothing.
+func TestWebhooksPage(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("root", true)
+	ts.addUser("bob", false)
+	admin, bob := ts.login("root"), ts.login("bob")
+
+	w := ts.page(pageReq{method: "GET", path: "/admin/webhooks", cookie: admin})
+	checkPage(t, "GET /admin/webhooks without a secret", w, 200, "No signing secret is configured")
+	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {"https://added.example/x"}}})
+	checkPage(t, "POST /admin/webhooks without a secret", w, 409, "Set the signing secret first")
+	if got := storedEndpoints(t, ts.server.store); len(got) != 0 {
+		t.Fatalf("endpoints stored without a secret: %q", got)
+	}
+
+	rc := newWebhookReceiver(t, ts.clock)
+	rc.status = func(int) int { return http.StatusBadGateway }
+	ts.webhooks = newTestWebhooks(t, ts.server.store, ts.clock, rc.URL+"/configured")
+	enqueueTestEvent(t, ts.webhooks, 1)
+	deliverN(t, ts.webhooks, 1, "failing attempt")
+	w = ts.page(pageReq{method: "GET", path: "/admin/webhooks", cookie: admin})
+	body := checkPage(t, "GET /admin/webhooks", w, 200, rc.URL+"/configured", "configured", "answered 502 Bad Gateway")
+	if strings.Contains(body, "No signing secret") {
+		t.Errorf("the page asks for a secret that is set")
+	}
+
+	for _, tc := range []struct {
+		url    string
+		status int
+		says   string
+	}{
+		{"ftp://added.example/x", 400, "want http:// or https://"},
+		{"https://u:pw@added.example/x", 400, "holds a user name or password"},
+		{rc.URL + "/configured", 409, "in the configuration already"},
+	} {
+		w := ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {tc.url}}})
+		checkPage(t, "POST /admin/webhooks "+tc.url, w, tc.status, tc.says)
+	}
+	if got := storedEndpoints(t, ts.server.store); len(got) != 0 {
+		t.Fatalf("refused endpoints were stored: %q", got)
+	}
+	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {"https://added.example/x"}}})
+	checkRedirect(t, "POST /admin/webhooks", w, "/admin/webhooks")
+	if got := storedEndpoints(t, ts.server.store); !slices.Equal(got, []string{"https://added.example/x"}) {
+		t.Fatalf("endpoints = %q; want the added one", got)
+	}
+	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {"https://added.example/x"}}})
+	checkPage(t, "POST /admin/webhooks again", w, 409, "added already")
+	if got, err := ts.webhooks.allEndpoints(); err != nil || !slices.Equal(got, []string{rc.URL + "/configured", "https://added.example/x"}) {
+		t.Errorf("allEndpoints = %q, %v; want the configured one and the added one", got, err)
+	}
+
+	w = ts.page(pageReq{method: "GET", path: "/admin/webhooks", cookie: bob})
+	checkPage(t, "GET /admin/webhooks as a user", w, 403)
+	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks/1/remove", cookie: bob, form: url.Values{}})
+	checkPage(t, "POST /admin/webhooks/1/remove as a user", w, 403)
+	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks/1/remove", cookie: admin, form: url.Values{}})
+	checkRedirect(t, "POST /admin/webhooks/1/remove", w, "/admin/webhooks")
+	if got := storedEndpoints(t, ts.server.store); len(got) != 0 {
+		t.Errorf("endpoints after removal = %q; want none", got)
+	}
+	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks/1/remove", cookie: admin, form: url.Values{}})
+	checkPage(t, "POST /admin/webhooks/1/remove again", w, 404)
+}
+
+// TestWebhookMetrics: /metrics counts messages by state, attempts by
+// outcome, and the age of the oldest pending message.
+func TestWebhookMetrics(t *testing.T) {
+	ts := newTestServer(t)
+	rc := newWebhookReceiver(t, ts.clock)
+	rc.status = func(n int) int { return map[bool]int{true: 500, false: 200}[n == 1] }
+	// The server's own outbox, whose metrics it serves, given a secret and
+	// an endpoint.
+	ts.webhooks.key, _ = parseWebhookSecret(testWebhookSecret)
+	ts.webhooks.endpoints = []string{rc.URL}
+	enqueueTestEvent(t, ts.webhooks, 1)
+	deliverN(t, ts.webhooks, 1, "failing attempt")
+	ts.clock.Add(90 * time.Second)
+	enqueueTestEvent(t, ts.webhooks, 2)
+	w := ts.do(request{method: "GET", path: "/metrics", remote: "127.0.0.1:5000"})
+	for _, want := range []string{
+		`tokend_webhook_messages{state="pending"} 2`,
+		`tokend_webhook_messages{state="delivered"} 0`,
+		`tokend_webhook_deliveries_total{outcome="retry"} 1`,
+		`tokend_webhook_oldest_pending_age_seconds 90`,
+	} {
+		if !strings.Contains(w.Body.String(), want) {
+			t.Errorf("GET /metrics lacks %q", want)
+		}
+	}
+	deliverN(t, ts.webhooks, 2, "second pass")
+	w = ts.do(request{method: "GET", path: "/metrics", remote: "127.0.0.1:5000"})
+	for _, want := range []string{
+		`tokend_webhook_messages{state="pending"} 0`,
+		`tokend_webhook_messages{state="delivered"} 2`,
+		`tokend_webhook_deliveries_total{outcome="delivered"} 2`,
+		`tokend_webhook_oldest_pending_age_seconds 0`,
+	} {
+		if !strings.Contains(w.Body.String(), want) {
+			t.Errorf("GET /metrics lacks %q", want)
+		}
+	}
+}
+
+// TestWebhookOutboxConcurrency: of two dispatchers that read the same
+// events, one stores their messages and the other is told the cursor
+// moved; deliverers on two PostgreSQL instances claiming at once never
+// take the same message.
+func TestWebhookOutboxConcurrency(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
+		st := open(t)
+		clock := newFakeClock()
+		w := newTestWebhooks(t, st, clock, "http://127.0.0.1:9/a", "http://127.0.0.1:9/b")
+		msgs := enqueueTestEvent(t, w, 1)
+		if err := st.EnqueueWebhooks(0, 1, msgs); !errors.Is(err, errWebhookCursorMoved) {
+			t.Fatalf("EnqueueWebhooks from a stale cursor = %v; want errWebhookCursorMoved", err)
+		}
+		if cur, err := st.WebhookCursor(); err != nil || cur != 1 {
+			t.Fatalf("WebhookCursor = %d, %v; want 1", cur, err)
+		}
+		if s := statusOf(t, st, "http://127.0.0.1:9/a"); s.Pending != 1 {
+			t.Errorf("pending for /a = %d; want 1 (the stale enqueue stored nothing)", s.Pending)
+		}
+	})
+	t.Run("claims on two PostgreSQL instances", func(t *testing.T) {
+		a, dbURL := newTestPGStore(t)
+		b := openTestPGStore(t, dbURL)
+		clock := newFakeClock()
+		w := newTestWebhooks(t, a, clock, "http://127.0.0.1:9/a")
+		for seq := uint64(1); seq <= 300; seq++ {
+			enqueueTestEvent(t, w, seq)
+		}
+		seen := make(map[string]int)
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, st := range []store{a, b, a, b} {
+			wg.Go(func() {
+				for {
+					now := clock.Now()
+					msgs, err := st.ClaimWebhooks(now, now.Add(time.Hour), 7)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if len(msgs) == 0 {
+						return
+					}
+					mu.Lock()
+					for _, m := range msgs {
+						seen[m.ID]++
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if len(seen) != 300 {
+			t.Errorf("claimed %d messages; want all 300", len(seen))
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Errorf("message %s claimed %d times; want once", id, n)
+			}
+		}
+	})
 }
