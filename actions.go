@@ -56,7 +56,7 @@ func passwordPolicyError(pw string) error {
 // keeps the session they use. With revokeTokens every token of the user
 // is revoked too. It returns errNotFound for an unknown user and an
 // httpError for a password the policy refuses.
-func (a accounts) ResetPassword(ctx context.Context, id uint64, password string, revokeTokens bool, keep sessionHash) (accountChange, error) {
+func (a accounts) ResetPassword(ctx context.Context, by actor, id uint64, password string, revokeTokens bool, keep sessionHash) (accountChange, error) {
 	if err := passwordPolicyError(password); err != nil {
 		return accountChange{}, err
 	}
@@ -64,7 +64,7 @@ func (a accounts) ResetPassword(ctx context.Context, id uint64, password string,
 	if err != nil {
 		return accountChange{}, err
 	}
-	tokens, sessions, err := a.store.ChangePassword(id, passwordChange{
+	tokens, sessions, err := a.store.ChangePassword(by, id, passwordChange{
 		hash: hash, at: a.now(), revokeTokens: revokeTokens, endSessions: true, keep: keep,
 	})
 	return accountChange{Tokens: tokens, Sessions: sessions}, err
@@ -83,7 +83,7 @@ type ownPasswordChange struct {
 // returns its own errors. The kept session counts as having just given its
 // password. It returns an httpError for a missing current password, a
 // password the policy refuses or one equal to the current one.
-func (a accounts) ChangePassword(ctx context.Context, u userRecord, c ownPasswordChange, confirm func(password string) error) (accountChange, error) {
+func (a accounts) ChangePassword(ctx context.Context, by actor, u userRecord, c ownPasswordChange, confirm func(password string) error) (accountChange, error) {
 	if c.Current == "" {
 		return accountChange{}, errNoCurrent
 	}
@@ -100,20 +100,20 @@ func (a accounts) ChangePassword(ctx context.Context, u userRecord, c ownPasswor
 	if err != nil {
 		return accountChange{}, err
 	}
-	tokens, sessions, err := a.store.ChangePassword(u.ID, passwordChange{
+	tokens, sessions, err := a.store.ChangePassword(by, u.ID, passwordChange{
 		hash: hash, at: a.now(), revokeTokens: c.RevokeTokens, endSessions: c.EndOtherSessions, keep: c.Keep,
 	})
 	return accountChange{Tokens: tokens, Sessions: sessions}, err
 }
 
-// RemoveUser removes user id with every token and session. actor is the
-// user asking (anyOwner for the operator): nobody removes the account they
+// RemoveUser removes user id with every token and session. by is who
+// asks (the operator's ID is anyOwner): nobody removes the account they
 // are signed in to. It returns errNotFound, errLastAdmin or errRemoveSelf.
-func (a accounts) RemoveUser(id, actor uint64) error {
-	if actor != anyOwner && id == actor {
+func (a accounts) RemoveUser(by actor, id uint64) error {
+	if by.ID != anyOwner && id == by.ID {
 		return errRemoveSelf
 	}
-	return a.store.DeleteUser(id)
+	return a.store.DeleteUser(by, id)
 }
 
 // SetAdmin makes user id an admin or not and returns the record. A
@@ -121,14 +121,14 @@ func (a accounts) RemoveUser(id, actor uint64) error {
 // request reads the user afresh after the change, and a token's admin
 // scope counts only while its owner is an admin. It returns errNotFound,
 // or errLastAdmin when that would leave no admin.
-func (a accounts) SetAdmin(id uint64, admin bool) (userRecord, error) {
-	return a.store.SetAdmin(id, admin)
+func (a accounts) SetAdmin(by actor, id uint64, admin bool) (userRecord, error) {
+	return a.store.SetAdmin(by, id, admin)
 }
 
 // RevokeAllTokens revokes every token of user id and returns how many. It
 // returns errNotFound for an unknown user.
-func (a accounts) RevokeAllTokens(id uint64) (accountChange, error) {
-	n, err := a.store.RevokeTokensOf(id)
+func (a accounts) RevokeAllTokens(by actor, id uint64) (accountChange, error) {
+	n, err := a.store.RevokeTokensOf(by, id)
 	return accountChange{Tokens: n}, err
 }
 

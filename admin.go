@@ -90,7 +90,7 @@ func (s *server) handleAddUser(w http.ResponseWriter, r *http.Request, _ httprou
 		return
 	}
 	u := newUser(data.Name, hash, data.Admin, s.now())
-	if err := s.store.CreateUser(&u); err != nil {
+	if err := s.store.CreateUser(s.actorOf(r, sess.user, viaPage), &u); err != nil {
 		if errors.Is(err, errNameTaken) {
 			// Names are unique whatever their case: name the one stored.
 			name := data.Name
@@ -199,7 +199,7 @@ func (s *server) handleResetPassword(w http.ResponseWriter, r *http.Request, ps 
 	if u.ID == sess.user.ID {
 		keep = sess.hash
 	}
-	done, err := s.accounts().ResetPassword(r.Context(), u.ID, password, revoke, keep)
+	done, err := s.accounts().ResetPassword(r.Context(), s.actorOf(r, sess.user, viaPage), u.ID, password, revoke, keep)
 	if err != nil {
 		s.formFailed(w, r, sess, err, func(status int, msg string) { s.showUserPage(w, r, sess, status, u, revoke, msg) })
 		return
@@ -220,7 +220,7 @@ func (s *server) handleSetAdmin(w http.ResponseWriter, r *http.Request, ps httpr
 		return
 	}
 	admin := r.PostForm.Get("admin") == "true"
-	u, err := s.accounts().SetAdmin(u.ID, admin)
+	u, err := s.accounts().SetAdmin(s.actorOf(r, sess.user, viaPage), u.ID, admin)
 	if errors.Is(err, errLastAdmin) {
 		s.showUserPage(w, r, sess, http.StatusConflict, u, false, u.Name+" is the last admin: make someone else an admin first.")
 		return
@@ -251,7 +251,7 @@ func (s *server) handleRevokeUserTokens(w http.ResponseWriter, r *http.Request, 
 		s.showUserPage(w, r, sess, http.StatusBadRequest, u, false, "Tick the box to confirm that every token of "+u.Name+" stops working.")
 		return
 	}
-	done, err := s.accounts().RevokeAllTokens(u.ID)
+	done, err := s.accounts().RevokeAllTokens(s.actorOf(r, sess.user, viaPage), u.ID)
 	if err != nil {
 		s.formFailed(w, r, sess, err, func(status int, msg string) { s.showUserPage(w, r, sess, status, u, false, msg) })
 		return
@@ -271,7 +271,7 @@ func (s *server) handleRemoveUser(w http.ResponseWriter, r *http.Request, ps htt
 		show(http.StatusBadRequest, "Type the user's name, "+u.Name+", to confirm the removal.")
 		return
 	}
-	err := s.accounts().RemoveUser(u.ID, sess.user.ID)
+	err := s.accounts().RemoveUser(s.actorOf(r, sess.user, viaPage), u.ID)
 	if errors.Is(err, errLastAdmin) {
 		show(http.StatusConflict, u.Name+" is the last admin: make someone else an admin first.")
 		return
@@ -324,7 +324,7 @@ func (s *server) apiUser(ps httprouter.Params) (userRecord, error) {
 func (s *server) handleAPIRemoveUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
 	u, err := s.apiUser(ps)
 	if err == nil {
-		err = s.accounts().RemoveUser(u.ID, c.user.ID)
+		err = s.accounts().RemoveUser(s.actorOf(r, c.user, viaAPI), u.ID)
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -346,7 +346,7 @@ func (s *server) handleAPIResetPassword(w http.ResponseWriter, r *http.Request, 
 	}
 	var done accountChange
 	if err == nil {
-		done, err = s.accounts().ResetPassword(r.Context(), u.ID, req.Password, req.RevokeTokens, sessionHash{})
+		done, err = s.accounts().ResetPassword(r.Context(), s.actorOf(r, c.user, viaAPI), u.ID, req.Password, req.RevokeTokens, sessionHash{})
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -370,7 +370,7 @@ func (s *server) handleAPISetAdmin(w http.ResponseWriter, r *http.Request, ps ht
 		err = clientError(http.StatusBadRequest, "the field admin (true or false) is required")
 	}
 	if err == nil {
-		u, err = s.accounts().SetAdmin(u.ID, *req.Admin)
+		u, err = s.accounts().SetAdmin(s.actorOf(r, c.user, viaAPI), u.ID, *req.Admin)
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -385,7 +385,7 @@ func (s *server) handleAPIRevokeUserTokens(w http.ResponseWriter, r *http.Reques
 	u, err := s.apiUser(ps)
 	var done accountChange
 	if err == nil {
-		done, err = s.accounts().RevokeAllTokens(u.ID)
+		done, err = s.accounts().RevokeAllTokens(s.actorOf(r, c.user, viaAPI), u.ID)
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -408,7 +408,7 @@ func (s *server) handleAPIChangePassword(w http.ResponseWriter, r *http.Request,
 		s.writeError(w, r, err)
 		return
 	}
-	done, err := s.accounts().ChangePassword(r.Context(), c.user, ownPasswordChange{
+	done, err := s.accounts().ChangePassword(r.Context(), s.actorOf(r, c.user, viaAPI), c.user, ownPasswordChange{
 		Current: req.Current, New: req.Password, RevokeTokens: req.RevokeTokens, EndOtherSessions: req.EndSessions,
 	}, func(current string) error {
 		u, err := s.store.UserByID(c.user.ID) // the caller's record holds no password hash

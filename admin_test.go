@@ -160,7 +160,7 @@ func TestLastAdmin(t *testing.T) {
 	w = ts.page(pageReq{method: "POST", path: path + "/remove", cookie: cookie, form: url.Values{"confirm": {"root"}}})
 	checkPage(t, "remove yourself", w, http.StatusConflict, "cannot remove your own account")
 	assertUnchanged(t, "remove yourself", before, ts.snapshot())
-	if _, err := ts.store.SetAdmin(root.ID, false); !errors.Is(err, errLastAdmin) {
+	if _, err := ts.store.SetAdmin(testActor, root.ID, false); !errors.Is(err, errLastAdmin) {
 		t.Errorf("store.SetAdmin demoting the last admin = %v; want errLastAdmin", err)
 	}
 

@@ -89,7 +89,7 @@ func (s *server) handleGetSelf(w http.ResponseWriter, r *http.Request, _ httprou
 }
 
 func (s *server) handleRevokeSelf(w http.ResponseWriter, r *http.Request, _ httprouter.Params, c *caller) {
-	if _, err := s.store.DeleteToken(c.token.ID, c.user.ID); err != nil && !errors.Is(err, errNotFound) {
+	if _, err := s.store.DeleteToken(s.actorOf(r, c.user, viaAPI), c.token.ID, c.user.ID); err != nil && !errors.Is(err, errNotFound) {
 		s.writeError(w, r, err)
 		return
 	}
@@ -144,7 +144,7 @@ func (s *server) handleRevokeToken(w http.ResponseWriter, r *http.Request, ps ht
 		s.writeError(w, r, err)
 		return
 	}
-	if _, err := s.store.DeleteToken(id, c.user.ID); err != nil {
+	if _, err := s.store.DeleteToken(s.actorOf(r, c.user, viaAPI), id, c.user.ID); err != nil {
 		s.writeError(w, r, notFoundAs(err, "no token with id %d", id))
 		return
 	}
@@ -181,7 +181,7 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request, id uint64, c *ca
 		s.writeError(w, r, err)
 		return
 	}
-	t, err := s.store.RotateToken(id, c.user.ID, hashToken(secret), tokenHint(secret), s.now())
+	t, err := s.store.RotateToken(s.actorOf(r, c.user, viaAPI), id, c.user.ID, hashToken(secret), tokenHint(secret), s.now())
 	if err != nil {
 		s.writeError(w, r, notFoundAs(err, "no token with id %d", id))
 		return
@@ -361,7 +361,7 @@ func (s *server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 			return
 		}
 	}
-	t, secret, err := s.createToken(owner, spec, now)
+	t, secret, err := s.createToken(s.actorOf(r, owner, viaAPI), owner, spec, now)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -370,8 +370,8 @@ func (s *server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 }
 
 // createToken generates and stores a token for owner.
-func (s *server) createToken(owner userRecord, spec tokenSpec, now time.Time) (tokenRecord, string, error) {
-	t, secret, err := newToken(s.store, s.format, owner, spec, now, s.cfg.MaxTokensPerUser)
+func (s *server) createToken(by actor, owner userRecord, spec tokenSpec, now time.Time) (tokenRecord, string, error) {
+	t, secret, err := newToken(s.store, by, s.format, owner, spec, now, s.cfg.MaxTokensPerUser)
 	if err != nil {
 		return tokenRecord{}, "", err
 	}
@@ -381,7 +381,7 @@ func (s *server) createToken(owner userRecord, spec tokenSpec, now time.Time) (t
 
 // newToken generates a token of format for owner and stores its hash. It
 // returns the record and the secret, which exists nowhere else.
-func newToken(st store, format tokenFormat, owner userRecord, spec tokenSpec, now time.Time, limit int) (tokenRecord, string, error) {
+func newToken(st store, by actor, format tokenFormat, owner userRecord, spec tokenSpec, now time.Time, limit int) (tokenRecord, string, error) {
 	secret, err := format.generate()
 	if err != nil {
 		return tokenRecord{}, "", err
@@ -394,7 +394,7 @@ func newToken(st store, format tokenFormat, owner userRecord, spec tokenSpec, no
 		ExpiresAt: spec.expires,
 		Hint:      tokenHint(secret),
 	}
-	if err := st.CreateToken(&t, hashToken(secret), limit); err != nil {
+	if err := st.CreateToken(by, &t, hashToken(secret), limit); err != nil {
 		return tokenRecord{}, "", err
 	}
 	return t, secret, nil
@@ -410,7 +410,7 @@ func (s *server) handleLeakReport(w http.ResponseWriter, r *http.Request, _ http
 		return
 	}
 	if h, err := s.format.parse(token); err == nil {
-		t, err := s.store.DeleteTokenByHash(h)
+		t, err := s.store.DeleteTokenByHash(s.actorOf(r, userRecord{}, viaAPI), h, kindTokenLeaked)
 		switch {
 		case err == nil:
 			s.log.Warn("token revoked by leak report", "token_id", t.ID, "user_id", t.Owner, "remote", s.clientAddr(r))

@@ -24,6 +24,10 @@ type actor struct {
 	Addr  string // the client's address; "" from the command line or the system
 	Agent string // the client's user agent, cut to maxAuditAgentLen
 	Via   string // "page", "api", "oauth", "cli" or "system"
+	// At is when the change is made, on the caller's clock; zero: the
+	// engine's. Events keep it to the microsecond, never before the
+	// event recorded before them.
+	At time.Time
 }
 
 // systemActor is the actor of what tokend does by itself (purges, warnings).

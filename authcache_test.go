@@ -187,7 +187,7 @@ func TestOneUserCannotFillTheScopeLists(t *testing.T) {
 				t.Fatalf("verify a token of round %d: %v", round, err)
 			}
 		}
-		if _, err := ts.store.RevokeTokensOf(mallory.ID); err != nil {
+		if _, err := ts.store.RevokeTokensOf(testActor, mallory.ID); err != nil {
 			t.Fatalf("revoke round %d: %v", round, err)
 		}
 		if toks, _ := ts.store.TokensByOwner(mallory.ID); len(toks) != 0 {

@@ -98,7 +98,7 @@ func TestBackupNeedsAdmin(t *testing.T) {
 	_, adminNoScope := ts.addToken(admin, "no admin scope", scopesReadWrite, 0)
 	_, bobToken := ts.addToken(bob, "bob", scopesReadWrite, 0)
 	_, demotedToken := ts.addToken(demoted, "was admin", scopesAdmin, 0)
-	if _, err := ts.store.SetAdmin(demoted.ID, false); err != nil {
+	if _, err := ts.store.SetAdmin(testActor, demoted.ID, false); err != nil {
 		t.Fatal(err)
 	}
 

@@ -194,7 +194,7 @@ func BenchmarkCreate(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
 		for range b.N {
 			t, h := spec(owners[1].ID)
-			if err := st.CreateToken(&t, h, 0); err != nil {
+			if err := st.CreateToken(testActor, &t, h, 0); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -207,7 +207,7 @@ func BenchmarkCreate(b *testing.B) {
 			owner := owners[next.Add(1)%users].ID
 			for pb.Next() {
 				t, h := spec(owner)
-				if err := st.CreateToken(&t, h, 0); err != nil {
+				if err := st.CreateToken(testActor, &t, h, 0); err != nil {
 					b.Error(err)
 					return
 				}
@@ -285,10 +285,10 @@ func benchVerifyUnderSignIns(b *testing.B, concurrency int) {
 		b.Fatal(err)
 	}
 	u := newUser("alice", hash, false, time.Now())
-	if err := st.CreateUser(&u); err != nil {
+	if err := st.CreateUser(testActor, &u); err != nil {
 		b.Fatal(err)
 	}
-	_, secret, err := newToken(st, srv.format, u, tokenSpec{name: "proxy", scopes: []string{scopeTokensRead}}, time.Now(), 0)
+	_, secret, err := newToken(st, testActor, srv.format, u, tokenSpec{name: "proxy", scopes: []string{scopeTokensRead}}, time.Now(), 0)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -145,7 +145,7 @@ type storedDeviceAuth struct {
 // CreateClient stores c. It returns errNameTaken when a client of that
 // name (ignoring case) or id exists, and errSpaceReserved when the
 // database is too full for creations.
-func (s *boltStore) CreateClient(c *clientRecord) error {
+func (s *boltStore) CreateClient(by actor, c *clientRecord) error {
 	if c.ID == "" || len(c.ID) > 255 {
 		return fmt.Errorf("client id of %d bytes: want 1 to 255", len(c.ID))
 	}
@@ -161,7 +161,10 @@ func (s *boltStore) CreateClient(c *clientRecord) error {
 		if err := putJSON(clients, []byte(c.ID), c); err != nil {
 			return err
 		}
-		return byName.Put(nameKey, []byte(c.ID))
+		if err := byName.Put(nameKey, []byte(c.ID)); err != nil {
+			return err
+		}
+		return appendEvents(tx, clientEvent(by, kindClientAdded, c))
 	})
 }
 
@@ -194,7 +197,7 @@ func (s *boltStore) Clients() ([]clientRecord, error) {
 // DeleteClient removes client id with its grants (their tokens with them)
 // and its codes and device requests, and returns it; errNotFound for an
 // unknown client.
-func (s *boltStore) DeleteClient(id string) (clientRecord, error) {
+func (s *boltStore) DeleteClient(by actor, id string) (clientRecord, error) {
 	var c clientRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		clients := tx.Bucket(bucketClients)
@@ -221,7 +224,10 @@ func (s *boltStore) DeleteClient(id string) (clientRecord, error) {
 		if err := tx.Bucket(bucketClientsByName).Delete([]byte(strings.ToLower(c.Name))); err != nil {
 			return err
 		}
-		return clients.Delete([]byte(id))
+		if err := clients.Delete([]byte(id)); err != nil {
+			return err
+		}
+		return appendEvents(tx, clientEvent(by, kindClientRemoved, &c))
 	})
 	return c, err
 }
@@ -298,7 +304,7 @@ func (s *boltStore) GrantsOf(user uint64) ([]grantRecord, error) {
 // DeleteGrant revokes grant id if owner made it (or owner is anyOwner),
 // with its access and refresh tokens, and returns it; errNotFound
 // otherwise.
-func (s *boltStore) DeleteGrant(id, owner uint64) (grantRecord, error) {
+func (s *boltStore) DeleteGrant(by actor, id, owner uint64) (grantRecord, error) {
 	var g grantRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		if err := getJSON(tx.Bucket(bucketGrants), itob(id), &g); err != nil {
@@ -307,7 +313,10 @@ func (s *boltStore) DeleteGrant(id, owner uint64) (grantRecord, error) {
 		if owner != anyOwner && g.User != owner {
 			return errNotFound
 		}
-		return s.deleteGrant(tx, &g)
+		if err := s.deleteGrant(tx, &g); err != nil {
+			return err
+		}
+		return appendSessionEvent(tx, newAuditEvent(by, kindGrantRevoked).ofGrant(g), g.User)
 	})
 	return g, err
 }
@@ -538,7 +547,7 @@ func (s *boltStore) AuthCode(h tokenHash) (authCodeRecord, error) {
 // RedeemAuthCode makes the grant of code h and issues its first tokens,
 // in one transaction (see oauthStore). A code redeemed before has its
 // grant revoked in a transaction that commits, and then errCodeUsed.
-func (s *boltStore) RedeemAuthCode(h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
+func (s *boltStore) RedeemAuthCode(by actor, h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
 	var g grantRecord
 	var t tokenRecord
 	used := false
@@ -550,7 +559,7 @@ func (s *boltStore) RedeemAuthCode(h tokenHash, now time.Time, issue *oauthIssue
 		}
 		if c.Grant != 0 {
 			used = true
-			return s.revokeGrant(tx, c.Grant)
+			return s.revokeReusedGrant(tx, by, c.Grant)
 		}
 		if !now.Before(c.ExpiresAt) {
 			return errTokenExpired
@@ -563,6 +572,9 @@ func (s *boltStore) RedeemAuthCode(h tokenHash, now time.Time, issue *oauthIssue
 			return err
 		}
 		if t, err = putIssue(tx, &g, issue); err != nil {
+			return err
+		}
+		if err := appendGrantEvent(tx, by, g); err != nil {
 			return err
 		}
 		c.Grant = g.ID
@@ -784,7 +796,7 @@ func (s *boltStore) PollDeviceAuth(dev tokenHash, now time.Time) (deviceAuthReco
 // revoked in a transaction that commits, and then errCodeUsed;
 // errTokenExpired past its expiry; errNotFound for an unknown request,
 // one not approved, or a user or client gone.
-func (s *boltStore) RedeemDeviceAuth(dev tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
+func (s *boltStore) RedeemDeviceAuth(by actor, dev tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
 	var g grantRecord
 	var t tokenRecord
 	used := false
@@ -795,7 +807,7 @@ func (s *boltStore) RedeemDeviceAuth(dev tokenHash, now time.Time, issue *oauthI
 		}
 		if d.State == deviceIssued {
 			used = true
-			return s.revokeGrant(tx, d.Grant)
+			return s.revokeReusedGrant(tx, by, d.Grant)
 		}
 		if !now.Before(d.ExpiresAt) {
 			return errTokenExpired
@@ -810,6 +822,9 @@ func (s *boltStore) RedeemDeviceAuth(dev tokenHash, now time.Time, issue *oauthI
 			return err
 		}
 		if t, err = putIssue(tx, &g, issue); err != nil {
+			return err
+		}
+		if err := appendGrantEvent(tx, by, g); err != nil {
 			return err
 		}
 		d.State, d.Grant = deviceIssued, g.ID
@@ -832,7 +847,7 @@ func (s *boltStore) RedeemDeviceAuth(dev tokenHash, now time.Time, issue *oauthI
 // has its grant revoked in a transaction that commits, and then
 // errCodeUsed; errTokenExpired when the grant expired at now; errNotFound
 // for an unknown refresh token.
-func (s *boltStore) RefreshGrant(h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
+func (s *boltStore) RefreshGrant(by actor, h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
 	var g grantRecord
 	var t tokenRecord
 	used := false
@@ -848,7 +863,7 @@ func (s *boltStore) RefreshGrant(h tokenHash, now time.Time, issue *oauthIssue) 
 		}
 		if wasUsed {
 			used = true
-			return s.revokeGrant(tx, id)
+			return s.revokeReusedGrant(tx, by, id)
 		}
 		grants := tx.Bucket(bucketGrants)
 		if err := getJSON(grants, itob(id), &g); err != nil {

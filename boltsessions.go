@@ -73,14 +73,24 @@ func sessionsIndexOf(tx *bolt.Tx, user uint64) []ownedSession {
 // is deleted in the same transaction (a new id at every sign-in). When the
 // user then holds more than limit sessions (0: no limit), the oldest end.
 // It returns errNotFound when rec.User does not exist, and
-// errSpaceReserved when the database is too full for creations.
-func (s *boltStore) CreateSession(h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error {
+// errSpaceReserved when the database is too full for creations. It is a
+// sign-in by by: it records signin.succeeded, and signin.new_address when
+// the user never signed in from by.Addr before.
+func (s *boltStore) CreateSession(by actor, h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error {
 	return s.update(func(tx *bolt.Tx) error {
 		if err := s.roomToCreate(tx); err != nil {
 			return err
 		}
-		if tx.Bucket(bucketUsers).Get(itob(rec.User)) == nil {
-			return errNotFound
+		var u userRecord
+		if err := getJSON(tx.Bucket(bucketUsers), itob(rec.User), &u); err != nil {
+			return err
+		}
+		evs, err := signinEvents(tx, by, u)
+		if err != nil {
+			return err
+		}
+		if err := appendEvents(tx, evs...); err != nil {
+			return err
 		}
 		sessions := tx.Bucket(bucketSessions)
 		if replaced != nil {
@@ -203,8 +213,10 @@ func (s *boltStore) ReleaseFormKey(h sessionHash, key string) error {
 }
 
 // DeleteSession deletes the session under h if it belongs to user (or user
-// is anyOwner). It returns errNotFound otherwise.
-func (s *boltStore) DeleteSession(h sessionHash, user uint64) error {
+// is anyOwner). It returns errNotFound otherwise. With anyOwner it is a
+// sign-out (only the holder of the session's secret knows h): signout;
+// otherwise session.ended.
+func (s *boltStore) DeleteSession(by actor, h sessionHash, user uint64) error {
 	return s.update(func(tx *bolt.Tx) error {
 		sessions := tx.Bucket(bucketSessions)
 		var rec sessionRecord
@@ -214,7 +226,10 @@ func (s *boltStore) DeleteSession(h sessionHash, user uint64) error {
 		if user != anyOwner && rec.User != user {
 			return errNotFound
 		}
-		return deleteSession(tx, h, rec.User)
+		if err := deleteSession(tx, h, rec.User); err != nil {
+			return err
+		}
+		return appendSessionEvent(tx, newAuditEvent(by, sessionEndKind(user)), rec.User)
 	})
 }
 
@@ -240,12 +255,14 @@ func (s *boltStore) SessionsOf(user uint64) ([]storedSession, error) {
 
 // EndOtherSessions deletes every session of user but keep and returns how
 // many it deleted.
-func (s *boltStore) EndOtherSessions(user uint64, keep sessionHash) (int, error) {
+func (s *boltStore) EndOtherSessions(by actor, user uint64, keep sessionHash) (int, error) {
 	var n int
 	err := s.update(func(tx *bolt.Tx) error {
 		var err error
-		n, err = deleteSessionsExcept(tx, user, keep)
-		return err
+		if n, err = deleteSessionsExcept(tx, user, keep); err != nil || n == 0 {
+			return err
+		}
+		return appendSessionEvent(tx, newAuditEvent(by, kindSessionEnded).withDetail("%s", plural(n, "session")), user)
 	})
 	return n, err
 }
@@ -272,7 +289,7 @@ func deleteSessionsExcept(tx *bolt.Tx, user uint64, keep sessionHash) (int, erro
 // session counts as having just given its password. It returns how many
 // tokens (a grant's access tokens counted) and sessions went, or
 // errNotFound for an unknown user.
-func (s *boltStore) ChangePassword(id uint64, c passwordChange) (tokens, sessions int, err error) {
+func (s *boltStore) ChangePassword(by actor, id uint64, c passwordChange) (tokens, sessions int, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		var u userRecord
@@ -295,6 +312,9 @@ func (s *boltStore) ChangePassword(id uint64, c passwordChange) (tokens, session
 			if sessions, err = deleteSessionsExcept(tx, id, c.keep); err != nil {
 				return err
 			}
+		}
+		if err := appendEvents(tx, passwordEvent(by, u, tokens, sessions)); err != nil {
+			return err
 		}
 		b := tx.Bucket(bucketSessions)
 		var rec sessionRecord

@@ -27,7 +27,7 @@ func (s *boltStore) TokenCounts() (map[uint64]int, error) {
 // SetAdmin makes user id an admin or not and returns the record. It
 // returns errNotFound for an unknown user and errLastAdmin when that would
 // leave no admin.
-func (s *boltStore) SetAdmin(id uint64, admin bool) (userRecord, error) {
+func (s *boltStore) SetAdmin(by actor, id uint64, admin bool) (userRecord, error) {
 	var u userRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
@@ -47,7 +47,10 @@ func (s *boltStore) SetAdmin(id uint64, admin bool) (userRecord, error) {
 			}
 		}
 		u.Admin = admin
-		return putJSON(users, itob(id), &u)
+		if err := putJSON(users, itob(id), &u); err != nil {
+			return err
+		}
+		return appendEvents(tx, newAuditEvent(by, roleKind(admin)).about(u))
 	})
 	return u, err
 }
@@ -70,7 +73,7 @@ func hasUsers(tx *bolt.Tx) bool {
 
 // CreateFirstAdmin stores u, who must be an admin, setting u.ID, unless a
 // user exists already: then it returns errSetupDone.
-func (s *boltStore) CreateFirstAdmin(u *userRecord) error {
+func (s *boltStore) CreateFirstAdmin(by actor, u *userRecord) error {
 	if !u.Admin {
 		return errors.New("the first user must be an admin")
 	}
@@ -78,6 +81,9 @@ func (s *boltStore) CreateFirstAdmin(u *userRecord) error {
 		if hasUsers(tx) {
 			return errSetupDone
 		}
-		return putNewUser(tx, u)
+		if err := putNewUser(tx, u); err != nil {
+			return err
+		}
+		return appendEvents(tx, newAuditEvent(by, kindSetupUsed).about(*u).withDetail("first admin"))
 	})
 }

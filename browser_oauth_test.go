@@ -40,14 +40,14 @@ func TestBrowserOAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice := newUser("alice", hash, false, time.Now())
-	if err := st.CreateUser(&alice); err != nil {
+	if err := st.CreateUser(testActor, &alice); err != nil {
 		t.Fatal(err)
 	}
 	secret := "tkdcs_browser-test-client-secret"
 	secretHash := hashToken(secret)
 	client := clientRecord{ID: "browser-test-app", Name: "Photo Printer", RedirectURIs: []string{"http://127.0.0.1/callback"},
 		SecretHash: &secretHash, CreatedAt: time.Now()}
-	if err := st.CreateClient(&client); err != nil {
+	if err := st.CreateClient(testActor, &client); err != nil {
 		t.Fatal(err)
 	}
 

@@ -261,7 +261,7 @@ func TestBrowser(t *testing.T) {
 		{name: "backup cron", scopes: []string{scopeTokensRead}},
 		{name: "old laptop", scopes: []string{scopeTokensRead, scopeTokensWrite}, expires: &past},
 	} {
-		if _, _, err := newToken(st, srv.format, alice, spec, time.Now().Add(-40*24*time.Hour), 0); err != nil {
+		if _, _, err := newToken(st, testActor, srv.format, alice, spec, time.Now().Add(-40*24*time.Hour), 0); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -131,7 +131,7 @@ func userAdd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	defer st.Close()
 	u := newUser(name, hash, *admin, time.Now().UTC())
-	if err := st.CreateUser(&u); err != nil {
+	if err := st.CreateUser(cliActor, &u); err != nil {
 		if errors.Is(err, errNameTaken) {
 			return fmt.Errorf("user add: a user called %q already exists", name)
 		}
@@ -191,7 +191,7 @@ func userPasswd(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	// The same reset as an admin's on the users page: every session of
 	// the user ends, since whoever knew the old password may hold one.
 	acts := accounts{store: st, hasher: newPasswordHasher(defaultArgonParams, 1), now: func() time.Time { return time.Now().UTC() }}
-	done, err := acts.ResetPassword(ctx, u.ID, password, *revoke, sessionHash{})
+	done, err := acts.ResetPassword(ctx, cliActor, u.ID, password, *revoke, sessionHash{})
 	if err != nil {
 		return fmt.Errorf("user passwd: %w", err)
 	}
@@ -221,7 +221,7 @@ func userSetAdmin(args []string, stdout, stderr io.Writer, admin bool) error {
 		fmt.Fprintf(stdout, "%q is not an admin; nothing changed\n", u.Name)
 		return nil
 	}
-	if _, err := (accounts{store: st}).SetAdmin(u.ID, admin); err != nil {
+	if _, err := (accounts{store: st}).SetAdmin(cliActor, u.ID, admin); err != nil {
 		if errors.Is(err, errLastAdmin) {
 			return fmt.Errorf("%s: %q is the last admin; make another user an admin first", cmd.name, u.Name)
 		}
@@ -244,7 +244,7 @@ func userRevokeTokens(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	done, err := (accounts{store: st}).RevokeAllTokens(u.ID)
+	done, err := (accounts{store: st}).RevokeAllTokens(cliActor, u.ID)
 	if err != nil {
 		return fmt.Errorf("%s: %w", cmd.name, err)
 	}
@@ -261,7 +261,7 @@ func userRemove(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	if err := (accounts{store: st}).RemoveUser(u.ID, anyOwner); err != nil {
+	if err := (accounts{store: st}).RemoveUser(cliActor, u.ID); err != nil {
 		if errors.Is(err, errLastAdmin) {
 			return fmt.Errorf("user remove: %q is the last admin; make another user an admin first", u.Name)
 		}
@@ -459,7 +459,7 @@ func tokenCreate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("token create: %w", err)
 	}
-	t, secret, err := newToken(st, format, owner, spec, now, 0)
+	t, secret, err := newToken(st, cliActor, format, owner, spec, now, 0)
 	if err != nil {
 		return err
 	}
@@ -589,7 +589,7 @@ func tokenRevoke(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	t, err := st.DeleteToken(id, anyOwner)
+	t, err := st.DeleteToken(cliActor, id, anyOwner)
 	if errors.Is(err, errNotFound) {
 		return fmt.Errorf("token revoke: no token with id %d", id)
 	} else if err != nil {
@@ -694,7 +694,7 @@ func clientAdd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	c, secret, err := (oauthActions{store: st, now: time.Now}).AddClient(spec)
+	c, secret, err := (oauthActions{store: st, now: time.Now}).AddClient(cliActor, spec)
 	if err != nil {
 		return fmt.Errorf("client add: %w", err)
 	}
@@ -749,7 +749,7 @@ func clientRemove(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	c, err := (oauthActions{store: st}).RemoveClient(pos[0])
+	c, err := (oauthActions{store: st}).RemoveClient(cliActor, pos[0])
 	if err != nil {
 		return fmt.Errorf("client remove: %w", err)
 	}

@@ -34,12 +34,12 @@ func newCopyFixture(t *testing.T) copyFixture {
 	now := time.Date(2030, 1, 2, 3, 4, 5, 678, time.UTC)
 	for i, name := range []string{"alice", "gone", "Bob", "carol"} {
 		u := newUser(name, fmt.Sprintf("$argon2id$v=19$m=64,t=1,p=1$c2FsdA$%d", i), i == 0, now.Add(time.Duration(i)*time.Minute))
-		if err := st.CreateUser(&u); err != nil {
+		if err := st.CreateUser(testActor, &u); err != nil {
 			t.Fatal(err)
 		}
 		fx.users = append(fx.users, u)
 	}
-	if err := st.DeleteUser(fx.users[1].ID); err != nil {
+	if err := st.DeleteUser(testActor, fx.users[1].ID); err != nil {
 		t.Fatal(err)
 	}
 	fx.users = append(fx.users[:1], fx.users[2:]...)
@@ -58,11 +58,11 @@ func newCopyFixture(t *testing.T) copyFixture {
 		case 2:
 			tok.Scopes = nil
 		}
-		if err := st.CreateToken(&tok, hashToken(secret), 0); err != nil {
+		if err := st.CreateToken(testActor, &tok, hashToken(secret), 0); err != nil {
 			t.Fatal(err)
 		}
 		if i == 4 {
-			if _, err := st.DeleteToken(tok.ID, anyOwner); err != nil {
+			if _, err := st.DeleteToken(testActor, tok.ID, anyOwner); err != nil {
 				t.Fatal(err)
 			}
 			continue
@@ -81,7 +81,7 @@ func newCopyFixture(t *testing.T) copyFixture {
 		at := now.Add(time.Duration(i) * time.Minute)
 		rec := sessionRecord{User: fx.users[i%2].ID, CreatedAt: at, ExpiresAt: at.Add(12 * time.Hour), LastSeenAt: at.Add(time.Second),
 			SignedInAt: at, Addr: "192.0.2.1", Agent: "Firefox on Linux"}
-		if err := st.CreateSession(h, rec, nil, 0); err != nil {
+		if err := st.CreateSession(testActor, h, rec, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		fx.sessions = append(fx.sessions, h)
@@ -124,7 +124,7 @@ func checkCopied(t *testing.T, name string, st store, want string, fx copyFixtur
 		}
 	}
 	u := newUser("dave", "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$x", false, time.Now())
-	if err := st.CreateUser(&u); err != nil {
+	if err := st.CreateUser(testActor, &u); err != nil {
 		t.Fatalf("%s: CreateUser after the copy: %v", name, err)
 	}
 	var maxToken uint64
@@ -132,7 +132,7 @@ func checkCopied(t *testing.T, name string, st store, want string, fx copyFixtur
 		maxToken = max(maxToken, id)
 	}
 	tok = tokenRecord{Owner: u.ID, Name: "new", CreatedAt: time.Now(), Hint: "abcd"}
-	if err := st.CreateToken(&tok, hashToken("tkd_new"+name), 0); err != nil {
+	if err := st.CreateToken(testActor, &tok, hashToken("tkd_new"+name), 0); err != nil {
 		t.Fatalf("%s: CreateToken after the copy: %v", name, err)
 	}
 	// The removed user (id 2) and the revoked token (id 5) count too: their
@@ -322,13 +322,13 @@ func TestCopyKeepsOAuth(t *testing.T) {
 	bob := storeUser(t, st, "bob", false)
 	app, tv := x.client("App"), x.client("TV")
 	pub := clientRecord{ID: "id-cli", Name: "cli", Public: true, Device: true, CreatedAt: x.now}
-	if err := st.CreateClient(&pub); err != nil {
+	if err := st.CreateClient(testActor, &pub); err != nil {
 		t.Fatal(err)
 	}
 	_, _, kept := x.grant(app, alice.ID, scopeTokensRead)
 	rotated, _, first := x.grant(tv, bob.ID, scopeTokensRead, scopeTokensWrite)
 	next := x.issue(bob.ID, x.now.Add(time.Hour), scopeTokensRead)
-	if _, _, err := st.RefreshGrant(hashToken(first.refresh), x.now.Add(time.Hour), &next.issue); err != nil {
+	if _, _, err := st.RefreshGrant(testActor, hashToken(first.refresh), x.now.Add(time.Hour), &next.issue); err != nil {
 		t.Fatal(err)
 	}
 	_, personal := storeToken(t, st, alice.ID, "ci", nil)
@@ -399,10 +399,10 @@ func TestCopyKeepsOAuth(t *testing.T) {
 	// The live refresh token rotates; the rotated one is still known as used.
 	again := x.issue(bob.ID, x.now.Add(2*time.Hour))
 	x.st = got
-	if _, _, err := got.RefreshGrant(hashToken(next.refresh), x.now.Add(2*time.Hour), &again.issue); err != nil {
+	if _, _, err := got.RefreshGrant(testActor, hashToken(next.refresh), x.now.Add(2*time.Hour), &again.issue); err != nil {
 		t.Errorf("RefreshGrant with the live refresh token in the copy = %v", err)
 	}
-	if _, _, err := got.RefreshGrant(hashToken(first.refresh), x.now.Add(2*time.Hour), &again.issue); !errors.Is(err, errCodeUsed) {
+	if _, _, err := got.RefreshGrant(testActor, hashToken(first.refresh), x.now.Add(2*time.Hour), &again.issue); !errors.Is(err, errCodeUsed) {
 		t.Errorf("RefreshGrant with the rotated refresh token in the copy = %v; want errCodeUsed", err)
 	}
 	if ids := grantIDs(t, got, bob.ID); len(ids) != 0 {

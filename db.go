@@ -22,9 +22,9 @@ import (
 // schemaVersion is the layout of the buckets below. A database of another
 // version is refused rather than guessed at.
 // Version 2 added sessions_by_owner, version 3 the buckets of the OAuth
-// store (boltoauth.go); a file of an older version is upgraded when it is
-// opened for writing.
-const schemaVersion = 3
+// store (boltoauth.go), version 4 those of the security log (boltaudit.go);
+// a file of an older version is upgraded when it is opened for writing.
+const schemaVersion = 4
 
 // Bucket names. Integer keys are big-endian uint64 so that they sort in
 // numeric order; records are JSON.
@@ -45,7 +45,7 @@ var (
 	allBuckets = append([][]byte{
 		bucketMeta, bucketUsers, bucketUsersByName, bucketTokens, bucketTokensByHash,
 		bucketTokensByOwner, bucketTokensByExpiry, bucketSessions, bucketSessionsByOwner,
-	}, oauthBuckets...)
+	}, append(oauthBuckets, auditBuckets...)...)
 
 	keySchema = []byte("schema")
 )
@@ -109,8 +109,7 @@ func (t *tokenRecord) expired(now time.Time) bool {
 
 // boltStore owns the bbolt database. Each exported method is one transaction.
 type boltStore struct {
-	auditPending // until the security log methods are written
-	db           *bolt.DB
+	db *bolt.DB
 	// writeTxs counts write transactions, so that tests and benchmarks can
 	// show which paths write and which never do.
 	writeTxs atomic.Uint64
@@ -325,8 +324,13 @@ func initSchema(tx *bolt.Tx) error {
 				return fmt.Errorf("upgrade schema 1 to %d: %w", schemaVersion, err)
 			}
 		}
-		if err := upgradeSchema2(tx); err != nil {
-			return fmt.Errorf("upgrade schema 2 to %d: %w", schemaVersion, err)
+		if version <= 2 {
+			if err := upgradeSchema2(tx); err != nil {
+				return fmt.Errorf("upgrade schema 2 to %d: %w", schemaVersion, err)
+			}
+		}
+		if err := upgradeSchema3(tx); err != nil {
+			return fmt.Errorf("upgrade schema 3 to %d: %w", schemaVersion, err)
 		}
 	case version >= 1 && version < schemaVersion:
 		return fmt.Errorf("%w %d: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData, version)
@@ -472,12 +476,15 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 // CreateUser stores u, setting u.ID. It returns errNameTaken when a user of
 // the same name (ignoring case) exists, and errSpaceReserved when the
 // database is too full for creations.
-func (s *boltStore) CreateUser(u *userRecord) error {
+func (s *boltStore) CreateUser(by actor, u *userRecord) error {
 	return s.update(func(tx *bolt.Tx) error {
 		if err := s.roomToCreate(tx); err != nil {
 			return err
 		}
-		return putNewUser(tx, u)
+		if err := putNewUser(tx, u); err != nil {
+			return err
+		}
+		return appendEvents(tx, newAuditEvent(by, kindUserAdded).about(*u).withDetail("%s", adminWord(u.Admin)))
 	})
 }
 
@@ -634,7 +641,7 @@ func (s *boltStore) UpgradePasswordHash(id uint64, oldHash, newHash string) erro
 // and the codes and device requests they approved. It
 // returns errNotFound for an unknown user and errLastAdmin when id is the
 // only admin.
-func (s *boltStore) DeleteUser(id uint64) error {
+func (s *boltStore) DeleteUser(by actor, id uint64) error {
 	return s.update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		var u userRecord
@@ -662,7 +669,13 @@ func (s *boltStore) DeleteUser(id uint64) error {
 		if err := tx.Bucket(bucketUsersByName).Delete([]byte(strings.ToLower(u.Name))); err != nil {
 			return err
 		}
-		return users.Delete(itob(id))
+		if err := forgetAddresses(tx, id); err != nil {
+			return err
+		}
+		if err := users.Delete(itob(id)); err != nil {
+			return err
+		}
+		return appendEvents(tx, newAuditEvent(by, kindUserRemoved).about(u))
 	})
 }
 
@@ -684,15 +697,18 @@ func countAdmins(tx *bolt.Tx) (int, error) {
 // RevokeTokensOf deletes every token of user id and every grant they
 // made, and returns how many tokens went: personal ones and the grants'
 // access tokens. It returns errNotFound for an unknown user.
-func (s *boltStore) RevokeTokensOf(id uint64) (int, error) {
+func (s *boltStore) RevokeTokensOf(by actor, id uint64) (int, error) {
 	var n int
 	err := s.update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketUsers).Get(itob(id)) == nil {
-			return errNotFound
+		var u userRecord
+		if err := getJSON(tx.Bucket(bucketUsers), itob(id), &u); err != nil {
+			return err
 		}
 		var err error
-		n, err = s.revokeAllOf(tx, id)
-		return err
+		if n, err = s.revokeAllOf(tx, id); err != nil {
+			return err
+		}
+		return appendEvents(tx, newAuditEvent(by, kindTokensRevoked).about(u).withDetail("%s", plural(n, "token")))
 	})
 	return n, err
 }
@@ -721,7 +737,7 @@ func (s *boltStore) revokeAllOf(tx *bolt.Tx, user uint64) (int, error) {
 // Concurrent calls share write transactions (bbolt's Batch), so that many
 // creators pay for one commit; each call still returns only after the
 // transaction holding its token is durably committed.
-func (s *boltStore) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
+func (s *boltStore) CreateToken(by actor, t *tokenRecord, h tokenHash, limit int) error {
 	s.writeTxs.Add(1)
 	var rec tokenRecord
 	// Batch may run this function twice: it starts afresh from *t each time.
@@ -730,15 +746,19 @@ func (s *boltStore) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
 		if err := s.roomToCreate(tx); err != nil {
 			return err
 		}
-		if tx.Bucket(bucketUsers).Get(itob(rec.Owner)) == nil {
-			return errNotFound
+		var owner userRecord
+		if err := getJSON(tx.Bucket(bucketUsers), itob(rec.Owner), &owner); err != nil {
+			return err
 		}
 		if limit > 0 && hasTokensAtLeast(tx, rec.Owner, limit) {
 			return errTooManyTokens
 		}
 		// Creating a token changes nothing that is cached (see authCache.gen),
 		// so this transaction needs no commit handler.
-		return putNewToken(tx, &rec, h)
+		if err := putNewToken(tx, &rec, h); err != nil {
+			return err
+		}
+		return appendEvents(tx, newAuditEvent(by, kindTokenCreated).about(owner).ofToken(rec))
 	})
 	if err != nil {
 		return err
@@ -983,21 +1003,24 @@ func (s *boltStore) AllTokens() ([]tokenRecord, error) {
 
 // DeleteToken revokes token id if owner holds it (or owner is anyOwner) and
 // returns it; errNotFound otherwise.
-func (s *boltStore) DeleteToken(id, owner uint64) (tokenRecord, error) {
+func (s *boltStore) DeleteToken(by actor, id, owner uint64) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		var err error
 		if t, err = ownedToken(tx, id, owner); err != nil {
 			return err
 		}
-		return s.deleteToken(tx, &t)
+		if err := s.deleteToken(tx, &t); err != nil {
+			return err
+		}
+		return appendTokenEvent(tx, newAuditEvent(by, kindTokenRevoked), t)
 	})
 	return t, err
 }
 
 // DeleteTokenByHash revokes the token whose hash is h and returns it, or
-// errNotFound.
-func (s *boltStore) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
+// errNotFound. kind says why: kindTokenRevoked or kindTokenLeaked.
+func (s *boltStore) DeleteTokenByHash(by actor, h tokenHash, kind string) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		a, err := authByHash(tx, h)
@@ -1007,7 +1030,10 @@ func (s *boltStore) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
 		if err := getJSON(tx.Bucket(bucketTokens), itob(a.ID), &t); err != nil {
 			return err
 		}
-		return s.deleteToken(tx, &t)
+		if err := s.deleteToken(tx, &t); err != nil {
+			return err
+		}
+		return appendTokenEvent(tx, newAuditEvent(by, kind), t)
 	})
 	return t, err
 }
@@ -1017,7 +1043,7 @@ func (s *boltStore) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
 // id, created at now. The old token stops working in the same transaction.
 // It returns the new record, errNotFound, or errTokenExpired when the old
 // token has expired at now.
-func (s *boltStore) RotateToken(id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error) {
+func (s *boltStore) RotateToken(by actor, id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		old, err := ownedToken(tx, id, owner)
@@ -1041,7 +1067,10 @@ func (s *boltStore) RotateToken(id, owner uint64, h tokenHash, hint string, now 
 			ExpiresAt: old.ExpiresAt,
 			Hint:      hint,
 		}
-		return putNewToken(tx, &t, h)
+		if err := putNewToken(tx, &t, h); err != nil {
+			return err
+		}
+		return appendTokenEvent(tx, newAuditEvent(by, kindTokenRotated).withDetail("replaces token %d (…%s)", old.ID, old.Hint), t)
 	})
 	return t, err
 }
@@ -1052,7 +1081,7 @@ func (s *boltStore) RotateToken(id, owner uint64, h tokenHash, hint string, now 
 // deletes at most batch tokens per write transaction so that other writers
 // get their turn between batches, and stops early, without error, when ctx
 // ends. It returns how many tokens it deleted in how many transactions.
-func (s *boltStore) PurgeExpired(ctx context.Context, cutoff time.Time, batch int) (deleted, txs int, err error) {
+func (s *boltStore) PurgeExpired(ctx context.Context, by actor, cutoff time.Time, batch int) (deleted, txs int, err error) {
 	limit := timeKey(cutoff)
 	for ctx.Err() == nil {
 		n := 0
@@ -1080,6 +1109,9 @@ func (s *boltStore) PurgeExpired(ctx context.Context, cutoff time.Time, batch in
 					return err
 				}
 				if err := s.deleteToken(tx, &t); err != nil {
+					return err
+				}
+				if err := appendTokenEvent(tx, newAuditEvent(by, kindTokenPurged), t); err != nil {
 					return err
 				}
 			}
@@ -1261,6 +1293,7 @@ func (s *boltStore) Check() error {
 			return nil
 		})
 		checkOAuth(tx, bad)
+		checkAudit(tx, bad)
 		return nil
 	})
 	if err != nil {

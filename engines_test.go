@@ -116,7 +116,7 @@ func storeTokens(t testing.TB, st store, owner uint64, n int, created time.Time,
 		}
 		tok := tokenRecord{Owner: owner, Name: fmt.Sprintf("bulk %d", i), Scopes: []string{scopeTokensRead},
 			CreatedAt: created, ExpiresAt: expires(i), Hint: tokenHint(secret)}
-		if err := st.CreateToken(&tok, hashToken(secret), 0); err != nil {
+		if err := st.CreateToken(testActor, &tok, hashToken(secret), 0); err != nil {
 			t.Fatalf("CreateToken %d: %v", i, err)
 		}
 		secrets = append(secrets, secret)
@@ -141,7 +141,7 @@ func TestEngineSessions(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec := sessionRecord{User: u.ID, CreatedAt: at, ExpiresAt: at.Add(time.Hour), LastSeenAt: at, SignedInAt: at, Addr: "192.0.2.1", Agent: "Firefox on Linux"}
-			if err := st.CreateSession(h, rec, replaced, limit); err != nil {
+			if err := st.CreateSession(testActor, h, rec, replaced, limit); err != nil {
 				t.Fatalf("CreateSession: %v", err)
 			}
 			return h
@@ -200,23 +200,23 @@ func TestEngineSessions(t *testing.T) {
 			t.Errorf("TouchSession(ended) = %v; want errNotFound", err)
 		}
 
-		if err := st.DeleteSession(bobs, alice.ID); !errors.Is(err, errNotFound) {
+		if err := st.DeleteSession(testActor, bobs, alice.ID); !errors.Is(err, errNotFound) {
 			t.Errorf("DeleteSession(bob's, as alice) = %v; want errNotFound", err)
 		}
-		if n, err := st.EndOtherSessions(alice.ID, replacing); err != nil || n != 2 {
+		if n, err := st.EndOtherSessions(testActor, alice.ID, replacing); err != nil || n != 2 {
 			t.Errorf("EndOtherSessions = %d, %v; want 2", n, err)
 		}
 		if got := hashesOf(alice); !slices.Equal(got, []sessionHash{replacing}) {
 			t.Errorf("after EndOtherSessions alice holds %x; want the kept one", got)
 		}
-		if err := st.DeleteSession(bobs, anyOwner); err != nil {
+		if err := st.DeleteSession(testActor, bobs, anyOwner); err != nil {
 			t.Errorf("DeleteSession(bob's, anyOwner) = %v", err)
 		}
 		if got := hashesOf(bob); len(got) != 0 {
 			t.Errorf("bob holds %d sessions after his was deleted", len(got))
 		}
 		ghost := sessionRecord{User: 999, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now}
-		if err := st.CreateSession(sessionHash{9}, ghost, nil, 0); !errors.Is(err, errNotFound) {
+		if err := st.CreateSession(testActor, sessionHash{9}, ghost, nil, 0); !errors.Is(err, errNotFound) {
 			t.Errorf("CreateSession for a missing user = %v; want errNotFound", err)
 		}
 		if err := st.Check(); err != nil {
@@ -240,7 +240,7 @@ func TestEngineFirstAdminRace(t *testing.T) {
 		for i := range racers {
 			wg.Go(func() {
 				u := newUser(fmt.Sprintf("admin%d", i), "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", true, time.Now())
-				errs <- st.CreateFirstAdmin(&u)
+				errs <- st.CreateFirstAdmin(testActor, &u)
 			})
 		}
 		wg.Wait()
@@ -258,11 +258,11 @@ func TestEngineFirstAdminRace(t *testing.T) {
 			t.Errorf("racing first admins: %d made, %d users (%v); want exactly 1", made, n, err)
 		}
 		late := newUser("late", "x", true, time.Now())
-		if err := st.CreateFirstAdmin(&late); !errors.Is(err, errSetupDone) {
+		if err := st.CreateFirstAdmin(testActor, &late); !errors.Is(err, errSetupDone) {
 			t.Errorf("CreateFirstAdmin once a user exists = %v; want errSetupDone", err)
 		}
 		notAdmin := newUser("plain", "x", false, time.Now())
-		if err := st.CreateFirstAdmin(&notAdmin); err == nil {
+		if err := st.CreateFirstAdmin(testActor, &notAdmin); err == nil {
 			t.Error("CreateFirstAdmin of a user who is not an admin succeeded")
 		}
 		if has, err := st.HasUsers(); err != nil || !has {
@@ -287,7 +287,7 @@ func TestEngineAccountActions(t *testing.T) {
 			t.Helper()
 			_, h, _ := newSessionSecret()
 			now := clock.Now()
-			if err := st.CreateSession(h, sessionRecord{User: u.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now, SignedInAt: now}, nil, 0); err != nil {
+			if err := st.CreateSession(testActor, h, sessionRecord{User: u.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now, SignedInAt: now}, nil, 0); err != nil {
 				t.Fatal(err)
 			}
 			return h
@@ -307,13 +307,13 @@ func TestEngineAccountActions(t *testing.T) {
 		}
 
 		// Demotion: the token stays, its owner is no admin from the next verification on.
-		if u, err := acts.SetAdmin(alice.ID, false); err != nil || u.Admin {
+		if u, err := acts.SetAdmin(testActor, alice.ID, false); err != nil || u.Admin {
 			t.Fatalf("SetAdmin(alice, false) = %+v, %v", u, err)
 		}
 		if a, u, err := verify(secret); err != nil || u.Admin || a.ID != tok.ID {
 			t.Errorf("after demotion: %+v, %v; want the token, its owner no admin", u, err)
 		}
-		if _, err := acts.SetAdmin(root.ID, false); !errors.Is(err, errLastAdmin) {
+		if _, err := acts.SetAdmin(testActor, root.ID, false); !errors.Is(err, errLastAdmin) {
 			t.Errorf("demote the last admin = %v; want errLastAdmin", err)
 		}
 
@@ -321,13 +321,13 @@ func TestEngineAccountActions(t *testing.T) {
 		kept := session(alice)
 		session(alice)
 		before := storeContents(t, st)
-		if _, err := acts.ResetPassword(context.Background(), alice.ID, "short", true, sessionHash{}); err == nil {
+		if _, err := acts.ResetPassword(context.Background(), testActor, alice.ID, "short", true, sessionHash{}); err == nil {
 			t.Error("ResetPassword with a password the policy refuses succeeded")
 		}
 		if after := storeContents(t, st); after != before {
 			t.Errorf("a refused reset changed the store:\n%s\nthen\n%s", before, after)
 		}
-		done, err := acts.ResetPassword(context.Background(), alice.ID, "a new long password", true, kept)
+		done, err := acts.ResetPassword(context.Background(), testActor, alice.ID, "a new long password", true, kept)
 		if err != nil || done.Tokens != 1 || done.Sessions != 1 {
 			t.Fatalf("ResetPassword(revoke) = %+v, %v; want 1 token and 1 session", done, err)
 		}
@@ -346,7 +346,7 @@ func TestEngineAccountActions(t *testing.T) {
 		_, s2 := storeToken(t, st, alice.ID, "two", nil)
 		verify(s1)
 		verify(s2)
-		if done, err := acts.RevokeAllTokens(alice.ID); err != nil || done.Tokens != 2 {
+		if done, err := acts.RevokeAllTokens(testActor, alice.ID); err != nil || done.Tokens != 2 {
 			t.Errorf("RevokeAllTokens = %+v, %v; want 2", done, err)
 		}
 		for _, s := range []string{s1, s2} {
@@ -354,17 +354,17 @@ func TestEngineAccountActions(t *testing.T) {
 				t.Errorf("after RevokeAllTokens: verify = %v; want errNotFound", err)
 			}
 		}
-		if _, err := acts.RevokeAllTokens(999); !errors.Is(err, errNotFound) {
+		if _, err := acts.RevokeAllTokens(testActor, 999); !errors.Is(err, errNotFound) {
 			t.Errorf("RevokeAllTokens(unknown) = %v; want errNotFound", err)
 		}
 
 		// Removal: refused for oneself, then the user, tokens and sessions go.
 		_, s3 := storeToken(t, st, alice.ID, "three", nil)
 		verify(s3)
-		if err := acts.RemoveUser(alice.ID, alice.ID); !errors.Is(err, errRemoveSelf) {
+		if err := acts.RemoveUser(actor{ID: alice.ID, Name: alice.Name}, alice.ID); !errors.Is(err, errRemoveSelf) {
 			t.Errorf("RemoveUser(self) = %v; want errRemoveSelf", err)
 		}
-		if err := acts.RemoveUser(alice.ID, root.ID); err != nil {
+		if err := acts.RemoveUser(actor{ID: root.ID, Name: root.Name}, alice.ID); err != nil {
 			t.Fatalf("RemoveUser(alice) = %v", err)
 		}
 		if _, _, err := verify(s3); !errors.Is(err, errNotFound) {
@@ -373,7 +373,7 @@ func TestEngineAccountActions(t *testing.T) {
 		if _, _, err := st.SessionByHash(kept); !errors.Is(err, errNotFound) {
 			t.Errorf("a removed user's session: %v; want errNotFound", err)
 		}
-		if err := acts.RemoveUser(root.ID, anyOwner); !errors.Is(err, errLastAdmin) {
+		if err := acts.RemoveUser(testActor, root.ID); !errors.Is(err, errLastAdmin) {
 			t.Errorf("RemoveUser(last admin) = %v; want errLastAdmin", err)
 		}
 		if err := st.Check(); err != nil {
@@ -392,7 +392,7 @@ func TestClaimFormKey(t *testing.T) {
 		var hs [2]sessionHash
 		for i := range hs {
 			_, hs[i], _ = newSessionSecret()
-			if err := st.CreateSession(hs[i], sessionRecord{User: alice.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now, SignedInAt: now}, nil, 0); err != nil {
+			if err := st.CreateSession(testActor, hs[i], sessionRecord{User: alice.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now, SignedInAt: now}, nil, 0); err != nil {
 				t.Fatal(err)
 			}
 		}

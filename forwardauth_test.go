@@ -176,7 +176,7 @@ func TestForwardAuthDecisions(t *testing.T) {
 			name: "revoked",
 			auth: func(t *testing.T, ts *testServer, u userRecord) (string, tokenRecord) {
 				tok, secret := ts.addToken(u, "cli", []string{"treasure:create", "treasure:edit"}, 0)
-				if _, err := ts.store.DeleteToken(tok.ID, u.ID); err != nil {
+				if _, err := ts.store.DeleteToken(testActor, tok.ID, u.ID); err != nil {
 					t.Fatalf("DeleteToken: %v", err)
 				}
 				return "Bearer " + secret, tokenRecord{}
@@ -188,7 +188,7 @@ func TestForwardAuthDecisions(t *testing.T) {
 			auth: func(t *testing.T, ts *testServer, u userRecord) (string, tokenRecord) {
 				bob := ts.addUser("bob", false)
 				_, secret := ts.addToken(bob, "cli", []string{"treasure:create", "treasure:edit"}, 0)
-				if err := ts.store.DeleteUser(bob.ID); err != nil {
+				if err := ts.store.DeleteUser(testActor, bob.ID); err != nil {
 					t.Fatalf("DeleteUser: %v", err)
 				}
 				return "Bearer " + secret, tokenRecord{}

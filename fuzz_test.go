@@ -33,7 +33,7 @@ func newFuzzServer(f *testing.F, scopes []string) (*testServer, tokenRecord) {
 	ts.log = slog.New(slog.DiscardHandler)
 	u := ts.addUser("alice", false)
 	tok := tokenRecord{Owner: u.ID, Name: "fuzz", Scopes: scopes, CreatedAt: ts.clock.Now(), Hint: tokenHint(fuzzSecret)}
-	if err := ts.store.CreateToken(&tok, hashToken(fuzzSecret), 0); err != nil {
+	if err := ts.store.CreateToken(testActor, &tok, hashToken(fuzzSecret), 0); err != nil {
 		f.Fatal(err)
 	}
 	return ts, tok
@@ -212,7 +212,7 @@ func FuzzCreateTokenBody(f *testing.F) {
 			t.Fatalf("after a creation: %v", err)
 		}
 		// Keep the database small and below the per-user cap.
-		if _, err := ts.store.DeleteToken(stored.ID, anyOwner); err != nil {
+		if _, err := ts.store.DeleteToken(testActor, stored.ID, anyOwner); err != nil {
 			t.Fatal(err)
 		}
 	})

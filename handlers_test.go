@@ -1131,7 +1131,7 @@ func TestScopeEscalation(t *testing.T) {
 		rotated := checkSecretAnswer(t, label(req)+" as an admin", ts.do(req))
 
 		ts.addUser("other-admin", true) // so that root is not the last admin
-		if _, err := ts.store.SetAdmin(root.ID, false); err != nil {
+		if _, err := ts.store.SetAdmin(testActor, root.ID, false); err != nil {
 			t.Fatalf("demote root: %v", err)
 		}
 

@@ -138,7 +138,7 @@ func (ts *testServer) addUser(name string, admin bool) userRecord {
 	}
 	now := ts.clock.Now()
 	u := newUser(name, hash, admin, now)
-	if err := ts.server.store.CreateUser(&u); err != nil {
+	if err := ts.server.store.CreateUser(testActor, &u); err != nil {
 		ts.t.Fatalf("CreateUser(%q): %v", name, err)
 	}
 	return u
@@ -153,7 +153,7 @@ func (ts *testServer) addToken(u userRecord, name string, scopes []string, expir
 		e := ts.clock.Now().Add(expiresIn)
 		exp = &e
 	}
-	t, secret, err := newToken(ts.server.store, ts.format, u, tokenSpec{name: name, scopes: scopes, expires: exp}, ts.clock.Now(), 0)
+	t, secret, err := newToken(ts.server.store, testActor, ts.format, u, tokenSpec{name: name, scopes: scopes, expires: exp}, ts.clock.Now(), 0)
 	if err != nil {
 		ts.t.Fatalf("newToken(%q): %v", name, err)
 	}

@@ -250,7 +250,7 @@ func TestHostileConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.ChangePassword(alice.ID, passwordChange{hash: hash, at: time.Now()})
+	st.ChangePassword(testActor, alice.ID, passwordChange{hash: hash, at: time.Now()})
 	before := dumpStore(t, st)
 	st.Close()
 	addr, logs, stop := startServe(t, cfg)

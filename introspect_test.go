@@ -47,12 +47,12 @@ func TestIntrospect(t *testing.T) {
 	expiring, expiringSecret := ts.addToken(u, "expiring", nil, 2*time.Hour)
 	_, expiredSecret := ts.addToken(u, "expired", []string{"treasure:create"}, time.Hour)
 	revoked, revokedSecret := ts.addToken(u, "revoked", []string{"treasure:create"}, 0)
-	if _, err := ts.store.DeleteToken(revoked.ID, u.ID); err != nil {
+	if _, err := ts.store.DeleteToken(testActor, revoked.ID, u.ID); err != nil {
 		t.Fatal(err)
 	}
 	bob := ts.addUser("bob", false)
 	_, orphanSecret := ts.addToken(bob, "orphan", nil, 0)
-	if err := ts.store.DeleteUser(bob.ID); err != nil {
+	if err := ts.store.DeleteUser(testActor, bob.ID); err != nil {
 		t.Fatal(err)
 	}
 	// A token of an admin who has since been demoted: admin counts for nothing.

@@ -182,7 +182,7 @@ func TestShutdownOrder(t *testing.T) {
 	secret, _ := mustFormat(t, defaultTokenPrefix).generate()
 	tok := tokenRecord{Owner: u.ID, Name: "deploy", Scopes: []string{scopeTokensRead, scopeTokensWrite},
 		CreatedAt: time.Now(), ExpiresAt: at(time.Now().Add(24 * time.Hour)), Hint: tokenHint(secret)}
-	if err := st.CreateToken(&tok, hashToken(secret), 0); err != nil {
+	if err := st.CreateToken(testActor, &tok, hashToken(secret), 0); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()

@@ -44,7 +44,7 @@ func TestBulkLoad(t *testing.T) {
 	var owners []uint64
 	for i := range users {
 		u := newUser(fmt.Sprintf("load%d", i), hash, false, time.Now())
-		if err := st.CreateUser(&u); err != nil {
+		if err := st.CreateUser(testActor, &u); err != nil {
 			t.Fatal(err)
 		}
 		owners = append(owners, u.ID)

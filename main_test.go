@@ -92,7 +92,7 @@ func TestWorkingDBGuard(t *testing.T) {
 	defer st.Close()
 	before, _ := os.Stat(workingDB)
 	u := newUser("alice", "", false, time.Now())
-	if err := st.CreateUser(&u); err != nil {
+	if err := st.CreateUser(testActor, &u); err != nil {
 		t.Fatal(err)
 	}
 	if msg := workingDBChange(before, nil); msg != "" {

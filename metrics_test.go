@@ -426,8 +426,12 @@ func TestDatabaseUsedBytes(t *testing.T) {
 		t.Errorf("with 3000 tokens, used = %v bytes of a %v-byte file; want at least %v more than the %v of an empty one, and at most the file",
 			used, size, 3000*100, empty)
 	}
-	if n, _, err := ts.store.PurgeExpired(context.Background(), ts.clock.Now(), 10_000); err != nil || n != 3000 {
+	if n, _, err := ts.store.PurgeExpired(context.Background(), systemActor, ts.clock.Now(), 10_000); err != nil || n != 3000 {
 		t.Fatalf("PurgeExpired = %d, %v; want 3000", n, err)
+	}
+	// The purge recorded 3000 events: retention purges them in turn.
+	if n, err := ts.store.PurgeAudit(context.Background(), time.Now().Add(time.Hour), 10_000); err != nil || n < 3000 {
+		t.Fatalf("PurgeAudit = %d, %v; want at least 3000", n, err)
 	}
 	purged := scrape(t, ts)
 	if got := sample(purged, "tokend_database_used_bytes", nil); got > used/2 {

@@ -47,7 +47,7 @@ func newTestServerOn(t *testing.T, st store) *testServer {
 // its secret ("" for a public client).
 func (ts *testServer) addClient(c clientRecord) (clientRecord, string) {
 	ts.t.Helper()
-	added, secret, err := ts.oauthActions().AddClient(clientSpec{Name: c.Name, RedirectURIs: c.RedirectURIs, Public: c.Public, Device: c.Device, AccessTTL: c.AccessTTL})
+	added, secret, err := ts.oauthActions().AddClient(testActor, clientSpec{Name: c.Name, RedirectURIs: c.RedirectURIs, Public: c.Public, Device: c.Device, AccessTTL: c.AccessTTL})
 	if err != nil {
 		ts.t.Fatalf("AddClient(%q): %v", c.Name, err)
 	}
@@ -374,7 +374,7 @@ func TestOAuthDeviceFlow(t *testing.T) {
 		if err != nil || len(grants) != 1 {
 			t.Fatalf("GrantsOf(bob) = %v, %v; want one", grants, err)
 		}
-		if _, err := ts.oauthActions().RevokeGrant(grants[0].ID, bob.ID); err != nil {
+		if _, err := ts.oauthActions().RevokeGrant(testActor, grants[0].ID, bob.ID); err != nil {
 			t.Fatalf("RevokeGrant: %v", err)
 		}
 		ts.checkTokenWorks("the device token after its grant is revoked", tok.AccessToken, false)
@@ -886,7 +886,7 @@ func TestOAuthIntrospectClients(t *testing.T) {
 	}
 	// A service that only introspects registers a confidential client
 	// with no flow; it introspects, and can get no token.
-	svc, svcSecret, err := ts.oauthActions().AddClient(clientSpec{Name: "Resource server"})
+	svc, svcSecret, err := ts.oauthActions().AddClient(testActor, clientSpec{Name: "Resource server"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func errNoClient(idOrName string) error {
 // secret, which exists nowhere else, or "" for a public client. It returns
 // an httpError for a spec it refuses (400) or a name taken, ignoring case
 // (409), having stored nothing.
-func (a oauthActions) AddClient(spec clientSpec) (clientRecord, string, error) {
+func (a oauthActions) AddClient(by actor, spec clientSpec) (clientRecord, string, error) {
 	c, err := checkClientSpec(spec)
 	if err != nil {
 		return clientRecord{}, "", err
@@ -90,7 +90,7 @@ func (a oauthActions) AddClient(spec clientSpec) (clientRecord, string, error) {
 		c.SecretHash = &h
 	}
 	c.CreatedAt = a.now().UTC()
-	if err := a.store.CreateClient(&c); err != nil {
+	if err := a.store.CreateClient(by, &c); err != nil {
 		if errors.Is(err, errNameTaken) {
 			return clientRecord{}, "", clientError(http.StatusConflict, "a client called %q already exists", c.Name)
 		}
@@ -239,12 +239,12 @@ func (a oauthActions) FindClient(idOrName string) (clientRecord, error) {
 // idOrName, with every grant made to it: their access tokens stop working
 // at once and their refresh tokens are gone. It returns the client
 // removed, or an httpError (404) when there is none.
-func (a oauthActions) RemoveClient(idOrName string) (clientRecord, error) {
+func (a oauthActions) RemoveClient(by actor, idOrName string) (clientRecord, error) {
 	c, err := a.FindClient(idOrName)
 	if err != nil {
 		return clientRecord{}, err
 	}
-	c, err = a.store.DeleteClient(c.ID)
+	c, err = a.store.DeleteClient(by, c.ID)
 	if errors.Is(err, errNotFound) {
 		return clientRecord{}, errNoClient(idOrName) // removed meanwhile
 	}
@@ -289,8 +289,8 @@ func (a oauthActions) GrantsOf(user uint64) ([]grantView, error) {
 // admin or the operator): its access tokens stop working at once and its
 // refresh tokens are gone. It returns the grant revoked, or an httpError
 // (404) when owner holds no such grant.
-func (a oauthActions) RevokeGrant(id, owner uint64) (grantRecord, error) {
-	g, err := a.store.DeleteGrant(id, owner)
+func (a oauthActions) RevokeGrant(by actor, id, owner uint64) (grantRecord, error) {
+	g, err := a.store.DeleteGrant(by, id, owner)
 	return g, notFoundAs(err, "no authorized app with id %d", id)
 }
 
@@ -404,7 +404,7 @@ func (s *server) handleAPIAddClient(w http.ResponseWriter, r *http.Request, _ ht
 			int64(minAccessTTL/time.Second), int64(maxAccessTTL/time.Second), int64(defaultAccessTTL/time.Second)))
 		return
 	}
-	client, secret, err := s.oauthActions().AddClient(clientSpec{Name: req.Name, RedirectURIs: req.RedirectURIs,
+	client, secret, err := s.oauthActions().AddClient(s.actorOf(r, c.user, viaAPI), clientSpec{Name: req.Name, RedirectURIs: req.RedirectURIs,
 		Public: req.Public, Device: req.Device, AccessTTL: time.Duration(req.AccessTTLSeconds) * time.Second, CreatedBy: c.user.ID})
 	if err != nil {
 		s.writeError(w, r, err)
@@ -429,7 +429,7 @@ func (s *server) handleAPIGetClient(w http.ResponseWriter, r *http.Request, ps h
 
 // handleAPIRemoveClient is DELETE /api/v1/clients/:id.
 func (s *server) handleAPIRemoveClient(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
-	client, err := s.oauthActions().RemoveClient(ps.ByName("id"))
+	client, err := s.oauthActions().RemoveClient(s.actorOf(r, c.user, viaAPI), ps.ByName("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -483,7 +483,7 @@ func grantID(ps httprouter.Params) (uint64, error) {
 func (s *server) handleAPIRevokeGrant(w http.ResponseWriter, r *http.Request, ps httprouter.Params, c *caller) {
 	id, err := grantID(ps)
 	if err == nil {
-		_, err = s.oauthActions().RevokeGrant(id, c.user.ID)
+		_, err = s.oauthActions().RevokeGrant(s.actorOf(r, c.user, viaAPI), id, c.user.ID)
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -568,7 +568,7 @@ func (s *server) handleAddClient(w http.ResponseWriter, r *http.Request, _ httpr
 			uris = append(uris, line)
 		}
 	}
-	c, secret, err := s.oauthActions().AddClient(clientSpec{Name: form.Name, RedirectURIs: uris,
+	c, secret, err := s.oauthActions().AddClient(s.actorOf(r, sess.user, viaPage), clientSpec{Name: form.Name, RedirectURIs: uris,
 		Public: form.Public, Device: form.Device, AccessTTL: ttl, CreatedBy: sess.user.ID})
 	if err != nil {
 		s.formFailed(w, r, sess, err, show)
@@ -613,7 +613,7 @@ func (s *server) handleRemoveClient(w http.ResponseWriter, r *http.Request, ps h
 		show(http.StatusBadRequest, "Tick the box to confirm that "+c.Name+" and every token it holds go.")
 		return
 	}
-	if c, err = s.oauthActions().RemoveClient(c.ID); err != nil {
+	if c, err = s.oauthActions().RemoveClient(s.actorOf(r, sess.user, viaPage), c.ID); err != nil {
 		s.formFailed(w, r, sess, err, show)
 		return
 	}
@@ -683,7 +683,7 @@ func (s *server) handleConfirmRevokeGrant(w http.ResponseWriter, r *http.Request
 func (s *server) handleRevokeGrantForm(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
 	g, err := s.pageGrant(ps, sess)
 	if err == nil {
-		_, err = s.oauthActions().RevokeGrant(g.ID, sess.user.ID)
+		_, err = s.oauthActions().RevokeGrant(s.actorOf(r, sess.user, viaPage), g.ID, sess.user.ID)
 	}
 	if err != nil {
 		s.pageError(w, r, sess, err)

@@ -63,7 +63,7 @@ func TestCheckRedirectURI(t *testing.T) {
 func TestAddClientRefusesBadSpecs(t *testing.T) {
 	ts := newTestServer(t)
 	acts := ts.oauthActions()
-	if _, _, err := acts.AddClient(clientSpec{Name: "Taken", RedirectURIs: []string{"https://a.example/cb"}}); err != nil {
+	if _, _, err := acts.AddClient(testActor, clientSpec{Name: "Taken", RedirectURIs: []string{"https://a.example/cb"}}); err != nil {
 		t.Fatal(err)
 	}
 	many := make([]string, maxRedirectURIs+1)
@@ -90,7 +90,7 @@ func TestAddClientRefusesBadSpecs(t *testing.T) {
 		{"a negative lifetime", clientSpec{Name: "x", Device: true, AccessTTL: -time.Hour}, 400, "lifetime"},
 	} {
 		before := ts.snapshot()
-		_, secret, err := acts.AddClient(tt.spec)
+		_, secret, err := acts.AddClient(testActor, tt.spec)
 		var he *httpError
 		if !errors.As(err, &he) || he.status != tt.status || !strings.Contains(he.detail, tt.says) || secret != "" {
 			t.Errorf("AddClient with %s = %q, %v; want %d saying %q", tt.what, secret, err, tt.status, tt.says)
@@ -108,7 +108,7 @@ func TestAddClientRefusesBadSpecs(t *testing.T) {
 func TestAddClient(t *testing.T) {
 	ts := newTestServer(t)
 	acts := ts.oauthActions()
-	c, secret, err := acts.AddClient(clientSpec{Name: " Web app ", RedirectURIs: []string{"https://app.example.com/cb", "https://app.example.com/cb"}, CreatedBy: 7})
+	c, secret, err := acts.AddClient(testActor, clientSpec{Name: " Web app ", RedirectURIs: []string{"https://app.example.com/cb", "https://app.example.com/cb"}, CreatedBy: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestAddClient(t *testing.T) {
 	}
 	checkNotStored(t, ts, "the client secret", secret)
 
-	pub, secret, err := acts.AddClient(clientSpec{Name: "cli", Public: true, Device: true, AccessTTL: time.Hour})
+	pub, secret, err := acts.AddClient(testActor, clientSpec{Name: "cli", Public: true, Device: true, AccessTTL: time.Hour})
 	if err != nil || secret != "" {
 		t.Fatalf("AddClient of a public client = %q, %v; want no secret", secret, err)
 	}
@@ -168,7 +168,7 @@ func storeTestGrant(t *testing.T, st store, now time.Time, u userRecord, c clien
 		RefreshHash:  hashToken("refresh " + newFormKey()),
 		RefreshUntil: now.Add(30 * 24 * time.Hour),
 	}
-	g, _, err := st.RedeemAuthCode(code, now, issue)
+	g, _, err := st.RedeemAuthCode(testActor, code, now, issue)
 	if err != nil {
 		t.Fatalf("RedeemAuthCode: %v", err)
 	}
@@ -178,7 +178,7 @@ func storeTestGrant(t *testing.T, st store, now time.Time, u userRecord, c clien
 // addTestClient registers a confidential client with one redirect URI.
 func addTestClient(t *testing.T, ts *testServer, name string) (clientRecord, string) {
 	t.Helper()
-	c, secret, err := ts.oauthActions().AddClient(clientSpec{Name: name, RedirectURIs: []string{"https://" + strings.ToLower(strings.ReplaceAll(name, " ", "-")) + ".example/cb"}})
+	c, secret, err := ts.oauthActions().AddClient(testActor, clientSpec{Name: name, RedirectURIs: []string{"https://" + strings.ToLower(strings.ReplaceAll(name, " ", "-")) + ".example/cb"}})
 	if err != nil {
 		t.Fatalf("AddClient(%q): %v", name, err)
 	}
@@ -731,20 +731,20 @@ func TestEngineClientActions(t *testing.T) {
 		alice := newUser("alice", "x", false, now)
 		bob := newUser("bob", "x", false, now)
 		for _, u := range []*userRecord{&alice, &bob} {
-			if err := st.CreateUser(u); err != nil {
+			if err := st.CreateUser(testActor, u); err != nil {
 				t.Fatal(err)
 			}
 		}
-		web, secret, err := acts.AddClient(clientSpec{Name: "Web App", RedirectURIs: []string{"https://app.example.com/cb"}})
+		web, secret, err := acts.AddClient(testActor, clientSpec{Name: "Web App", RedirectURIs: []string{"https://app.example.com/cb"}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cli, _, err := acts.AddClient(clientSpec{Name: "cli", Public: true, Device: true, RedirectURIs: []string{"http://127.0.0.1/cb"}})
+		cli, _, err := acts.AddClient(testActor, clientSpec{Name: "cli", Public: true, Device: true, RedirectURIs: []string{"http://127.0.0.1/cb"}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var he *httpError
-		if _, _, err := acts.AddClient(clientSpec{Name: "WEB APP", Device: true}); !errors.As(err, &he) || he.status != http.StatusConflict {
+		if _, _, err := acts.AddClient(testActor, clientSpec{Name: "WEB APP", Device: true}); !errors.As(err, &he) || he.status != http.StatusConflict {
 			t.Errorf("AddClient of a taken name = %v; want 409", err)
 		}
 		if got, err := st.Clients(); err != nil || len(got) != 2 {
@@ -756,7 +756,7 @@ func TestEngineClientActions(t *testing.T) {
 		if c, err := acts.FindClient(cli.ID); err != nil || c.Name != "cli" || c.SecretHash != nil {
 			t.Errorf("FindClient by id = %+v, %v; want cli without a secret", c, err)
 		}
-		if _, err := acts.RemoveClient("nobody"); !errors.As(err, &he) || he.status != http.StatusNotFound {
+		if _, err := acts.RemoveClient(testActor, "nobody"); !errors.As(err, &he) || he.status != http.StatusNotFound {
 			t.Errorf("RemoveClient of nobody = %v; want 404", err)
 		}
 
@@ -770,13 +770,13 @@ func TestEngineClientActions(t *testing.T) {
 			t.Errorf("GrantsOf(alice) = %+v, %v; want cli then Web App, named", grants, err)
 		}
 		before := storeContents(t, st)
-		if _, err := acts.RevokeGrant(gCli.ID, bob.ID); !errors.As(err, &he) || he.status != http.StatusNotFound {
+		if _, err := acts.RevokeGrant(testActor, gCli.ID, bob.ID); !errors.As(err, &he) || he.status != http.StatusNotFound {
 			t.Errorf("RevokeGrant of alice's grant by bob = %v; want 404", err)
 		}
 		if after := storeContents(t, st); after != before {
 			t.Errorf("a refused RevokeGrant changed the store:\n%s\nthen\n%s", before, after)
 		}
-		if _, err := acts.RevokeGrant(gCli.ID, alice.ID); err != nil {
+		if _, err := acts.RevokeGrant(testActor, gCli.ID, alice.ID); err != nil {
 			t.Fatalf("RevokeGrant: %v", err)
 		}
 		if _, _, err := st.Authenticate(hashToken(accessCli)); !errors.Is(err, errNotFound) {
@@ -784,7 +784,7 @@ func TestEngineClientActions(t *testing.T) {
 		}
 		// Removing a client takes its grants and their tokens, cached ones
 		// included.
-		if _, err := acts.RemoveClient("Web App"); err != nil {
+		if _, err := acts.RemoveClient(testActor, "Web App"); err != nil {
 			t.Fatalf("RemoveClient: %v", err)
 		}
 		if _, _, err := st.Authenticate(hashToken(accessWeb)); !errors.Is(err, errNotFound) {

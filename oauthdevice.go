@@ -212,7 +212,7 @@ func (s *server) exchangeDeviceCode(r *http.Request, c clientRecord) (tokenRespo
 	if err != nil {
 		return tokenResponse{}, err
 	}
-	g, t, err := s.store.RedeemDeviceAuth(h, now, issue)
+	g, t, err := s.store.RedeemDeviceAuth(s.actorOf(r, userRecord{}, viaOAuth), h, now, issue)
 	if err != nil {
 		if errors.Is(err, errCodeUsed) {
 			s.log.Warn("device code used twice: its grant is revoked", "client", c.ID, "grant_id", d.Grant)

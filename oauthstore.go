@@ -142,12 +142,12 @@ type oauthStore interface {
 
 	// CreateClient stores c; errNameTaken when its name is taken, ignoring
 	// case (or, unlikely, its id).
-	CreateClient(c *clientRecord) error
+	CreateClient(by actor, c *clientRecord) error
 	ClientByID(id string) (clientRecord, error)
 	Clients() ([]clientRecord, error) // by name
 	// DeleteClient removes client id with every grant (and so every token)
 	// it holds and its requests in flight.
-	DeleteClient(id string) (clientRecord, error)
+	DeleteClient(by actor, id string) (clientRecord, error)
 
 	// ---- grants ----
 
@@ -155,7 +155,7 @@ type oauthStore interface {
 	GrantsOf(user uint64) ([]grantRecord, error)
 	// DeleteGrant revokes grant id of owner (anyOwner: of anyone): the
 	// grant, its access tokens and its refresh tokens.
-	DeleteGrant(id, owner uint64) (grantRecord, error)
+	DeleteGrant(by actor, id, owner uint64) (grantRecord, error)
 	// GrantOfRefresh returns the grant that refresh token h (live or
 	// already rotated) belongs to; errNotFound for an unknown one.
 	GrantOfRefresh(h tokenHash) (grantRecord, error)
@@ -170,7 +170,7 @@ type oauthStore interface {
 	// expiry at now; errCodeUsed for a code redeemed before, whose grant
 	// it revokes (committed although the method fails); errTooManyGrants;
 	// errNotFound also when the user or client is gone.
-	RedeemAuthCode(h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error)
+	RedeemAuthCode(by actor, h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error)
 
 	// ---- device authorization requests ----
 
@@ -194,7 +194,7 @@ type oauthStore interface {
 	// its first tokens, as RedeemAuthCode does for a code: errCodeUsed when
 	// it was issued already (revoking that grant), errTokenExpired,
 	// errNotFound, and errNotFound too when it is not approved.
-	RedeemDeviceAuth(dev tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error)
+	RedeemDeviceAuth(by actor, dev tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error)
 
 	// ---- refresh ----
 
@@ -203,7 +203,7 @@ type oauthStore interface {
 	// and the grant's RefreshedAt and ExpiresAt move on. errCodeUsed for a
 	// refresh token used before, which revokes the grant (committed);
 	// errTokenExpired when the grant expired at now; errNotFound.
-	RefreshGrant(h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error)
+	RefreshGrant(by actor, h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error)
 
 	// ---- housekeeping ----
 

@@ -48,7 +48,7 @@ func (x *oauthFixture) client(name string) clientRecord {
 		ID: "id-" + strings.ToLower(name), Name: name, RedirectURIs: []string{"https://app.example/cb", "http://127.0.0.1/cb"},
 		Device: true, SecretHash: &sh, AccessTTL: time.Hour, CreatedAt: x.now, CreatedBy: 1,
 	}
-	if err := x.st.CreateClient(&c); err != nil {
+	if err := x.st.CreateClient(testActor, &c); err != nil {
 		x.t.Fatalf("CreateClient(%q): %v", name, err)
 	}
 	return c
@@ -95,7 +95,7 @@ func (x *oauthFixture) grant(c clientRecord, user uint64, scopes ...string) (gra
 	x.t.Helper()
 	h := x.code(c, user, scopes...)
 	is := x.issue(user, x.now, scopes...)
-	g, tok, err := x.st.RedeemAuthCode(h, x.now, &is.issue)
+	g, tok, err := x.st.RedeemAuthCode(testActor, h, x.now, &is.issue)
 	if err != nil {
 		x.t.Fatalf("RedeemAuthCode: %v", err)
 	}
@@ -147,7 +147,7 @@ func TestEngineOAuthClients(t *testing.T) {
 		x := newOAuthFixture(t, st)
 		zeta := x.client("Zeta")
 		pub := clientRecord{ID: "id-alpha", Name: "alpha", RedirectURIs: []string{"com.example.app:/cb"}, Public: true, CreatedAt: x.now, CreatedBy: 1}
-		if err := st.CreateClient(&pub); err != nil {
+		if err := st.CreateClient(testActor, &pub); err != nil {
 			t.Fatalf("CreateClient(public): %v", err)
 		}
 		got, err := st.ClientByID(zeta.ID)
@@ -162,7 +162,7 @@ func TestEngineOAuthClients(t *testing.T) {
 			{ID: "id-other", Name: "ZETA", CreatedAt: x.now},
 			{ID: zeta.ID, Name: "another name", CreatedAt: x.now},
 		} {
-			if err := st.CreateClient(&c); !errors.Is(err, errNameTaken) {
+			if err := st.CreateClient(testActor, &c); !errors.Is(err, errNameTaken) {
 				t.Errorf("CreateClient(%q, %q) = %v; want errNameTaken", c.ID, c.Name, err)
 			}
 		}
@@ -173,10 +173,10 @@ func TestEngineOAuthClients(t *testing.T) {
 		if _, err := st.ClientByID("nope"); !errors.Is(err, errNotFound) {
 			t.Errorf("ClientByID(unknown) = %v; want errNotFound", err)
 		}
-		if _, err := st.DeleteClient("nope"); !errors.Is(err, errNotFound) {
+		if _, err := st.DeleteClient(testActor, "nope"); !errors.Is(err, errNotFound) {
 			t.Errorf("DeleteClient(unknown) = %v; want errNotFound", err)
 		}
-		if c, err := st.DeleteClient(zeta.ID); err != nil || c.Name != "Zeta" {
+		if c, err := st.DeleteClient(testActor, zeta.ID); err != nil || c.Name != "Zeta" {
 			t.Errorf("DeleteClient = %+v, %v", c, err)
 		}
 		if _, err := st.ClientByID(zeta.ID); !errors.Is(err, errNotFound) {
@@ -184,7 +184,7 @@ func TestEngineOAuthClients(t *testing.T) {
 		}
 		// Its name is free again.
 		again := clientRecord{ID: "id-zeta2", Name: "zeta", CreatedAt: x.now}
-		if err := st.CreateClient(&again); err != nil {
+		if err := st.CreateClient(testActor, &again); err != nil {
 			t.Errorf("CreateClient with a deleted client's name = %v", err)
 		}
 		checkStore(t, st)
@@ -217,17 +217,17 @@ func TestEngineOAuthAuthCode(t *testing.T) {
 
 		// Unknown, expired: refused, nothing made.
 		is := x.issue(alice.ID, x.now, scopeTokensRead)
-		if _, _, err := st.RedeemAuthCode(tokenHash{1}, x.now, &is.issue); !errors.Is(err, errNotFound) {
+		if _, _, err := st.RedeemAuthCode(testActor, tokenHash{1}, x.now, &is.issue); !errors.Is(err, errNotFound) {
 			t.Errorf("RedeemAuthCode(unknown) = %v; want errNotFound", err)
 		}
-		if _, _, err := st.RedeemAuthCode(h, x.now.Add(10*time.Minute), &is.issue); !errors.Is(err, errTokenExpired) {
+		if _, _, err := st.RedeemAuthCode(testActor, h, x.now.Add(10*time.Minute), &is.issue); !errors.Is(err, errTokenExpired) {
 			t.Errorf("RedeemAuthCode at its expiry = %v; want errTokenExpired", err)
 		}
 		if ids := grantIDs(t, st, alice.ID); len(ids) != 0 || authenticates(t, st, is.access) {
 			t.Fatalf("after refused redemptions alice holds grants %v or the access token works", ids)
 		}
 
-		g, tok, err := st.RedeemAuthCode(h, x.now.Add(time.Minute), &is.issue)
+		g, tok, err := st.RedeemAuthCode(testActor, h, x.now.Add(time.Minute), &is.issue)
 		if err != nil {
 			t.Fatalf("RedeemAuthCode = %v", err)
 		}
@@ -267,7 +267,7 @@ func TestEngineOAuthAuthCode(t *testing.T) {
 		}
 		again := x.issue(alice.ID, x.now, scopeTokensRead)
 		for range 2 {
-			if _, _, err := st.RedeemAuthCode(h, x.now.Add(2*time.Minute), &again.issue); !errors.Is(err, errCodeUsed) {
+			if _, _, err := st.RedeemAuthCode(testActor, h, x.now.Add(2*time.Minute), &again.issue); !errors.Is(err, errCodeUsed) {
 				t.Errorf("RedeemAuthCode(used) = %v; want errCodeUsed", err)
 			}
 		}
@@ -285,11 +285,11 @@ func TestEngineOAuthAuthCode(t *testing.T) {
 		// A code whose user is gone redeems nothing.
 		bob := storeUser(t, st, "bob", false)
 		hb := x.code(app, bob.ID)
-		if err := st.DeleteUser(bob.ID); err != nil {
+		if err := st.DeleteUser(testActor, bob.ID); err != nil {
 			t.Fatal(err)
 		}
 		bobs := x.issue(bob.ID, x.now)
-		if _, _, err := st.RedeemAuthCode(hb, x.now, &bobs.issue); !errors.Is(err, errNotFound) {
+		if _, _, err := st.RedeemAuthCode(testActor, hb, x.now, &bobs.issue); !errors.Is(err, errNotFound) {
 			t.Errorf("RedeemAuthCode for a deleted user = %v; want errNotFound", err)
 		}
 		checkStore(t, st)
@@ -313,7 +313,7 @@ func TestEngineOAuthRefresh(t *testing.T) {
 
 		at := x.now.Add(2 * time.Hour)
 		next := x.issue(alice.ID, at, scopeTokensRead)
-		g2, tok, err := st.RefreshGrant(hashToken(is.refresh), at, &next.issue)
+		g2, tok, err := st.RefreshGrant(testActor, hashToken(is.refresh), at, &next.issue)
 		if err != nil {
 			t.Fatalf("RefreshGrant = %v", err)
 		}
@@ -343,7 +343,7 @@ func TestEngineOAuthRefresh(t *testing.T) {
 
 		// The old refresh token again: the grant goes, committed.
 		replay := x.issue(alice.ID, at, scopeTokensRead)
-		if _, _, err := st.RefreshGrant(hashToken(is.refresh), at.Add(time.Minute), &replay.issue); !errors.Is(err, errCodeUsed) {
+		if _, _, err := st.RefreshGrant(testActor, hashToken(is.refresh), at.Add(time.Minute), &replay.issue); !errors.Is(err, errCodeUsed) {
 			t.Fatalf("RefreshGrant(rotated) = %v; want errCodeUsed", err)
 		}
 		if authenticates(t, st, next.access) || authenticates(t, st, replay.access) {
@@ -352,7 +352,7 @@ func TestEngineOAuthRefresh(t *testing.T) {
 		if ids := grantIDs(t, st, alice.ID); len(ids) != 0 {
 			t.Errorf("after a replayed refresh token alice holds grants %v", ids)
 		}
-		if _, _, err := st.RefreshGrant(hashToken(next.refresh), at.Add(time.Minute), &replay.issue); !errors.Is(err, errNotFound) {
+		if _, _, err := st.RefreshGrant(testActor, hashToken(next.refresh), at.Add(time.Minute), &replay.issue); !errors.Is(err, errNotFound) {
 			t.Errorf("RefreshGrant with the revoked grant's latest refresh token = %v; want errNotFound", err)
 		}
 		checkStore(t, st)
@@ -360,13 +360,13 @@ func TestEngineOAuthRefresh(t *testing.T) {
 		// A grant past its expiry refreshes nothing.
 		g, _, is = x.grant(app, alice.ID, scopeTokensRead)
 		late := x.issue(alice.ID, g.ExpiresAt, scopeTokensRead)
-		if _, _, err := st.RefreshGrant(hashToken(is.refresh), g.ExpiresAt, &late.issue); !errors.Is(err, errTokenExpired) {
+		if _, _, err := st.RefreshGrant(testActor, hashToken(is.refresh), g.ExpiresAt, &late.issue); !errors.Is(err, errTokenExpired) {
 			t.Errorf("RefreshGrant at the grant's expiry = %v; want errTokenExpired", err)
 		}
 		if authenticates(t, st, late.access) || !authenticates(t, st, is.access) {
 			t.Error("a refused refresh changed the grant's tokens")
 		}
-		if _, _, err := st.RefreshGrant(tokenHash{3}, x.now, &late.issue); !errors.Is(err, errNotFound) {
+		if _, _, err := st.RefreshGrant(testActor, tokenHash{3}, x.now, &late.issue); !errors.Is(err, errNotFound) {
 			t.Errorf("RefreshGrant(unknown) = %v; want errNotFound", err)
 		}
 		if _, err := st.GrantOfRefresh(tokenHash{3}); !errors.Is(err, errNotFound) {
@@ -433,7 +433,7 @@ func TestEngineOAuthDevice(t *testing.T) {
 		}
 
 		is := x.issue(alice.ID, x.now.Add(time.Minute), scopeTokensRead)
-		if _, _, err := st.RedeemDeviceAuth(dev, x.now.Add(time.Minute), &is.issue); !errors.Is(err, errNotFound) {
+		if _, _, err := st.RedeemDeviceAuth(testActor, dev, x.now.Add(time.Minute), &is.issue); !errors.Is(err, errNotFound) {
 			t.Errorf("RedeemDeviceAuth(pending) = %v; want errNotFound", err)
 		}
 		if err := st.DecideDeviceAuth(uc, alice.ID, true, []string{scopeTokensRead}, x.now.Add(time.Minute)); err != nil {
@@ -448,7 +448,7 @@ func TestEngineOAuthDevice(t *testing.T) {
 		if d, _, err := st.PollDeviceAuth(dev, x.now.Add(time.Minute)); err != nil || d.State != deviceApproved {
 			t.Errorf("PollDeviceAuth after approval = %+v, %v; want approved", d, err)
 		}
-		g, tok, err := st.RedeemDeviceAuth(dev, x.now.Add(time.Minute), &is.issue)
+		g, tok, err := st.RedeemDeviceAuth(testActor, dev, x.now.Add(time.Minute), &is.issue)
 		if err != nil || g.User != alice.ID || g.Client != tv.ID || !slices.Equal(g.Scopes, []string{scopeTokensRead}) || tok.Grant != g.ID {
 			t.Fatalf("RedeemDeviceAuth = %+v, %+v, %v; want alice's grant of the approved scopes", g, tok, err)
 		}
@@ -460,7 +460,7 @@ func TestEngineOAuthDevice(t *testing.T) {
 		}
 		checkStore(t, st)
 		replay := x.issue(alice.ID, x.now.Add(time.Minute), scopeTokensRead)
-		if _, _, err := st.RedeemDeviceAuth(dev, x.now.Add(2*time.Minute), &replay.issue); !errors.Is(err, errCodeUsed) {
+		if _, _, err := st.RedeemDeviceAuth(testActor, dev, x.now.Add(2*time.Minute), &replay.issue); !errors.Is(err, errCodeUsed) {
 			t.Errorf("RedeemDeviceAuth a second time = %v; want errCodeUsed", err)
 		}
 		if authenticates(t, st, is.access) || len(grantIDs(t, st, alice.ID)) != 0 {
@@ -475,7 +475,7 @@ func TestEngineOAuthDevice(t *testing.T) {
 		if d, _, err := st.PollDeviceAuth(dev2, x.now.Add(time.Minute)); err != nil || d.State != deviceDenied || d.User != alice.ID {
 			t.Errorf("PollDeviceAuth after denial = %+v, %v; want denied by alice", d, err)
 		}
-		if _, _, err := st.RedeemDeviceAuth(dev2, x.now.Add(time.Minute), &replay.issue); !errors.Is(err, errNotFound) {
+		if _, _, err := st.RedeemDeviceAuth(testActor, dev2, x.now.Add(time.Minute), &replay.issue); !errors.Is(err, errNotFound) {
 			t.Errorf("RedeemDeviceAuth(denied) = %v; want errNotFound", err)
 		}
 
@@ -487,7 +487,7 @@ func TestEngineOAuthDevice(t *testing.T) {
 		if err := st.DecideDeviceAuth(uc3, alice.ID, true, []string{scopeTokensRead}, x.now.Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := st.RedeemDeviceAuth(dev3, x.now.Add(10*time.Minute), &replay.issue); !errors.Is(err, errTokenExpired) {
+		if _, _, err := st.RedeemDeviceAuth(testActor, dev3, x.now.Add(10*time.Minute), &replay.issue); !errors.Is(err, errTokenExpired) {
 			t.Errorf("RedeemDeviceAuth at its expiry = %v; want errTokenExpired", err)
 		}
 		if err := st.DecideDeviceAuth(tokenHash{1}, alice.ID, true, nil, x.now); !errors.Is(err, errNotFound) {
@@ -569,7 +569,7 @@ func TestEngineOAuthCascades(t *testing.T) {
 				t.Fatal("a fresh token does not verify")
 			}
 		}
-		if n, err := st.RevokeTokensOf(alice.ID); err != nil || n != 2 {
+		if n, err := st.RevokeTokensOf(testActor, alice.ID); err != nil || n != 2 {
 			t.Errorf("RevokeTokensOf(alice) = %d, %v; want 2 (a personal token and a grant's)", n, err)
 		}
 		if authenticates(t, st, personal) || authenticates(t, st, is.access) || len(grantIDs(t, st, alice.ID)) != 0 {
@@ -590,7 +590,7 @@ func TestEngineOAuthCascades(t *testing.T) {
 		_, _, is = x.grant(app, alice.ID, scopeTokensRead)
 		authenticates(t, st, is.access)
 		code, approved, pending = requests()
-		n, _, err := st.ChangePassword(alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$bmV3$a2V5", at: x.now, revokeTokens: true})
+		n, _, err := st.ChangePassword(testActor, alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$bmV3$a2V5", at: x.now, revokeTokens: true})
 		if err != nil || n != 1 {
 			t.Errorf("ChangePassword(revoke) = %d tokens, %v; want 1", n, err)
 		}
@@ -600,7 +600,7 @@ func TestEngineOAuthCascades(t *testing.T) {
 		requestsGone("ChangePassword with revocation", code, approved, pending)
 		// Without revocation, grants stay.
 		g, _, is := x.grant(app, alice.ID, scopeTokensRead)
-		if _, _, err := st.ChangePassword(alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$b2xk$a2V5", at: x.now}); err != nil {
+		if _, _, err := st.ChangePassword(testActor, alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$b2xk$a2V5", at: x.now}); err != nil {
 			t.Fatal(err)
 		}
 		if !authenticates(t, st, is.access) || !slices.Equal(grantIDs(t, st, alice.ID), []uint64{g.ID}) {
@@ -608,20 +608,20 @@ func TestEngineOAuthCascades(t *testing.T) {
 		}
 
 		// DeleteGrant: only the owner's, or anyone's with anyOwner.
-		if _, err := st.DeleteGrant(g.ID, bob.ID); !errors.Is(err, errNotFound) {
+		if _, err := st.DeleteGrant(testActor, g.ID, bob.ID); !errors.Is(err, errNotFound) {
 			t.Errorf("DeleteGrant(alice's, as bob) = %v; want errNotFound", err)
 		}
-		if got, err := st.DeleteGrant(g.ID, alice.ID); err != nil || got.ID != g.ID {
+		if got, err := st.DeleteGrant(testActor, g.ID, alice.ID); err != nil || got.ID != g.ID {
 			t.Errorf("DeleteGrant(own) = %+v, %v", got, err)
 		}
 		if authenticates(t, st, is.access) {
 			t.Error("a deleted grant's access token verifies")
 		}
-		if _, err := st.DeleteGrant(g.ID, anyOwner); !errors.Is(err, errNotFound) {
+		if _, err := st.DeleteGrant(testActor, g.ID, anyOwner); !errors.Is(err, errNotFound) {
 			t.Errorf("DeleteGrant(deleted) = %v; want errNotFound", err)
 		}
 		g, _, _ = x.grant(other, alice.ID)
-		if _, err := st.DeleteGrant(g.ID, anyOwner); err != nil {
+		if _, err := st.DeleteGrant(testActor, g.ID, anyOwner); err != nil {
 			t.Errorf("DeleteGrant(anyOwner) = %v", err)
 		}
 
@@ -636,7 +636,7 @@ func TestEngineOAuthCascades(t *testing.T) {
 		if err := st.CreateDeviceAuth(dev, uc, deviceAuthRecord{Client: app.ID, CreatedAt: x.now, ExpiresAt: x.now.Add(time.Hour), Interval: time.Second}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.DeleteClient(app.ID); err != nil {
+		if _, err := st.DeleteClient(testActor, app.ID); err != nil {
 			t.Fatalf("DeleteClient = %v", err)
 		}
 		if authenticates(t, st, is.access) || authenticates(t, st, bobIs.access) || len(grantIDs(t, st, bob.ID)) != 0 {
@@ -659,7 +659,7 @@ func TestEngineOAuthCascades(t *testing.T) {
 		// DeleteUser.
 		app = x.client("App again")
 		code, approved, pending = requests()
-		if err := st.DeleteUser(alice.ID); err != nil {
+		if err := st.DeleteUser(testActor, alice.ID); err != nil {
 			t.Fatal(err)
 		}
 		requestsGone("DeleteUser", code, approved, pending)
@@ -702,11 +702,11 @@ func TestEngineOAuthPersonalViews(t *testing.T) {
 			if _, err := st.TokenByID(tok.ID, owner); !errors.Is(err, errNotFound) {
 				t.Errorf("TokenByID(grant's token, %d) = %v; want errNotFound", owner, err)
 			}
-			if _, err := st.DeleteToken(tok.ID, owner); !errors.Is(err, errNotFound) {
+			if _, err := st.DeleteToken(testActor, tok.ID, owner); !errors.Is(err, errNotFound) {
 				t.Errorf("DeleteToken(grant's token, %d) = %v; want errNotFound", owner, err)
 			}
 			_, h := x.secret()
-			if _, err := st.RotateToken(tok.ID, owner, h, "hint", x.now); !errors.Is(err, errNotFound) {
+			if _, err := st.RotateToken(testActor, tok.ID, owner, h, "hint", x.now); !errors.Is(err, errNotFound) {
 				t.Errorf("RotateToken(grant's token, %d) = %v; want errNotFound", owner, err)
 			}
 		}
@@ -716,12 +716,12 @@ func TestEngineOAuthPersonalViews(t *testing.T) {
 		// The limit counts personal tokens only: one more under a limit of 2.
 		extra := tokenRecord{Owner: alice.ID, Name: "second", CreatedAt: x.now}
 		_, h := x.secret()
-		if err := st.CreateToken(&extra, h, 2); err != nil {
+		if err := st.CreateToken(testActor, &extra, h, 2); err != nil {
 			t.Errorf("CreateToken under a limit of 2 with one personal token and one grant's = %v", err)
 		}
 		_, h = x.secret()
 		third := tokenRecord{Owner: alice.ID, Name: "third", CreatedAt: x.now}
-		if err := st.CreateToken(&third, h, 2); !errors.Is(err, errTooManyTokens) {
+		if err := st.CreateToken(testActor, &third, h, 2); !errors.Is(err, errTooManyTokens) {
 			t.Errorf("CreateToken past the limit = %v; want errTooManyTokens", err)
 		}
 
@@ -737,7 +737,7 @@ func TestEngineOAuthPersonalViews(t *testing.T) {
 			t.Errorf("TokenByHash after a use = %+v, %v", got, err)
 		}
 		checkStore(t, st)
-		if got, err := st.DeleteTokenByHash(hashToken(is.access)); err != nil || got.ID != tok.ID {
+		if got, err := st.DeleteTokenByHash(testActor, hashToken(is.access), kindTokenRevoked); err != nil || got.ID != tok.ID {
 			t.Errorf("DeleteTokenByHash(grant's token) = %+v, %v", got, err)
 		}
 		if authenticates(t, st, is.access) {
@@ -767,7 +767,7 @@ func TestEngineOAuthGrantLimit(t *testing.T) {
 		}
 		h := x.code(app, alice.ID)
 		is := x.issue(alice.ID, x.now)
-		if _, _, err := st.RedeemAuthCode(h, x.now, &is.issue); !errors.Is(err, errTooManyGrants) {
+		if _, _, err := st.RedeemAuthCode(testActor, h, x.now, &is.issue); !errors.Is(err, errTooManyGrants) {
 			t.Fatalf("RedeemAuthCode past the limit = %v; want errTooManyGrants", err)
 		}
 		if c, err := st.AuthCode(h); err != nil || c.Grant != 0 {
@@ -781,10 +781,10 @@ func TestEngineOAuthGrantLimit(t *testing.T) {
 		if got := grantIDs(t, st, alice.ID); !slices.Equal(got, made) {
 			t.Errorf("GrantsOf = %v; want %v, newest first", got, made)
 		}
-		if _, err := st.DeleteGrant(made[50], alice.ID); err != nil {
+		if _, err := st.DeleteGrant(testActor, made[50], alice.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := st.RedeemAuthCode(h, x.now, &is.issue); err != nil {
+		if _, _, err := st.RedeemAuthCode(testActor, h, x.now, &is.issue); err != nil {
 			t.Errorf("RedeemAuthCode once a grant went = %v", err)
 		}
 		checkStore(t, st)
@@ -816,7 +816,7 @@ func TestEngineOAuthPurge(t *testing.T) {
 		_, _, liveIs := x.grant(app, alice.ID, scopeTokensRead)
 		next := x.issue(alice.ID, x.now.Add(time.Hour), scopeTokensRead)
 		next.issue.RefreshUntil = expiring.ExpiresAt.Add(time.Hour)
-		live, _, err := st.RefreshGrant(hashToken(liveIs.refresh), x.now.Add(time.Hour), &next.issue)
+		live, _, err := st.RefreshGrant(testActor, hashToken(liveIs.refresh), x.now.Add(time.Hour), &next.issue)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -982,8 +982,8 @@ func TestUpgradeSchema2(t *testing.T) {
 	}
 	checkStore(t, st)
 	st.db.View(func(tx *bolt.Tx) error {
-		if v := btoi(tx.Bucket(bucketMeta).Get(keySchema)); v != schemaVersion || schemaVersion != 3 {
-			t.Errorf("schema after the upgrade = %d; want 3", v)
+		if v := btoi(tx.Bucket(bucketMeta).Get(keySchema)); v != schemaVersion || schemaVersion != 4 {
+			t.Errorf("schema after the upgrade = %d; want 4", v)
 		}
 		return nil
 	})
@@ -1040,12 +1040,12 @@ func TestEngineOAuthRedeemRace(t *testing.T) {
 		}
 		h := x.code(app, alice.ID, scopeTokensRead)
 		race("RedeemAuthCode", errCodeUsed, func(is *issued) error {
-			_, _, err := st.RedeemAuthCode(h, x.now, &is.issue)
+			_, _, err := st.RedeemAuthCode(testActor, h, x.now, &is.issue)
 			return err
 		})
 		_, _, first := x.grant(app, alice.ID, scopeTokensRead)
 		race("RefreshGrant", errNotFound, func(is *issued) error {
-			_, _, err := st.RefreshGrant(hashToken(first.refresh), x.now.Add(time.Minute), &is.issue)
+			_, _, err := st.RefreshGrant(testActor, hashToken(first.refresh), x.now.Add(time.Minute), &is.issue)
 			return err
 		})
 		checkStore(t, st)
@@ -1065,7 +1065,7 @@ func TestBoltOAuthAtTheCreationLimit(t *testing.T) {
 	g, _, is := x.grant(app, alice.ID, scopeTokensRead)
 	replayed := x.code(app, alice.ID)
 	first := x.issue(alice.ID, x.now)
-	if _, _, err := st.RedeemAuthCode(replayed, x.now, &first.issue); err != nil {
+	if _, _, err := st.RedeemAuthCode(testActor, replayed, x.now, &first.issue); err != nil {
 		t.Fatal(err)
 	}
 	pending := x.code(app, alice.ID)
@@ -1077,7 +1077,7 @@ func TestBoltOAuthAtTheCreationLimit(t *testing.T) {
 	_, h := x.secret()
 	_, uc := x.secret()
 	for what, err := range map[string]error{
-		"CreateClient":     st.CreateClient(&c),
+		"CreateClient":     st.CreateClient(testActor, &c),
 		"CreateAuthCode":   st.CreateAuthCode(h, authCodeRecord{Client: app.ID, User: alice.ID, ExpiresAt: x.now.Add(time.Minute)}),
 		"CreateDeviceAuth": st.CreateDeviceAuth(h, uc, deviceAuthRecord{Client: app.ID, CreatedAt: x.now, ExpiresAt: x.now.Add(time.Minute)}),
 	} {
@@ -1085,24 +1085,24 @@ func TestBoltOAuthAtTheCreationLimit(t *testing.T) {
 			t.Errorf("%s when full = %v; want errSpaceReserved", what, err)
 		}
 	}
-	if _, _, err := st.RedeemAuthCode(pending, x.now, &more.issue); !errors.Is(err, errSpaceReserved) {
+	if _, _, err := st.RedeemAuthCode(testActor, pending, x.now, &more.issue); !errors.Is(err, errSpaceReserved) {
 		t.Errorf("RedeemAuthCode when full = %v; want errSpaceReserved", err)
 	}
-	if _, _, err := st.RefreshGrant(hashToken(is.refresh), x.now, &more.issue); !errors.Is(err, errSpaceReserved) {
+	if _, _, err := st.RefreshGrant(testActor, hashToken(is.refresh), x.now, &more.issue); !errors.Is(err, errSpaceReserved) {
 		t.Errorf("RefreshGrant when full = %v; want errSpaceReserved", err)
 	}
 	assertUnchanged(t, "refused creations when full", before, dumpStore(t, st))
 
-	if _, _, err := st.RedeemAuthCode(replayed, x.now, &more.issue); !errors.Is(err, errCodeUsed) {
+	if _, _, err := st.RedeemAuthCode(testActor, replayed, x.now, &more.issue); !errors.Is(err, errCodeUsed) {
 		t.Errorf("RedeemAuthCode(replayed) when full = %v; want errCodeUsed", err)
 	}
 	if authenticates(t, st, first.access) {
 		t.Error("a replayed code's grant survived when full")
 	}
-	if _, err := st.DeleteGrant(g.ID, alice.ID); err != nil {
+	if _, err := st.DeleteGrant(testActor, g.ID, alice.ID); err != nil {
 		t.Errorf("DeleteGrant when full = %v", err)
 	}
-	if _, err := st.DeleteClient(app.ID); err != nil {
+	if _, err := st.DeleteClient(testActor, app.ID); err != nil {
 		t.Errorf("DeleteClient when full = %v", err)
 	}
 	if _, err := st.AuthCode(pending); !errors.Is(err, errNotFound) {

@@ -104,7 +104,7 @@ func (s *server) exchangeCode(r *http.Request, c clientRecord) (tokenResponse, e
 	if err != nil {
 		return tokenResponse{}, err
 	}
-	g, t, err := s.store.RedeemAuthCode(h, now, issue)
+	g, t, err := s.store.RedeemAuthCode(s.actorOf(r, userRecord{}, viaOAuth), h, now, issue)
 	if err != nil {
 		if errors.Is(err, errCodeUsed) {
 			s.log.Warn("authorization code used twice: its grant is revoked", "client", c.ID, "user_id", ac.User, "grant_id", ac.Grant)
@@ -153,7 +153,7 @@ func (s *server) exchangeRefresh(r *http.Request, c clientRecord) (tokenResponse
 	if err != nil {
 		return tokenResponse{}, err
 	}
-	_, t, err := s.store.RefreshGrant(h, now, issue)
+	_, t, err := s.store.RefreshGrant(s.actorOf(r, userRecord{}, viaOAuth), h, now, issue)
 	if err != nil {
 		if errors.Is(err, errCodeUsed) {
 			s.log.Warn("refresh token used twice: its grant is revoked", "client", c.ID, "grant_id", g.ID, "user_id", g.User)
@@ -184,12 +184,12 @@ func (s *server) handleRevoke(w http.ResponseWriter, r *http.Request, _ httprout
 		s.writeOAuthError(w, r, err)
 		return
 	}
-	tries := []func(clientRecord, string) (bool, error){s.revokeAccess, s.revokeRefresh}
+	tries := []func(actor, clientRecord, string) (bool, error){s.revokeAccess, s.revokeRefresh}
 	if r.PostForm.Get("token_type_hint") == "refresh_token" {
 		tries[0], tries[1] = tries[1], tries[0]
 	}
 	for _, try := range tries {
-		found, err := try(c, token)
+		found, err := try(s.actorOf(r, userRecord{}, viaOAuth), c, token)
 		if err != nil {
 			s.writeOAuthError(w, r, err)
 			return
@@ -204,7 +204,7 @@ func (s *server) handleRevoke(w http.ResponseWriter, r *http.Request, _ httprout
 
 // revokeAccess revokes token if it is an access token issued to c, and
 // reports whether it was a token of this server's access format.
-func (s *server) revokeAccess(c clientRecord, token string) (bool, error) {
+func (s *server) revokeAccess(by actor, c clientRecord, token string) (bool, error) {
 	h, err := s.format.parse(token)
 	if err != nil {
 		return false, nil
@@ -216,7 +216,7 @@ func (s *server) revokeAccess(c clientRecord, token string) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	if _, err := s.store.DeleteTokenByHash(h); err != nil && !errors.Is(err, errNotFound) {
+	if _, err := s.store.DeleteTokenByHash(by, h, kindTokenRevoked); err != nil && !errors.Is(err, errNotFound) {
 		return true, err
 	}
 	s.log.Info("oauth access token revoked", "client", c.ID, "token_id", t.ID, "grant_id", t.Grant)
@@ -226,7 +226,7 @@ func (s *server) revokeAccess(c clientRecord, token string) (bool, error) {
 // revokeRefresh revokes the grant of token if it is a refresh token
 // (current or rotated) issued to c, and reports whether it was of the
 // refresh format.
-func (s *server) revokeRefresh(c clientRecord, token string) (bool, error) {
+func (s *server) revokeRefresh(by actor, c clientRecord, token string) (bool, error) {
 	h, err := s.refreshFormat().parse(token)
 	if err != nil {
 		return false, nil
@@ -239,7 +239,7 @@ func (s *server) revokeRefresh(c clientRecord, token string) (bool, error) {
 		return true, err
 	}
 	var he *httpError
-	if _, err := s.oauthActions().RevokeGrant(g.ID, anyOwner); err != nil && !errors.As(err, &he) { // 404: revoked a moment ago
+	if _, err := s.oauthActions().RevokeGrant(by, g.ID, anyOwner); err != nil && !errors.As(err, &he) { // 404: revoked a moment ago
 		return true, err
 	}
 	s.log.Info("oauth grant revoked", "client", c.ID, "grant_id", g.ID, "user_id", g.User, "by", "revocation endpoint")

@@ -771,7 +771,7 @@ func (s *server) handleCreateTokenPage(w http.ResponseWriter, r *http.Request, _
 			return newSecret{}, err
 		}
 		return s.claimFormKey(sess, key, func() (newSecret, error) {
-			t, secret, err := s.createToken(sess.user, spec, now)
+			t, secret, err := s.createToken(s.actorOf(r, sess.user, viaPage), sess.user, spec, now)
 			return newSecret{token: t, secret: secret}, err
 		})
 	})
@@ -847,7 +847,7 @@ func (s *server) confirmTokenPage(confirmation func(tokenView) confirmPage) page
 func (s *server) handleRevokeTokenForm(w http.ResponseWriter, r *http.Request, ps httprouter.Params, sess *session) {
 	t, err := s.pageToken(ps, sess)
 	if err == nil {
-		t, err = s.store.DeleteToken(t.ID, sess.user.ID)
+		t, err = s.store.DeleteToken(s.actorOf(r, sess.user, viaPage), t.ID, sess.user.ID)
 	}
 	if err != nil {
 		s.pageError(w, r, sess, err)
@@ -888,7 +888,7 @@ func (s *server) handleRotateTokenForm(w http.ResponseWriter, r *http.Request, p
 			if err != nil {
 				return newSecret{}, err
 			}
-			t, err := s.store.RotateToken(old.ID, sess.user.ID, hashToken(secret), tokenHint(secret), s.now())
+			t, err := s.store.RotateToken(s.actorOf(r, sess.user, viaPage), old.ID, sess.user.ID, hashToken(secret), tokenHint(secret), s.now())
 			if errors.Is(err, errTokenExpired) {
 				err = clientError(http.StatusConflict, "This token has expired, so it cannot be rotated: create a new one instead")
 			}
@@ -989,7 +989,7 @@ func (s *server) handleChangePassword(w http.ResponseWriter, r *http.Request, _ 
 		show(http.StatusBadRequest, "The two new passwords differ.")
 		return
 	}
-	done, err := s.accounts().ChangePassword(r.Context(), sess.user, ownPasswordChange{
+	done, err := s.accounts().ChangePassword(r.Context(), s.actorOf(r, sess.user, viaPage), sess.user, ownPasswordChange{
 		Current: r.PostForm.Get("current"), New: next,
 		RevokeTokens: data.RevokeTokens, EndOtherSessions: data.EndSessions, Keep: sess.hash,
 	}, func(current string) error {
@@ -1026,7 +1026,7 @@ func (s *server) handleRevokeOwnTokens(w http.ResponseWriter, r *http.Request, _
 			"Tick the box to confirm that every one of your tokens stops working.")
 		return
 	}
-	done, err := s.accounts().RevokeAllTokens(sess.user.ID)
+	done, err := s.accounts().RevokeAllTokens(s.actorOf(r, sess.user, viaPage), sess.user.ID)
 	if err != nil {
 		s.pageError(w, r, sess, err)
 		return
@@ -1046,7 +1046,7 @@ func (s *server) handleEndSession(w http.ResponseWriter, r *http.Request, _ http
 		s.handleLogout(w, r, nil)
 		return
 	}
-	if err := s.store.DeleteSession(h, sess.user.ID); err != nil {
+	if err := s.store.DeleteSession(s.actorOf(r, sess.user, viaPage), h, sess.user.ID); err != nil {
 		s.pageError(w, r, sess, err)
 		return
 	}
@@ -1056,7 +1056,7 @@ func (s *server) handleEndSession(w http.ResponseWriter, r *http.Request, _ http
 }
 
 func (s *server) handleEndOtherSessions(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess *session) {
-	n, err := s.store.EndOtherSessions(sess.user.ID, sess.hash)
+	n, err := s.store.EndOtherSessions(s.actorOf(r, sess.user, viaPage), sess.user.ID, sess.hash)
 	if err != nil {
 		s.pageError(w, r, sess, err)
 		return

@@ -964,7 +964,7 @@ func TestPageWording(t *testing.T) {
 		ts.clock.Add(358 * 24 * time.Hour)
 		soon("a year's token with 6 days left", year, true)
 		for _, tok := range []tokenRecord{week, hour, year} {
-			ts.store.DeleteToken(tok.ID, alice.ID)
+			ts.store.DeleteToken(testActor, tok.ID, alice.ID)
 		}
 		cookie = ts.login("alice")
 	})

@@ -83,7 +83,7 @@ func createTokens(b *testing.B, st store, owner uint64, n int) []string {
 				}
 				t := tokenRecord{Owner: owner, Name: "bench " + strconv.Itoa(i), Scopes: []string{scopeTokensRead},
 					CreatedAt: time.Now(), Hint: tokenHint(secret)}
-				if err := st.CreateToken(&t, hashToken(secret), 0); err != nil {
+				if err := st.CreateToken(testActor, &t, hashToken(secret), 0); err != nil {
 					b.Errorf("CreateToken: %v", err)
 					return
 				}
@@ -367,7 +367,7 @@ func BenchmarkPGRevocationPropagation(b *testing.B) {
 			}
 			h := hashToken(secret)
 			t := tokenRecord{Owner: u.ID, Name: "revoked", CreatedAt: time.Now(), Hint: tokenHint(secret)}
-			if err := maker.CreateToken(&t, h, 0); err != nil {
+			if err := maker.CreateToken(testActor, &t, h, 0); err != nil {
 				b.Fatal(err)
 			}
 			var seen []<-chan time.Time
@@ -384,7 +384,7 @@ func BenchmarkPGRevocationPropagation(b *testing.B) {
 			}
 			b.StartTimer()
 			start := time.Now()
-			if _, err := sts[revoker].DeleteTokenByHash(h); err != nil {
+			if _, err := sts[revoker].DeleteTokenByHash(testActor, h, kindTokenRevoked); err != nil {
 				b.Fatalf("DeleteTokenByHash: %v", err)
 			}
 			var last time.Time
@@ -461,7 +461,7 @@ func BenchmarkCreateEngines(b *testing.B) {
 							return
 						}
 						t := tokenRecord{Owner: owners[w], Name: "bench", Scopes: []string{scopeTokensRead}, CreatedAt: time.Now(), Hint: tokenHint(secret)}
-						if err := e.st.CreateToken(&t, hashToken(secret), 0); err != nil {
+						if err := e.st.CreateToken(testActor, &t, hashToken(secret), 0); err != nil {
 							b.Errorf("CreateToken: %v", err)
 							return
 						}

@@ -82,7 +82,7 @@ func TestPGRevocationReachesOtherInstances(t *testing.T) {
 
 	tok, h := engineToken(t, a, alice.ID, "ci", nil)
 	start := time.Now()
-	if _, err := a.DeleteToken(tok.ID, alice.ID); err != nil {
+	if _, err := a.DeleteToken(testActor, tok.ID, alice.ID); err != nil {
 		t.Fatal(err)
 	}
 	// The writing instance hears it before the write returns.
@@ -98,7 +98,7 @@ func TestPGRevocationReachesOtherInstances(t *testing.T) {
 
 	// Rotation, on B this time, reaches A.
 	tok, h = engineToken(t, b, bob.ID, "rotated", nil)
-	if _, err := b.RotateToken(tok.ID, bob.ID, randomHash(t), "wxyz", engineNow); err != nil {
+	if _, err := b.RotateToken(testActor, tok.ID, bob.ID, randomHash(t), "wxyz", engineNow); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { _, ok := sinkA.heard(h); return ok })
@@ -110,7 +110,7 @@ func TestPGRevocationReachesOtherInstances(t *testing.T) {
 		many = append(many, h)
 	}
 	changes := sinkB.changeCount()
-	if _, _, err := a.ChangePassword(bob.ID, passwordChange{hash: "new", at: engineNow, revokeTokens: true}); err != nil {
+	if _, _, err := a.ChangePassword(testActor, bob.ID, passwordChange{hash: "new", at: engineNow, revokeTokens: true}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool {
@@ -124,14 +124,14 @@ func TestPGRevocationReachesOtherInstances(t *testing.T) {
 
 	// A demotion changes a user: every instance starts a new generation.
 	changes = sinkB.changeCount()
-	if _, err := a.SetAdmin(bob.ID, true); err != nil {
+	if _, err := a.SetAdmin(testActor, bob.ID, true); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return sinkB.changeCount() > changes })
 
 	// Removing a user takes their tokens, everywhere.
 	_, h = engineToken(t, a, bob.ID, "last", nil)
-	if err := b.DeleteUser(bob.ID); err != nil {
+	if err := b.DeleteUser(testActor, bob.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { _, ok := sinkA.heard(h); return ok })
@@ -139,7 +139,7 @@ func TestPGRevocationReachesOtherInstances(t *testing.T) {
 	// The purge, too.
 	past := engineNow.Add(-time.Hour)
 	_, h = engineToken(t, a, alice.ID, "expired", &past)
-	if n, _, err := b.PurgeExpired(t.Context(), engineNow, 10); n != 1 || err != nil {
+	if n, _, err := b.PurgeExpired(t.Context(), systemActor, engineNow, 10); n != 1 || err != nil {
 		t.Fatalf("PurgeExpired = %d, %v", n, err)
 	}
 	waitFor(t, func() bool { _, ok := sinkA.heard(h); return ok })

@@ -76,7 +76,7 @@ func scanClient(r scanner) (clientRecord, error) {
 
 // CreateClient stores c; errNameTaken when its name (ignoring case) or
 // its id is taken.
-func (s *pgStore) CreateClient(c *clientRecord) error {
+func (s *pgStore) CreateClient(by actor, c *clientRecord) error {
 	ctx, cancel := s.opContext()
 	defer cancel()
 	var secret []byte
@@ -130,7 +130,7 @@ func (s *pgStore) Clients() ([]clientRecord, error) {
 // DeleteClient removes client id, every grant it holds with their tokens,
 // and (by cascade) its codes and device requests; errNotFound for an
 // unknown client.
-func (s *pgStore) DeleteClient(id string) (clientRecord, error) {
+func (s *pgStore) DeleteClient(by actor, id string) (clientRecord, error) {
 	var c clientRecord
 	err := s.update(func(ctx context.Context, tx pgx.Tx, ch *pgChanges) error {
 		var err error
@@ -253,7 +253,7 @@ func (s *pgStore) GrantsOf(user uint64) ([]grantRecord, error) {
 
 // DeleteGrant revokes grant id of owner (anyOwner: of anyone) with its
 // tokens and returns it; errNotFound otherwise.
-func (s *pgStore) DeleteGrant(id, owner uint64) (grantRecord, error) {
+func (s *pgStore) DeleteGrant(by actor, id, owner uint64) (grantRecord, error) {
 	var g grantRecord
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		var err error
@@ -404,7 +404,7 @@ func (s *pgStore) AuthCode(h tokenHash) (authCodeRecord, error) {
 // RedeemAuthCode makes the grant of code h and issues its first tokens
 // (see oauthStore). A code used before revokes its grant, committed, and
 // gives errCodeUsed, whether or not it has expired since.
-func (s *pgStore) RedeemAuthCode(h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
+func (s *pgStore) RedeemAuthCode(by actor, h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
 	var g grantRecord
 	var t tokenRecord
 	used := false
@@ -569,7 +569,7 @@ func (s *pgStore) PollDeviceAuth(dev tokenHash, now time.Time) (deviceAuthRecord
 
 // RedeemDeviceAuth makes the grant of approved request dev and issues its
 // first tokens, as RedeemAuthCode does for a code.
-func (s *pgStore) RedeemDeviceAuth(dev tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
+func (s *pgStore) RedeemDeviceAuth(by actor, dev tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
 	var g grantRecord
 	var t tokenRecord
 	used := false
@@ -619,7 +619,7 @@ func (s *pgStore) RedeemDeviceAuth(dev tokenHash, now time.Time, issue *oauthIss
 // RefreshGrant rotates refresh token h (see oauthStore). The grant's row
 // lock orders refreshes of one grant: of two with one token at once, the
 // first rotates and the second, finding it used, revokes the grant.
-func (s *pgStore) RefreshGrant(h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
+func (s *pgStore) RefreshGrant(by actor, h tokenHash, now time.Time, issue *oauthIssue) (grantRecord, tokenRecord, error) {
 	var g grantRecord
 	var t tokenRecord
 	used := false

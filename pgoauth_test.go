@@ -21,7 +21,7 @@ func pgClient(t testing.TB, st store, name string) clientRecord {
 	secret := tokenHash(randomHash(t))
 	c := clientRecord{ID: "id-" + name, Name: name, RedirectURIs: []string{"https://app.example/cb"}, Device: true,
 		SecretHash: &secret, AccessTTL: time.Hour, CreatedAt: engineNow, CreatedBy: 1}
-	if err := st.CreateClient(&c); err != nil {
+	if err := st.CreateClient(testActor, &c); err != nil {
 		t.Fatalf("CreateClient(%q): %v", name, err)
 	}
 	return c
@@ -60,7 +60,7 @@ func TestPGOAuthGrantLifecycle(t *testing.T) {
 	personal, _ := engineToken(t, st, alice.ID, "ci", nil)
 	app := pgClient(t, st, "App")
 	dup := clientRecord{ID: "other", Name: "aPP", CreatedAt: engineNow}
-	if err := st.CreateClient(&dup); !errors.Is(err, errNameTaken) {
+	if err := st.CreateClient(testActor, &dup); !errors.Is(err, errNameTaken) {
 		t.Fatalf("CreateClient(same name, other case) = %v; want errNameTaken", err)
 	}
 	if got, err := st.ClientByID(app.ID); err != nil || got.Name != "App" || *got.SecretHash != *app.SecretHash || got.AccessTTL != time.Hour ||
@@ -70,7 +70,7 @@ func TestPGOAuthGrantLifecycle(t *testing.T) {
 
 	code := pgCode(t, st, app.ID, alice.ID)
 	issue := pgIssue(t, alice.ID, engineNow)
-	g, tok, err := st.RedeemAuthCode(code, engineNow, issue)
+	g, tok, err := st.RedeemAuthCode(testActor, code, engineNow, issue)
 	if err != nil {
 		t.Fatalf("RedeemAuthCode: %v", err)
 	}
@@ -97,14 +97,14 @@ func TestPGOAuthGrantLifecycle(t *testing.T) {
 	if _, err := st.TokenByID(tok.ID, anyOwner); !errors.Is(err, errNotFound) {
 		t.Fatalf("TokenByID(grant token) = %v; want errNotFound", err)
 	}
-	if _, err := st.DeleteToken(tok.ID, alice.ID); !errors.Is(err, errNotFound) {
+	if _, err := st.DeleteToken(testActor, tok.ID, alice.ID); !errors.Is(err, errNotFound) {
 		t.Fatalf("DeleteToken(grant token) = %v; want errNotFound", err)
 	}
-	if _, err := st.RotateToken(tok.ID, alice.ID, randomHash(t), "wxyz", engineNow); !errors.Is(err, errNotFound) {
+	if _, err := st.RotateToken(testActor, tok.ID, alice.ID, randomHash(t), "wxyz", engineNow); !errors.Is(err, errNotFound) {
 		t.Fatalf("RotateToken(grant token) = %v; want errNotFound", err)
 	}
 	second := tokenRecord{Owner: alice.ID, Name: "second", CreatedAt: engineNow}
-	if err := st.CreateToken(&second, randomHash(t), 2); err != nil {
+	if err := st.CreateToken(testActor, &second, randomHash(t), 2); err != nil {
 		t.Fatalf("CreateToken with limit 2 beside one personal and one grant token: %v", err)
 	}
 	if got, _, err := st.TokenByHash(issue.AccessHash); err != nil || got.Grant != g.ID || got.Client != app.ID {
@@ -114,7 +114,7 @@ func TestPGOAuthGrantLifecycle(t *testing.T) {
 	// Refresh rotates: the old access token goes, the new one works.
 	later := engineNow.Add(time.Hour)
 	next := pgIssue(t, alice.ID, later)
-	g2, tok2, err := st.RefreshGrant(issue.RefreshHash, later, next)
+	g2, tok2, err := st.RefreshGrant(testActor, issue.RefreshHash, later, next)
 	if err != nil {
 		t.Fatalf("RefreshGrant: %v", err)
 	}
@@ -143,7 +143,7 @@ func TestPGOAuthGrantLifecycle(t *testing.T) {
 
 	// The used refresh token again: the grant goes, committed, with the
 	// access token it holds now.
-	if _, _, err := st.RefreshGrant(issue.RefreshHash, later, pgIssue(t, alice.ID, later)); !errors.Is(err, errCodeUsed) {
+	if _, _, err := st.RefreshGrant(testActor, issue.RefreshHash, later, pgIssue(t, alice.ID, later)); !errors.Is(err, errCodeUsed) {
 		t.Fatalf("RefreshGrant(used refresh token) = %v; want errCodeUsed", err)
 	}
 	if n := pgQueryInt(t, dbURL, "SELECT count(*) FROM grants") + pgQueryInt(t, dbURL, "SELECT count(*) FROM refresh_tokens") +
@@ -153,19 +153,19 @@ func TestPGOAuthGrantLifecycle(t *testing.T) {
 	if _, ok := sink.heard(next.AccessHash); !ok {
 		t.Fatal("the cache did not hear of the access token the reuse revoked")
 	}
-	if _, _, err := st.RefreshGrant(next.RefreshHash, later, pgIssue(t, alice.ID, later)); !errors.Is(err, errNotFound) {
+	if _, _, err := st.RefreshGrant(testActor, next.RefreshHash, later, pgIssue(t, alice.ID, later)); !errors.Is(err, errNotFound) {
 		t.Fatalf("RefreshGrant(refresh token of a revoked grant) = %v; want errNotFound", err)
 	}
 
 	// The code again, now that its grant is gone: still used.
-	if _, _, err := st.RedeemAuthCode(code, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errCodeUsed) {
+	if _, _, err := st.RedeemAuthCode(testActor, code, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errCodeUsed) {
 		t.Fatalf("RedeemAuthCode(used code) = %v; want errCodeUsed", err)
 	}
 	if n := pgQueryInt(t, dbURL, "SELECT count(*) FROM grants"); n != 0 {
 		t.Fatalf("%d grants after a used code; want 0", n)
 	}
 	expired := pgCode(t, st, app.ID, alice.ID)
-	if _, _, err := st.RedeemAuthCode(expired, engineNow.Add(time.Minute), pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errTokenExpired) {
+	if _, _, err := st.RedeemAuthCode(testActor, expired, engineNow.Add(time.Minute), pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errTokenExpired) {
 		t.Fatalf("RedeemAuthCode(at its expiry) = %v; want errTokenExpired", err)
 	}
 	if err := st.Check(); err != nil {
@@ -179,13 +179,13 @@ func TestPGOAuthRedeemedCodeReuseRevokes(t *testing.T) {
 	app := pgClient(t, st, "app")
 	code := pgCode(t, st, app.ID, alice.ID)
 	issue := pgIssue(t, alice.ID, engineNow)
-	g, _, err := st.RedeemAuthCode(code, engineNow, issue)
+	g, _, err := st.RedeemAuthCode(testActor, code, engineNow, issue)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A second redemption fails, and its revocation has committed: another
 	// instance no longer finds the grant or its token.
-	if _, _, err := st.RedeemAuthCode(code, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errCodeUsed) {
+	if _, _, err := st.RedeemAuthCode(testActor, code, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errCodeUsed) {
 		t.Fatalf("second RedeemAuthCode = %v; want errCodeUsed", err)
 	}
 	other := openTestPGStore(t, dbURL)
@@ -208,7 +208,7 @@ func TestPGOAuthGrantLimit(t *testing.T) {
 	pgExec(t, dbURL, `INSERT INTO grants (client_id, user_id, scopes, created_at, expires_at)
 		SELECT $1, $2, '{}', 0, 9000000000000000000 FROM generate_series(1, $3::int)`, app.ID, int64(alice.ID), maxGrantsPerUser)
 	code := pgCode(t, st, app.ID, alice.ID)
-	if _, _, err := st.RedeemAuthCode(code, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errTooManyGrants) {
+	if _, _, err := st.RedeemAuthCode(testActor, code, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errTooManyGrants) {
 		t.Fatalf("RedeemAuthCode past the grant limit = %v; want errTooManyGrants", err)
 	}
 	if a, err := st.AuthCode(code); err != nil || a.Grant != 0 {
@@ -228,7 +228,7 @@ func TestPGOAuthDeviceFlow(t *testing.T) {
 	if err := st.CreateDeviceAuth(randomHash(t), uc, d); !errors.Is(err, errCodeTaken) {
 		t.Fatalf("CreateDeviceAuth(user code in use) = %v; want errCodeTaken", err)
 	}
-	if _, _, err := st.RedeemDeviceAuth(dev, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errNotFound) {
+	if _, _, err := st.RedeemDeviceAuth(testActor, dev, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errNotFound) {
 		t.Fatalf("RedeemDeviceAuth(pending) = %v; want errNotFound", err)
 	}
 
@@ -258,11 +258,11 @@ func TestPGOAuthDeviceFlow(t *testing.T) {
 		t.Fatalf("DeviceAuthByUserCode = %+v, %v", got, err)
 	}
 	issue := pgIssue(t, alice.ID, engineNow)
-	g, tok, err := st.RedeemDeviceAuth(dev, engineNow, issue)
+	g, tok, err := st.RedeemDeviceAuth(testActor, dev, engineNow, issue)
 	if err != nil || g.User != alice.ID || g.Client != app.ID || tok.Grant != g.ID {
 		t.Fatalf("RedeemDeviceAuth = %+v, %+v, %v", g, tok, err)
 	}
-	if _, _, err := st.RedeemDeviceAuth(dev, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errCodeUsed) {
+	if _, _, err := st.RedeemDeviceAuth(testActor, dev, engineNow, pgIssue(t, alice.ID, engineNow)); !errors.Is(err, errCodeUsed) {
 		t.Fatalf("RedeemDeviceAuth twice = %v; want errCodeUsed", err)
 	}
 	if n := pgQueryInt(t, dbURL, "SELECT count(*) FROM grants"); n != 0 {
@@ -290,7 +290,7 @@ func TestPGOAuthCascades(t *testing.T) {
 	app, tv := pgClient(t, st, "app"), pgClient(t, st, "tv")
 	grant := func(c clientRecord, u userRecord) (grantRecord, tokenHash) {
 		issue := pgIssue(t, u.ID, engineNow)
-		g, _, err := st.RedeemAuthCode(pgCode(t, st, c.ID, u.ID), engineNow, issue)
+		g, _, err := st.RedeemAuthCode(testActor, pgCode(t, st, c.ID, u.ID), engineNow, issue)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,11 +302,11 @@ func TestPGOAuthCascades(t *testing.T) {
 	_, aliceTV := grant(tv, alice)
 	pgCode(t, st, app.ID, bob.ID) // in flight
 
-	if _, err := st.DeleteGrant(bobTV.ID, alice.ID); !errors.Is(err, errNotFound) {
+	if _, err := st.DeleteGrant(testActor, bobTV.ID, alice.ID); !errors.Is(err, errNotFound) {
 		t.Fatalf("DeleteGrant(another user's) = %v; want errNotFound", err)
 	}
 	engineToken(t, st, bob.ID, "personal", nil)
-	n, err := st.RevokeTokensOf(bob.ID)
+	n, err := st.RevokeTokensOf(testActor, bob.ID)
 	if err != nil || n != 3 {
 		t.Fatalf("RevokeTokensOf = %d, %v; want 3 (a personal token and two grants' access tokens)", n, err)
 	}
@@ -323,7 +323,7 @@ func TestPGOAuthCascades(t *testing.T) {
 	}
 
 	// Removing a client takes its grants and their tokens, not others'.
-	if _, err := st.DeleteClient(tv.ID); err != nil {
+	if _, err := st.DeleteClient(testActor, tv.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := sink.heard(aliceTV); !ok {
@@ -335,13 +335,13 @@ func TestPGOAuthCascades(t *testing.T) {
 	if list, err := st.Clients(); err != nil || len(list) != 1 || list[0].ID != app.ID {
 		t.Fatalf("Clients = %+v, %v; want app only", list, err)
 	}
-	if _, err := st.DeleteClient(tv.ID); !errors.Is(err, errNotFound) {
+	if _, err := st.DeleteClient(testActor, tv.ID); !errors.Is(err, errNotFound) {
 		t.Fatalf("DeleteClient twice = %v; want errNotFound", err)
 	}
 
 	// Removing a user takes theirs.
 	engineUser(t, st, "carol", true)
-	if err := st.DeleteUser(alice.ID); err != nil {
+	if err := st.DeleteUser(testActor, alice.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := sink.heard(aliceApp); !ok {
@@ -363,11 +363,11 @@ func TestPGOAuthPurge(t *testing.T) {
 	app := pgClient(t, st, "app")
 	old := pgIssue(t, alice.ID, engineNow)
 	old.RefreshUntil = engineNow.Add(time.Hour)
-	if _, _, err := st.RedeemAuthCode(pgCode(t, st, app.ID, alice.ID), engineNow, old); err != nil {
+	if _, _, err := st.RedeemAuthCode(testActor, pgCode(t, st, app.ID, alice.ID), engineNow, old); err != nil {
 		t.Fatal(err)
 	}
 	live := pgIssue(t, alice.ID, engineNow)
-	if _, _, err := st.RedeemAuthCode(pgCode(t, st, app.ID, alice.ID), engineNow, live); err != nil {
+	if _, _, err := st.RedeemAuthCode(testActor, pgCode(t, st, app.ID, alice.ID), engineNow, live); err != nil {
 		t.Fatal(err)
 	}
 	pgCode(t, st, app.ID, alice.ID) // expires a minute after engineNow
@@ -408,7 +408,7 @@ func TestPGOAuthRedeemRaceMakesOneGrant(t *testing.T) {
 		var wg sync.WaitGroup
 		for i, st := range []*pgStore{a, b} {
 			wg.Go(func() {
-				_, _, errs[i] = st.RedeemAuthCode(code, engineNow, pgIssue(t, alice.ID, engineNow))
+				_, _, errs[i] = st.RedeemAuthCode(testActor, code, engineNow, pgIssue(t, alice.ID, engineNow))
 			})
 		}
 		wg.Wait()
@@ -445,14 +445,14 @@ func TestPGOAuthRefreshRace(t *testing.T) {
 	app := pgClient(t, a, "app")
 	for round := range 10 {
 		first := pgIssue(t, alice.ID, engineNow)
-		if _, _, err := a.RedeemAuthCode(pgCode(t, a, app.ID, alice.ID), engineNow, first); err != nil {
+		if _, _, err := a.RedeemAuthCode(testActor, pgCode(t, a, app.ID, alice.ID), engineNow, first); err != nil {
 			t.Fatal(err)
 		}
 		issues := []*oauthIssue{pgIssue(t, alice.ID, engineNow), pgIssue(t, alice.ID, engineNow)}
 		errs := make([]error, 2)
 		var wg sync.WaitGroup
 		for i, st := range []*pgStore{a, b} {
-			wg.Go(func() { _, _, errs[i] = st.RefreshGrant(first.RefreshHash, engineNow, issues[i]) })
+			wg.Go(func() { _, _, errs[i] = st.RefreshGrant(testActor, first.RefreshHash, engineNow, issues[i]) })
 		}
 		wg.Wait()
 		winner := slices.IndexFunc(errs, func(err error) bool { return err == nil })
@@ -492,7 +492,7 @@ func TestPGOAuthConcurrentRemovals(t *testing.T) {
 		for _, u := range users {
 			for _, c := range clients {
 				issue := pgIssue(t, u.ID, engineNow)
-				if _, _, err := a.RedeemAuthCode(pgCode(t, a, c.ID, u.ID), engineNow, issue); err != nil {
+				if _, _, err := a.RedeemAuthCode(testActor, pgCode(t, a, c.ID, u.ID), engineNow, issue); err != nil {
 					t.Fatal(err)
 				}
 				refresh = append(refresh, issue.RefreshHash)
@@ -509,7 +509,7 @@ func TestPGOAuthConcurrentRemovals(t *testing.T) {
 			st := []*pgStore{a, b}[i%2]
 			u := users[i/len(clients)]
 			wg.Go(func() {
-				_, _, err := st.RefreshGrant(h, engineNow, pgIssue(t, u.ID, engineNow))
+				_, _, err := st.RefreshGrant(testActor, h, engineNow, pgIssue(t, u.ID, engineNow))
 				check("RefreshGrant", err)
 			})
 		}
@@ -517,17 +517,17 @@ func TestPGOAuthConcurrentRemovals(t *testing.T) {
 			st := []*pgStore{b, a}[i%2]
 			u := users[i/len(clients)]
 			wg.Go(func() {
-				_, _, err := st.RedeemAuthCode(h, engineNow, pgIssue(t, u.ID, engineNow))
+				_, _, err := st.RedeemAuthCode(testActor, h, engineNow, pgIssue(t, u.ID, engineNow))
 				check("RedeemAuthCode", err)
 			})
 		}
 		for i, c := range clients {
 			st := []*pgStore{a, b}[i%2]
-			wg.Go(func() { _, err := st.DeleteClient(c.ID); check("DeleteClient", err) })
+			wg.Go(func() { _, err := st.DeleteClient(testActor, c.ID); check("DeleteClient", err) })
 		}
 		for i, u := range users {
 			st := []*pgStore{b, a}[i%2]
-			wg.Go(func() { check("DeleteUser", st.DeleteUser(u.ID)) })
+			wg.Go(func() { check("DeleteUser", st.DeleteUser(testActor, u.ID)) })
 		}
 		wg.Wait()
 	}
@@ -541,7 +541,7 @@ func TestPGOAuthCheckFindsMismatches(t *testing.T) {
 	st, dbURL := newTestPGStore(t)
 	alice := engineUser(t, st, "alice", true)
 	app, tv := pgClient(t, st, "app"), pgClient(t, st, "tv")
-	_, tok, err := st.RedeemAuthCode(pgCode(t, st, app.ID, alice.ID), engineNow, pgIssue(t, alice.ID, engineNow))
+	_, tok, err := st.RedeemAuthCode(testActor, pgCode(t, st, app.ID, alice.ID), engineNow, pgIssue(t, alice.ID, engineNow))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,13 +574,13 @@ func TestCopyKeepsOAuthThroughPG(t *testing.T) {
 	bob := storeUser(t, st, "bob", false)
 	app, tv := x.client("App"), x.client("TV")
 	pub := clientRecord{ID: "id-cli", Name: "cli", Public: true, Device: true, CreatedAt: x.now}
-	if err := st.CreateClient(&pub); err != nil {
+	if err := st.CreateClient(testActor, &pub); err != nil {
 		t.Fatal(err)
 	}
 	_, _, kept := x.grant(app, alice.ID, scopeTokensRead)
 	rotated, _, first := x.grant(tv, bob.ID, scopeTokensRead, scopeTokensWrite)
 	next := x.issue(bob.ID, x.now.Add(time.Hour), scopeTokensRead)
-	if _, _, err := st.RefreshGrant(hashToken(first.refresh), x.now.Add(time.Hour), &next.issue); err != nil {
+	if _, _, err := st.RefreshGrant(testActor, hashToken(first.refresh), x.now.Add(time.Hour), &next.issue); err != nil {
 		t.Fatal(err)
 	}
 	_, personal := storeToken(t, st, alice.ID, "ci", nil)
@@ -653,10 +653,10 @@ func TestCopyKeepsOAuthThroughPG(t *testing.T) {
 			// The live refresh token rotates; the rotated one replays as used.
 			y := newOAuthFixture(t, got)
 			again := y.issue(bob.ID, x.now.Add(2*time.Hour))
-			if _, _, err := got.RefreshGrant(hashToken(next.refresh), x.now.Add(2*time.Hour), &again.issue); err != nil {
+			if _, _, err := got.RefreshGrant(testActor, hashToken(next.refresh), x.now.Add(2*time.Hour), &again.issue); err != nil {
 				t.Errorf("RefreshGrant with the live refresh token = %v", err)
 			}
-			if _, _, err := got.RefreshGrant(hashToken(first.refresh), x.now.Add(2*time.Hour), &y.issue(bob.ID, x.now).issue); !errors.Is(err, errCodeUsed) {
+			if _, _, err := got.RefreshGrant(testActor, hashToken(first.refresh), x.now.Add(2*time.Hour), &y.issue(bob.ID, x.now).issue); !errors.Is(err, errCodeUsed) {
 				t.Errorf("RefreshGrant with the rotated refresh token = %v; want errCodeUsed", err)
 			}
 			if g, _, _ := y.grant(app, bob.ID); g.ID <= rotated.ID {
@@ -681,14 +681,14 @@ func BenchmarkOAuthExchangeEngines(b *testing.B) {
 		b.Run(e.name, func(b *testing.B) {
 			for b.Loop() {
 				first := pgIssue(b, u.ID, engineNow)
-				g, _, err := e.st.RedeemAuthCode(pgCode(b, e.st, app.ID, u.ID), engineNow, first)
+				g, _, err := e.st.RedeemAuthCode(testActor, pgCode(b, e.st, app.ID, u.ID), engineNow, first)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, _, err := e.st.RefreshGrant(first.RefreshHash, engineNow, pgIssue(b, u.ID, engineNow)); err != nil {
+				if _, _, err := e.st.RefreshGrant(testActor, first.RefreshHash, engineNow, pgIssue(b, u.ID, engineNow)); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := e.st.DeleteGrant(g.ID, anyOwner); err != nil {
+				if _, err := e.st.DeleteGrant(testActor, g.ID, anyOwner); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -198,11 +198,11 @@ func TestPGIDsStaySequential(t *testing.T) {
 	for i := uint64(1); i <= 3; i++ {
 		st := openTestPGStore(t, dbURL)
 		u := newUser(fmt.Sprintf("user%d", i), "hash", false, time.Now().UTC())
-		if err := st.CreateUser(&u); err != nil {
+		if err := st.CreateUser(testActor, &u); err != nil {
 			t.Fatalf("CreateUser: %v", err)
 		}
 		tok := tokenRecord{Owner: u.ID, Name: "t", CreatedAt: time.Now().UTC(), Hint: "abcd"}
-		if err := st.CreateToken(&tok, tokenHash{byte(i)}, 0); err != nil {
+		if err := st.CreateToken(testActor, &tok, tokenHash{byte(i)}, 0); err != nil {
 			t.Fatalf("CreateToken: %v", err)
 		}
 		if u.ID != i || tok.ID != i {
@@ -460,7 +460,7 @@ func TestReadmeRaisesIDsAfterPGRestore(t *testing.T) {
 	sql := readmeBlocks(t, "pg-raise-ids")[0]
 	st, dbURL := newTestPGStore(t)
 	u := newUser("alice", "hash", false, time.Now().UTC())
-	if err := st.CreateUser(&u); err != nil {
+	if err := st.CreateUser(testActor, &u); err != nil {
 		t.Fatalf("CreateUser: %v", err)
 	}
 	floor := idFloorAt(time.Now())
@@ -482,7 +482,7 @@ func TestReadmeRaisesIDsAfterPGRestore(t *testing.T) {
 		t.Errorf("the README's SQL moved users_id_seq from %d to %d; want it left alone above the floor", users+1000, got)
 	}
 	next := newUser("bob", "hash", false, time.Now().UTC())
-	if err := st.CreateUser(&next); err != nil || next.ID != users+1001 {
+	if err := st.CreateUser(testActor, &next); err != nil || next.ID != users+1001 {
 		t.Errorf("CreateUser after the README's SQL = id %d, %v; want %d", next.ID, err, users+1001)
 	}
 }

@@ -443,7 +443,7 @@ const (
 
 // CreateUser stores u, setting u.ID. It returns errNameTaken when a user of
 // the same name (ignoring case) exists.
-func (s *pgStore) CreateUser(u *userRecord) error {
+func (s *pgStore) CreateUser(by actor, u *userRecord) error {
 	ctx, cancel := s.opContext()
 	defer cancel()
 	return pgError(insertUser(ctx, s.pool, u))
@@ -625,7 +625,7 @@ func collectGone(rows pgx.Rows, c *pgChanges) (int, error) {
 // DeleteUser removes user id with all of their tokens and sessions. It
 // returns errNotFound for an unknown user and errLastAdmin when id is the
 // only admin.
-func (s *pgStore) DeleteUser(id uint64) error {
+func (s *pgStore) DeleteUser(by actor, id uint64) error {
 	return s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", pgLockAdmins); err != nil {
 			return err
@@ -660,7 +660,7 @@ func (s *pgStore) DeleteUser(id uint64) error {
 // SetAdmin makes user id an admin or not and returns the record. It
 // returns errNotFound for an unknown user and errLastAdmin when that would
 // leave no admin.
-func (s *pgStore) SetAdmin(id uint64, admin bool) (userRecord, error) {
+func (s *pgStore) SetAdmin(by actor, id uint64, admin bool) (userRecord, error) {
 	var u userRecord
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", pgLockAdmins); err != nil {
@@ -692,7 +692,7 @@ func (s *pgStore) SetAdmin(id uint64, admin bool) (userRecord, error) {
 // RevokeTokensOf deletes every token of user id and their OAuth grants,
 // and returns how many tokens went (the grants' access tokens included).
 // It returns errNotFound for an unknown user.
-func (s *pgStore) RevokeTokensOf(id uint64) (int, error) {
+func (s *pgStore) RevokeTokensOf(by actor, id uint64) (int, error) {
 	var n int
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		if _, err := lockPGUser(ctx, tx, id); err != nil {
@@ -709,7 +709,7 @@ func (s *pgStore) RevokeTokensOf(id uint64) (int, error) {
 // revokes their tokens and ends their other sessions; the kept session
 // counts as having just given its password. It returns how many tokens and
 // sessions went, or errNotFound for an unknown user.
-func (s *pgStore) ChangePassword(id uint64, pc passwordChange) (tokens, sessions int, err error) {
+func (s *pgStore) ChangePassword(by actor, id uint64, pc passwordChange) (tokens, sessions int, err error) {
 	err = s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		tokens, sessions = 0, 0
 		if _, err := lockPGUser(ctx, tx, id); err != nil {
@@ -769,7 +769,7 @@ func (s *pgStore) TokenCounts() (map[uint64]int, error) {
 // user exists already: then it returns errSetupDone. The users table is
 // locked against every other write for the check and the insert, so that
 // of two instances racing, exactly one makes the first admin.
-func (s *pgStore) CreateFirstAdmin(u *userRecord) error {
+func (s *pgStore) CreateFirstAdmin(by actor, u *userRecord) error {
 	if !u.Admin {
 		return errors.New("the first user must be an admin")
 	}
@@ -797,7 +797,7 @@ func (s *pgStore) CreateFirstAdmin(u *userRecord) error {
 // when the owner does not exist and errTooManyTokens when the owner
 // already holds limit tokens (0: no limit). With a limit, the owner's row
 // is locked so that concurrent creations for one owner count exactly.
-func (s *pgStore) CreateToken(t *tokenRecord, h tokenHash, limit int) error {
+func (s *pgStore) CreateToken(by actor, t *tokenRecord, h tokenHash, limit int) error {
 	ctx, cancel := s.opContext()
 	defer cancel()
 	rec := *t
@@ -962,7 +962,7 @@ func (s *pgStore) AllTokens() ([]tokenRecord, error) {
 
 // DeleteToken revokes token id if owner holds it (or owner is anyOwner) and
 // returns it; errNotFound otherwise.
-func (s *pgStore) DeleteToken(id, owner uint64) (tokenRecord, error) {
+func (s *pgStore) DeleteToken(by actor, id, owner uint64) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		var err error
@@ -979,7 +979,7 @@ func (s *pgStore) DeleteToken(id, owner uint64) (tokenRecord, error) {
 
 // DeleteTokenByHash revokes the token whose hash is h and returns it, or
 // errNotFound.
-func (s *pgStore) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
+func (s *pgStore) DeleteTokenByHash(by actor, h tokenHash, kind string) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		var err error
@@ -998,7 +998,7 @@ func (s *pgStore) DeleteTokenByHash(h tokenHash) (tokenRecord, error) {
 // id, created at now. The old token stops working in the same transaction.
 // It returns the new record, errNotFound, or errTokenExpired when the old
 // token has expired at now.
-func (s *pgStore) RotateToken(id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error) {
+func (s *pgStore) RotateToken(by actor, id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error) {
 	var t tokenRecord
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		// The owner's row first (see the locking order at the top), then the token's.
@@ -1063,7 +1063,7 @@ func (s *pgStore) withPurgeLock(key int64, fn func(conn *pgxpool.Conn) error) (b
 // early, without error, when ctx ends. It runs on one instance at a time:
 // when another instance is purging, it returns at once with nothing done.
 // It returns how many tokens it deleted in how many transactions.
-func (s *pgStore) PurgeExpired(ctx context.Context, cutoff time.Time, batch int) (deleted, txs int, err error) {
+func (s *pgStore) PurgeExpired(ctx context.Context, by actor, cutoff time.Time, batch int) (deleted, txs int, err error) {
 	limit := unixNano(cutoff)
 	_, err = s.withPurgeLock(pgLockPurgeTokens, func(conn *pgxpool.Conn) error {
 		for ctx.Err() == nil {
@@ -1151,7 +1151,7 @@ func scanSession(r scanner, extra ...any) (sessionHash, sessionRecord, error) {
 // user then holds more than limit sessions (0: no limit), the oldest end;
 // the user's row is locked so that concurrent sign-ins count exactly. It
 // returns errNotFound when rec.User does not exist.
-func (s *pgStore) CreateSession(h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error {
+func (s *pgStore) CreateSession(by actor, h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error {
 	ctx, cancel := s.opContext()
 	defer cancel()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -1258,7 +1258,7 @@ func (s *pgStore) ReleaseFormKey(h sessionHash, key string) error {
 
 // DeleteSession deletes the session under h if it belongs to user (or user
 // is anyOwner). It returns errNotFound otherwise.
-func (s *pgStore) DeleteSession(h sessionHash, user uint64) error {
+func (s *pgStore) DeleteSession(by actor, h sessionHash, user uint64) error {
 	return s.execOne("DELETE FROM sessions WHERE hash = $1 AND ($2::bigint = 0 OR user_id = $2)", h[:], idParam(user))
 }
 
@@ -1285,7 +1285,7 @@ func (s *pgStore) SessionsOf(user uint64) ([]storedSession, error) {
 
 // EndOtherSessions deletes every session of user but keep and returns how
 // many it deleted.
-func (s *pgStore) EndOtherSessions(user uint64, keep sessionHash) (int, error) {
+func (s *pgStore) EndOtherSessions(by actor, user uint64, keep sessionHash) (int, error) {
 	ctx, cancel := s.opContext()
 	defer cancel()
 	tag, err := s.pool.Exec(ctx, "DELETE FROM sessions WHERE user_id = $1 AND hash <> $2", idParam(user), keep[:])

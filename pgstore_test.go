@@ -27,7 +27,7 @@ func randomHash(t testing.TB) [32]byte {
 func engineUser(t testing.TB, st store, name string, admin bool) userRecord {
 	t.Helper()
 	u := newUser(name, "hash-of-"+name, admin, engineNow)
-	if err := st.CreateUser(&u); err != nil {
+	if err := st.CreateUser(testActor, &u); err != nil {
 		t.Fatalf("CreateUser(%q): %v", name, err)
 	}
 	return u
@@ -37,7 +37,7 @@ func engineToken(t testing.TB, st store, owner uint64, name string, expires *tim
 	t.Helper()
 	h := tokenHash(randomHash(t))
 	tok := tokenRecord{Owner: owner, Name: name, Scopes: []string{"tokens:read", "app:x"}, CreatedAt: engineNow, ExpiresAt: expires, Hint: "abcd"}
-	if err := st.CreateToken(&tok, h, 0); err != nil {
+	if err := st.CreateToken(testActor, &tok, h, 0); err != nil {
 		t.Fatalf("CreateToken(%q): %v", name, err)
 	}
 	return tok, h
@@ -55,7 +55,7 @@ func TestEngineUsers(t *testing.T) {
 			t.Fatalf("ids %d, %d: want growing, from 1", alice.ID, bob.ID)
 		}
 		dup := newUser("ALICE", "x", false, engineNow)
-		if err := st.CreateUser(&dup); !errors.Is(err, errNameTaken) {
+		if err := st.CreateUser(testActor, &dup); !errors.Is(err, errNameTaken) {
 			t.Fatalf("CreateUser(ALICE) = %v; want errNameTaken", err)
 		}
 		got, err := st.UserByName("aLiCe")
@@ -94,19 +94,19 @@ func TestEngineUsers(t *testing.T) {
 		}
 
 		// The last admin stays.
-		if _, err := st.SetAdmin(alice.ID, false); !errors.Is(err, errLastAdmin) {
+		if _, err := st.SetAdmin(testActor, alice.ID, false); !errors.Is(err, errLastAdmin) {
 			t.Fatalf("SetAdmin(last admin, false) = %v; want errLastAdmin", err)
 		}
-		if err := st.DeleteUser(alice.ID); !errors.Is(err, errLastAdmin) {
+		if err := st.DeleteUser(testActor, alice.ID); !errors.Is(err, errLastAdmin) {
 			t.Fatalf("DeleteUser(last admin) = %v; want errLastAdmin", err)
 		}
-		if u, err := st.SetAdmin(bob.ID, true); err != nil || !u.Admin {
+		if u, err := st.SetAdmin(testActor, bob.ID, true); err != nil || !u.Admin {
 			t.Fatalf("SetAdmin(bob, true) = %+v, %v", u, err)
 		}
-		if u, err := st.SetAdmin(alice.ID, false); err != nil || u.Admin {
+		if u, err := st.SetAdmin(testActor, alice.ID, false); err != nil || u.Admin {
 			t.Fatalf("SetAdmin(alice, false) with two admins = %+v, %v", u, err)
 		}
-		if _, err := st.SetAdmin(bob.ID+1000, true); !errors.Is(err, errNotFound) {
+		if _, err := st.SetAdmin(testActor, bob.ID+1000, true); !errors.Is(err, errNotFound) {
 			t.Fatalf("SetAdmin(unknown) = %v; want errNotFound", err)
 		}
 
@@ -115,13 +115,13 @@ func TestEngineUsers(t *testing.T) {
 		engineToken(t, st, alice.ID, "a2", nil)
 		_, bobHash := engineToken(t, st, bob.ID, "b1", nil)
 		sess := sessionHash(randomHash(t))
-		if err := st.CreateSession(sess, sessionRecord{User: alice.ID, CreatedAt: engineNow, ExpiresAt: engineNow.Add(time.Hour), LastSeenAt: engineNow, SignedInAt: engineNow}, nil, 0); err != nil {
+		if err := st.CreateSession(testActor, sess, sessionRecord{User: alice.ID, CreatedAt: engineNow, ExpiresAt: engineNow.Add(time.Hour), LastSeenAt: engineNow, SignedInAt: engineNow}, nil, 0); err != nil {
 			t.Fatalf("CreateSession: %v", err)
 		}
 		if counts, err := st.TokenCounts(); err != nil || counts[alice.ID] != 2 || counts[bob.ID] != 1 {
 			t.Fatalf("TokenCounts = %v, %v; want alice 2, bob 1", counts, err)
 		}
-		if err := st.DeleteUser(alice.ID); err != nil {
+		if err := st.DeleteUser(testActor, alice.ID); err != nil {
 			t.Fatalf("DeleteUser(alice): %v", err)
 		}
 		if _, err := st.UserByID(alice.ID); !errors.Is(err, errNotFound) {
@@ -139,7 +139,7 @@ func TestEngineUsers(t *testing.T) {
 		if users, tokens, err := st.Totals(); users != 1 || tokens != 1 || err != nil {
 			t.Fatalf("Totals = %d, %d, %v; want 1, 1", users, tokens, err)
 		}
-		if err := st.DeleteUser(alice.ID); !errors.Is(err, errNotFound) {
+		if err := st.DeleteUser(testActor, alice.ID); !errors.Is(err, errNotFound) {
 			t.Fatalf("DeleteUser twice = %v; want errNotFound", err)
 		}
 		if err := st.Ping(); err != nil {
@@ -165,14 +165,14 @@ func TestEngineTokens(t *testing.T) {
 		}
 
 		orphan := tokenRecord{Owner: bob.ID + 1000, Name: "x", CreatedAt: engineNow}
-		if err := st.CreateToken(&orphan, randomHash(t), 0); !errors.Is(err, errNotFound) {
+		if err := st.CreateToken(testActor, &orphan, randomHash(t), 0); !errors.Is(err, errNotFound) {
 			t.Fatalf("CreateToken(unknown owner) = %v; want errNotFound", err)
 		}
-		if err := st.CreateToken(&orphan, randomHash(t), 5); !errors.Is(err, errNotFound) {
+		if err := st.CreateToken(testActor, &orphan, randomHash(t), 5); !errors.Is(err, errNotFound) {
 			t.Fatalf("CreateToken(unknown owner, limit) = %v; want errNotFound", err)
 		}
 		third := tokenRecord{Owner: alice.ID, Name: "three", CreatedAt: engineNow}
-		if err := st.CreateToken(&third, randomHash(t), 2); !errors.Is(err, errTooManyTokens) {
+		if err := st.CreateToken(testActor, &third, randomHash(t), 2); !errors.Is(err, errTooManyTokens) {
 			t.Fatalf("CreateToken beyond the limit = %v; want errTooManyTokens", err)
 		}
 
@@ -225,29 +225,29 @@ func TestEngineTokens(t *testing.T) {
 		}
 
 		// Revocation.
-		if _, err := st.DeleteToken(t1.ID, bob.ID); !errors.Is(err, errNotFound) {
+		if _, err := st.DeleteToken(testActor, t1.ID, bob.ID); !errors.Is(err, errNotFound) {
 			t.Fatalf("DeleteToken(alice's, as bob) = %v; want errNotFound", err)
 		}
-		if tok, err := st.DeleteToken(t1.ID, alice.ID); err != nil || tok.Name != "one" {
+		if tok, err := st.DeleteToken(testActor, t1.ID, alice.ID); err != nil || tok.Name != "one" {
 			t.Fatalf("DeleteToken = %+v, %v", tok, err)
 		}
 		if _, _, err := st.Authenticate(h1); !errors.Is(err, errNotFound) {
 			t.Fatalf("Authenticate(revoked) = %v; want errNotFound", err)
 		}
-		if tok, err := st.DeleteTokenByHash(hb); err != nil || tok.ID != tb.ID {
+		if tok, err := st.DeleteTokenByHash(testActor, hb, kindTokenRevoked); err != nil || tok.ID != tb.ID {
 			t.Fatalf("DeleteTokenByHash = %+v, %v", tok, err)
 		}
-		if _, err := st.DeleteTokenByHash(hb); !errors.Is(err, errNotFound) {
+		if _, err := st.DeleteTokenByHash(testActor, hb, kindTokenRevoked); !errors.Is(err, errNotFound) {
 			t.Fatalf("DeleteTokenByHash twice = %v; want errNotFound", err)
 		}
 		engineToken(t, st, alice.ID, "three", nil)
-		if n, err := st.RevokeTokensOf(alice.ID); n != 2 || err != nil {
+		if n, err := st.RevokeTokensOf(testActor, alice.ID); n != 2 || err != nil {
 			t.Fatalf("RevokeTokensOf = %d, %v; want 2", n, err)
 		}
 		if _, _, err := st.Authenticate(h2); !errors.Is(err, errNotFound) {
 			t.Fatalf("Authenticate after RevokeTokensOf = %v; want errNotFound", err)
 		}
-		if _, err := st.RevokeTokensOf(bob.ID + 1000); !errors.Is(err, errNotFound) {
+		if _, err := st.RevokeTokensOf(testActor, bob.ID+1000); !errors.Is(err, errNotFound) {
 			t.Fatalf("RevokeTokensOf(unknown) = %v; want errNotFound", err)
 		}
 		if _, tokens, _ := st.Totals(); tokens != 0 {
@@ -267,14 +267,14 @@ func TestEngineRotateToken(t *testing.T) {
 		exp := engineNow.Add(time.Hour)
 		old, oldHash := engineToken(t, st, alice.ID, "ci", &exp)
 		newHash := tokenHash(randomHash(t))
-		if _, err := st.RotateToken(old.ID, bob.ID, newHash, "wxyz", engineNow); !errors.Is(err, errNotFound) {
+		if _, err := st.RotateToken(testActor, old.ID, bob.ID, newHash, "wxyz", engineNow); !errors.Is(err, errNotFound) {
 			t.Fatalf("RotateToken(as bob) = %v; want errNotFound", err)
 		}
-		if _, err := st.RotateToken(old.ID, alice.ID, newHash, "wxyz", exp); !errors.Is(err, errTokenExpired) {
+		if _, err := st.RotateToken(testActor, old.ID, alice.ID, newHash, "wxyz", exp); !errors.Is(err, errTokenExpired) {
 			t.Fatalf("RotateToken(expired) = %v; want errTokenExpired", err)
 		}
 		later := engineNow.Add(time.Minute)
-		got, err := st.RotateToken(old.ID, alice.ID, newHash, "wxyz", later)
+		got, err := st.RotateToken(testActor, old.ID, alice.ID, newHash, "wxyz", later)
 		if err != nil || got.ID <= old.ID || got.Name != "ci" || !slices.Equal(got.Scopes, old.Scopes) ||
 			got.ExpiresAt == nil || !got.ExpiresAt.Equal(exp) || !got.CreatedAt.Equal(later) || got.Hint != "wxyz" || got.Hash != newHash {
 			t.Fatalf("RotateToken = %+v, %v", got, err)
@@ -285,7 +285,7 @@ func TestEngineRotateToken(t *testing.T) {
 		if a, _, err := st.Authenticate(newHash); err != nil || a.ID != got.ID {
 			t.Fatalf("Authenticate(new) = %+v, %v", a, err)
 		}
-		if _, err := st.RotateToken(old.ID, anyOwner, randomHash(t), "zzzz", later); !errors.Is(err, errNotFound) {
+		if _, err := st.RotateToken(testActor, old.ID, anyOwner, randomHash(t), "zzzz", later); !errors.Is(err, errNotFound) {
 			t.Fatalf("RotateToken(old again) = %v; want errNotFound", err)
 		}
 	})
@@ -300,14 +300,14 @@ func TestEngineSessionLifecycle(t *testing.T) {
 			return sessionRecord{User: user, CreatedAt: created, ExpiresAt: created.Add(24 * time.Hour),
 				LastSeenAt: created, SignedInAt: created, Addr: "192.0.2.9", Agent: "Firefox on Linux"}
 		}
-		if err := st.CreateSession(randomHash(t), rec(bob.ID+1000, engineNow), nil, 3); !errors.Is(err, errNotFound) {
+		if err := st.CreateSession(testActor, randomHash(t), rec(bob.ID+1000, engineNow), nil, 3); !errors.Is(err, errNotFound) {
 			t.Fatalf("CreateSession(unknown user) = %v; want errNotFound", err)
 		}
 		// With a cap of 3, a fourth and fifth sign-in end the oldest.
 		var hs []sessionHash
 		for i := range 5 {
 			h := sessionHash(randomHash(t))
-			if err := st.CreateSession(h, rec(alice.ID, engineNow.Add(time.Duration(i)*time.Minute)), nil, 3); err != nil {
+			if err := st.CreateSession(testActor, h, rec(alice.ID, engineNow.Add(time.Duration(i)*time.Minute)), nil, 3); err != nil {
 				t.Fatalf("CreateSession %d: %v", i, err)
 			}
 			hs = append(hs, h)
@@ -321,11 +321,11 @@ func TestEngineSessionLifecycle(t *testing.T) {
 		}
 		// A sign-in replaces the session the browser had.
 		bobOld := sessionHash(randomHash(t))
-		if err := st.CreateSession(bobOld, rec(bob.ID, engineNow), nil, 0); err != nil {
+		if err := st.CreateSession(testActor, bobOld, rec(bob.ID, engineNow), nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		bobNew := sessionHash(randomHash(t))
-		if err := st.CreateSession(bobNew, rec(bob.ID, engineNow.Add(time.Second)), &bobOld, 0); err != nil {
+		if err := st.CreateSession(testActor, bobNew, rec(bob.ID, engineNow.Add(time.Second)), &bobOld, 0); err != nil {
 			t.Fatalf("CreateSession(replacing): %v", err)
 		}
 		if _, _, err := st.SessionByHash(bobOld); !errors.Is(err, errNotFound) {
@@ -351,24 +351,24 @@ func TestEngineSessionLifecycle(t *testing.T) {
 		if err := st.TouchSession(bobOld, later, "x"); !errors.Is(err, errNotFound) {
 			t.Fatalf("TouchSession(gone) = %v; want errNotFound", err)
 		}
-		if err := st.DeleteSession(bobNew, alice.ID); !errors.Is(err, errNotFound) {
+		if err := st.DeleteSession(testActor, bobNew, alice.ID); !errors.Is(err, errNotFound) {
 			t.Fatalf("DeleteSession(bob's, as alice) = %v; want errNotFound", err)
 		}
-		if err := st.DeleteSession(bobNew, bob.ID); err != nil {
+		if err := st.DeleteSession(testActor, bobNew, bob.ID); err != nil {
 			t.Fatalf("DeleteSession: %v", err)
 		}
-		if n, err := st.EndOtherSessions(alice.ID, hs[4]); n != 2 || err != nil {
+		if n, err := st.EndOtherSessions(testActor, alice.ID, hs[4]); n != 2 || err != nil {
 			t.Fatalf("EndOtherSessions = %d, %v; want 2", n, err)
 		}
 
 		// A password change with everything: tokens revoked, other sessions ended, the kept one confirmed.
 		other := sessionHash(randomHash(t))
-		if err := st.CreateSession(other, rec(alice.ID, engineNow), nil, 0); err != nil {
+		if err := st.CreateSession(testActor, other, rec(alice.ID, engineNow), nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		engineToken(t, st, alice.ID, "t", nil)
 		at := engineNow.Add(time.Hour)
-		tokens, sessions, err := st.ChangePassword(alice.ID, passwordChange{hash: "h2", at: at, revokeTokens: true, endSessions: true, keep: hs[4]})
+		tokens, sessions, err := st.ChangePassword(testActor, alice.ID, passwordChange{hash: "h2", at: at, revokeTokens: true, endSessions: true, keep: hs[4]})
 		if tokens != 1 || sessions != 1 || err != nil {
 			t.Fatalf("ChangePassword = %d tokens, %d sessions, %v; want 1, 1", tokens, sessions, err)
 		}
@@ -378,7 +378,7 @@ func TestEngineSessionLifecycle(t *testing.T) {
 		if kept, _, err := st.SessionByHash(hs[4]); err != nil || !kept.SignedInAt.Equal(at) || !kept.LastSeenAt.Equal(at) {
 			t.Fatalf("kept session = %+v, %v; want confirmed at %v", kept, err, at)
 		}
-		if _, _, err := st.ChangePassword(bob.ID+1000, passwordChange{hash: "x", at: at}); !errors.Is(err, errNotFound) {
+		if _, _, err := st.ChangePassword(testActor, bob.ID+1000, passwordChange{hash: "x", at: at}); !errors.Is(err, errNotFound) {
 			t.Fatalf("ChangePassword(unknown) = %v; want errNotFound", err)
 		}
 
@@ -387,16 +387,16 @@ func TestEngineSessionLifecycle(t *testing.T) {
 		fresh, stale, ended := sessionHash(randomHash(t)), sessionHash(randomHash(t)), sessionHash(randomHash(t))
 		now := engineNow.Add(20 * time.Hour)
 		r := rec(bob.ID, now.Add(-time.Hour)) // seen an hour ago
-		if err := st.CreateSession(fresh, r, nil, 0); err != nil {
+		if err := st.CreateSession(testActor, fresh, r, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		r = rec(bob.ID, now.Add(-idle)) // idle for exactly the idle lifetime
-		if err := st.CreateSession(stale, r, nil, 0); err != nil {
+		if err := st.CreateSession(testActor, stale, r, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		r = rec(bob.ID, now.Add(-time.Hour))
 		r.ExpiresAt = now
-		if err := st.CreateSession(ended, r, nil, 0); err != nil {
+		if err := st.CreateSession(testActor, ended, r, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		// Alice's kept session was last seen at engineNow+1h: 19 hours idle.
@@ -428,10 +428,10 @@ func TestEnginePurgeExpiredInBatches(t *testing.T) {
 
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		if n, _, err := st.PurgeExpired(ctx, engineNow, 10); n != 0 || err != nil {
+		if n, _, err := st.PurgeExpired(ctx, systemActor, engineNow, 10); n != 0 || err != nil {
 			t.Fatalf("PurgeExpired(ended ctx) = %d, %v; want 0", n, err)
 		}
-		n, txs, err := st.PurgeExpired(context.Background(), engineNow, 10)
+		n, txs, err := st.PurgeExpired(context.Background(), systemActor, engineNow, 10)
 		if n != 25 || txs != 3 || err != nil {
 			t.Fatalf("PurgeExpired = %d in %d transactions, %v; want 25 in 3", n, txs, err)
 		}
@@ -453,15 +453,15 @@ func TestEngineCreateFirstAdmin(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
 		st := open(t)
 		plain := newUser("x", "h", false, engineNow)
-		if err := st.CreateFirstAdmin(&plain); err == nil {
+		if err := st.CreateFirstAdmin(testActor, &plain); err == nil {
 			t.Fatal("CreateFirstAdmin(not an admin) succeeded")
 		}
 		first := newUser("root", "h", true, engineNow)
-		if err := st.CreateFirstAdmin(&first); err != nil || first.ID == 0 {
+		if err := st.CreateFirstAdmin(testActor, &first); err != nil || first.ID == 0 {
 			t.Fatalf("CreateFirstAdmin = %v (id %d)", err, first.ID)
 		}
 		second := newUser("other", "h", true, engineNow)
-		if err := st.CreateFirstAdmin(&second); !errors.Is(err, errSetupDone) {
+		if err := st.CreateFirstAdmin(testActor, &second); !errors.Is(err, errSetupDone) {
 			t.Fatalf("CreateFirstAdmin again = %v; want errSetupDone", err)
 		}
 		if n, _ := st.CountUsers(); n != 1 {
@@ -485,7 +485,7 @@ func TestPGFirstAdminRaceMakesOne(t *testing.T) {
 		}
 		wg.Go(func() {
 			u := newUser(fmt.Sprint("admin", i), "h", true, engineNow)
-			switch err := st.CreateFirstAdmin(&u); {
+			switch err := st.CreateFirstAdmin(testActor, &u); {
 			case err == nil:
 				mu.Lock()
 				made++
@@ -552,7 +552,7 @@ func TestPGPurgeRunsOnOneInstanceAtATime(t *testing.T) {
 	past := engineNow.Add(-time.Hour)
 	engineToken(t, st, alice.ID, "old", &past)
 	sess := sessionHash(randomHash(t))
-	err := st.CreateSession(sess, sessionRecord{User: alice.ID, CreatedAt: past, ExpiresAt: past, LastSeenAt: past, SignedInAt: past}, nil, 0)
+	err := st.CreateSession(testActor, sess, sessionRecord{User: alice.ID, CreatedAt: past, ExpiresAt: past, LastSeenAt: past, SignedInAt: past}, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -567,7 +567,7 @@ func TestPGPurgeRunsOnOneInstanceAtATime(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, txs, err := st.PurgeExpired(context.Background(), engineNow, 10); n != 0 || txs != 0 || err != nil {
+	if n, txs, err := st.PurgeExpired(context.Background(), systemActor, engineNow, 10); n != 0 || txs != 0 || err != nil {
 		t.Fatalf("PurgeExpired while another instance purges = %d, %d, %v; want 0, 0, nil", n, txs, err)
 	}
 	if n, err := st.PurgeSessions(context.Background(), engineNow, time.Hour); n != 0 || err != nil {
@@ -582,14 +582,14 @@ func TestPGPurgeRunsOnOneInstanceAtATime(t *testing.T) {
 		}
 	}
 	conn.Release()
-	if n, _, err := st.PurgeExpired(context.Background(), engineNow, 10); n != 1 || err != nil {
+	if n, _, err := st.PurgeExpired(context.Background(), systemActor, engineNow, 10); n != 1 || err != nil {
 		t.Fatalf("PurgeExpired once the lock is free = %d, %v; want 1", n, err)
 	}
 	if n, err := st.PurgeSessions(context.Background(), engineNow, time.Hour); n != 1 || err != nil {
 		t.Fatalf("PurgeSessions once the lock is free = %d, %v; want 1", n, err)
 	}
 	// The lock went back: a second pass on the same store gets it again.
-	if _, _, err := st.PurgeExpired(context.Background(), engineNow, 10); err != nil {
+	if _, _, err := st.PurgeExpired(context.Background(), systemActor, engineNow, 10); err != nil {
 		t.Fatal(err)
 	}
 	if held := pgQueryInt(t, dbURL, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"); held != 0 {

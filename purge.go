@@ -25,7 +25,9 @@ type purgeResult struct {
 func purgeOnce(ctx context.Context, st store, now time.Time, retention time.Duration) (purgeResult, error) {
 	var res purgeResult
 	var err error
-	res.Tokens, res.Transactions, err = st.PurgeExpired(ctx, now.Add(-retention), purgeBatch)
+	by := systemActor
+	by.At = now
+	res.Tokens, res.Transactions, err = st.PurgeExpired(ctx, by, now.Add(-retention), purgeBatch)
 	if err != nil {
 		return res, err
 	}

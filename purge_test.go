@@ -239,7 +239,7 @@ func TestPurgeRemovesExpiredSessions(t *testing.T) {
 	_, fresh, _ := newSessionSecret()
 	for h, exp := range map[sessionHash]time.Time{old: now.Add(-time.Minute), fresh: now.Add(time.Hour)} {
 		rec := sessionRecord{User: u.ID, CreatedAt: now.Add(-time.Hour), ExpiresAt: exp, LastSeenAt: now}
-		if err := ts.store.CreateSession(h, rec, nil, 0); err != nil {
+		if err := ts.store.CreateSession(testActor, h, rec, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

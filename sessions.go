@@ -214,7 +214,7 @@ func (s *server) startSession(w http.ResponseWriter, r *http.Request, u userReco
 			replaced = &oh
 		}
 	}
-	if err := s.store.CreateSession(h, rec, replaced, s.cfg.MaxSessionsPerUser); err != nil {
+	if err := s.store.CreateSession(s.actorOf(r, u, viaPage), h, rec, replaced, s.cfg.MaxSessionsPerUser); err != nil {
 		return fmt.Errorf("create session: %w", err)
 	}
 	s.setCookie(w, r, sessionCookieName, secret, rec.ExpiresAt.Sub(now))
@@ -228,7 +228,7 @@ func (s *server) endSession(w http.ResponseWriter, r *http.Request, sess *sessio
 	if sess == nil {
 		return nil
 	}
-	if err := s.store.DeleteSession(sess.hash, anyOwner); err != nil && !errors.Is(err, errNotFound) {
+	if err := s.store.DeleteSession(s.actorOf(r, sess.user, viaPage), sess.hash, anyOwner); err != nil && !errors.Is(err, errNotFound) {
 		return fmt.Errorf("delete session: %w", err)
 	}
 	s.log.Info("signed out", "user_id", sess.user.ID, "remote", s.clientAddr(r))

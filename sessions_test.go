@@ -228,7 +228,7 @@ func TestPurgeSessions(t *testing.T) {
 			default:
 				live[h] = true
 			}
-			if err := st.CreateSession(h, rec, nil, 0); err != nil {
+			if err := st.CreateSession(testActor, h, rec, nil, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -449,12 +449,12 @@ func TestSessionsByOwnerIndex(t *testing.T) {
 		return sessionRecord{User: u.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now}
 	}
 	_, mine, _ := newSessionSecret()
-	if err := st.CreateSession(mine, rec(alice), nil, 0); err != nil {
+	if err := st.CreateSession(testActor, mine, rec(alice), nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
 		_, h, _ := newSessionSecret()
-		if err := st.CreateSession(h, rec(bob), nil, 0); err != nil {
+		if err := st.CreateSession(testActor, h, rec(bob), nil, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -473,7 +473,7 @@ func TestSessionsByOwnerIndex(t *testing.T) {
 	if got, _ := st.SessionsOf(alice.ID); len(got) != 1 || got[0].hash != mine {
 		t.Errorf("SessionsOf(alice) = %d sessions; want only the indexed one", len(got))
 	}
-	if n, err := st.EndOtherSessions(alice.ID, sessionHash{}); err != nil || n != 1 {
+	if n, err := st.EndOtherSessions(testActor, alice.ID, sessionHash{}); err != nil || n != 1 {
 		t.Errorf("EndOtherSessions(alice) = %d, %v; want the 1 indexed session", n, err)
 	}
 	if got, _ := st.SessionsOf(bob.ID); len(got) != 3 {

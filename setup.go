@@ -176,7 +176,7 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request, _ httproute
 		return
 	}
 	u := newUser(name, hash, true, s.now())
-	switch err := s.store.CreateFirstAdmin(&u); {
+	switch err := s.store.CreateFirstAdmin(s.actorOf(r, userRecord{}, viaPage), &u); {
 	case errors.Is(err, errSetupDone):
 		s.setup.spend()
 		s.renderMessage(w, r, nil, http.StatusNotFound, "No setup here", "Setup is complete: an admin account exists. Sign in instead.")

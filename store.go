@@ -17,7 +17,9 @@ import (
 // db.go (errNotFound, errNameTaken, errTooManyTokens, errLastAdmin,
 // errTokenExpired, errSetupDone, errSpaceReserved), checked with errors.Is.
 // A method that takes an owner or user id takes anyOwner to skip the
-// ownership check.
+// ownership check. A write that makes a security-relevant change takes who
+// makes it (by actor) first, and records its events (auditstore.go) in its
+// transaction.
 //
 // Authenticate answers from the auth cache (authcache.go) when it can; the
 // cache is written once, above the engines: an engine reads an auth record
@@ -28,10 +30,10 @@ type store interface {
 
 	// CreateUser stores u, setting u.ID; errNameTaken when the name is
 	// taken, ignoring case.
-	CreateUser(u *userRecord) error
+	CreateUser(by actor, u *userRecord) error
 	// CreateFirstAdmin stores u, an admin, unless a user exists already
 	// (errSetupDone): exactly one first admin, however many ask at once.
-	CreateFirstAdmin(u *userRecord) error
+	CreateFirstAdmin(by actor, u *userRecord) error
 	UserByID(id uint64) (userRecord, error)
 	UserByName(name string) (userRecord, error) // ignoring case
 	Users() ([]userRecord, error)               // in order of creation
@@ -42,16 +44,16 @@ type store interface {
 	UpgradePasswordHash(id uint64, oldHash, newHash string) error
 	// SetAdmin makes user id an admin or not; errLastAdmin when that would
 	// leave no admin.
-	SetAdmin(id uint64, admin bool) (userRecord, error)
+	SetAdmin(by actor, id uint64, admin bool) (userRecord, error)
 	// DeleteUser removes user id with their tokens and sessions;
 	// errLastAdmin for the only admin.
-	DeleteUser(id uint64) error
+	DeleteUser(by actor, id uint64) error
 	// ChangePassword sets a password and, as c says, revokes the user's
 	// tokens and ends their other sessions, in one transaction.
-	ChangePassword(id uint64, c passwordChange) (tokens, sessions int, err error)
+	ChangePassword(by actor, id uint64, c passwordChange) (tokens, sessions int, err error)
 	// RevokeTokensOf deletes every token and grant of user id and returns
 	// how many tokens went, the grants' access tokens counted.
-	RevokeTokensOf(id uint64) (int, error)
+	RevokeTokensOf(by actor, id uint64) (int, error)
 	// TokenCounts returns how many tokens each user holds.
 	TokenCounts() (map[uint64]int, error)
 
@@ -59,7 +61,7 @@ type store interface {
 
 	// CreateToken stores t under hash h, setting t.ID; errNotFound for an
 	// unknown owner, errTooManyTokens past limit (0: none).
-	CreateToken(t *tokenRecord, h tokenHash, limit int) error
+	CreateToken(by actor, t *tokenRecord, h tokenHash, limit int) error
 	// Authenticate returns what verification needs of the token whose
 	// hash is h and its owner without the password hash; errNotFound for
 	// an unknown token. It does not check expiry.
@@ -68,29 +70,31 @@ type store interface {
 	TokenByID(id, owner uint64) (tokenRecord, error)
 	TokensByOwner(owner uint64) ([]tokenRecord, error) // newest first
 	AllTokens() ([]tokenRecord, error)                 // newest first
-	DeleteToken(id, owner uint64) (tokenRecord, error)
-	DeleteTokenByHash(h tokenHash) (tokenRecord, error)
+	DeleteToken(by actor, id, owner uint64) (tokenRecord, error)
+	// DeleteTokenByHash revokes the token whose hash is h; kind says why,
+	// for the security log: kindTokenRevoked or kindTokenLeaked.
+	DeleteTokenByHash(by actor, h tokenHash, kind string) (tokenRecord, error)
 	// RotateToken replaces token id with a new one under h, in one
 	// transaction; errTokenExpired when the old one has expired at now.
-	RotateToken(id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error)
+	RotateToken(by actor, id, owner uint64, h tokenHash, hint string, now time.Time) (tokenRecord, error)
 	// FlushLastUsed records uses, never moving a time backwards and never
 	// re-creating a deleted token.
 	FlushLastUsed(uses map[uint64]lastUse) error
 	// PurgeExpired deletes tokens that expired before cutoff, at most
 	// batch a transaction, until none is left or ctx ends.
-	PurgeExpired(ctx context.Context, cutoff time.Time, batch int) (deleted, txs int, err error)
+	PurgeExpired(ctx context.Context, by actor, cutoff time.Time, batch int) (deleted, txs int, err error)
 
 	// ---- sessions ----
 
 	// CreateSession stores rec under h, deleting replaced (if not nil)
 	// and, past limit sessions of the user (0: no limit), the oldest.
-	CreateSession(h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error
+	CreateSession(by actor, h sessionHash, rec sessionRecord, replaced *sessionHash, limit int) error
 	SessionByHash(h sessionHash) (sessionRecord, userRecord, error)
 	TouchSession(h sessionHash, now time.Time, addr string) error
 	ConfirmSession(h sessionHash, now time.Time) error
-	DeleteSession(h sessionHash, user uint64) error
+	DeleteSession(by actor, h sessionHash, user uint64) error
 	SessionsOf(user uint64) ([]storedSession, error) // newest first
-	EndOtherSessions(user uint64, keep sessionHash) (int, error)
+	EndOtherSessions(by actor, user uint64, keep sessionHash) (int, error)
 	// ClaimFormKey records key as used by session h and reports true, or
 	// false if it was used already, atomically: of the forms sent with one
 	// key, whichever instance answers, one claims it. A session remembers

@@ -251,7 +251,7 @@ func storeToken(t testing.TB, st store, owner uint64, name string, expires *time
 	f := mustFormat(t, defaultTokenPrefix)
 	secret, _ := f.generate()
 	tok := tokenRecord{Owner: owner, Name: name, Scopes: scopes, CreatedAt: time.Now(), ExpiresAt: expires, Hint: tokenHint(secret)}
-	if err := st.CreateToken(&tok, hashToken(secret), 0); err != nil {
+	if err := st.CreateToken(testActor, &tok, hashToken(secret), 0); err != nil {
 		t.Fatalf("CreateToken(%q): %v", name, err)
 	}
 	return tok, secret
@@ -260,7 +260,7 @@ func storeToken(t testing.TB, st store, owner uint64, name string, expires *time
 func storeUser(t testing.TB, st store, name string, admin bool) userRecord {
 	t.Helper()
 	u := userRecord{Name: name, PasswordHash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", Admin: admin, CreatedAt: time.Now()}
-	if err := st.CreateUser(&u); err != nil {
+	if err := st.CreateUser(testActor, &u); err != nil {
 		t.Fatalf("CreateUser(%q): %v", name, err)
 	}
 	return u
@@ -289,12 +289,12 @@ func TestStoreTokenLifecycleKeepsIndexes(t *testing.T) {
 		if _, err := st.TokenByID(b1.ID, alice.ID); !errors.Is(err, errNotFound) {
 			t.Errorf("TokenByID(bob's, alice) = %v; want errNotFound", err)
 		}
-		if _, err := st.DeleteToken(b1.ID, alice.ID); !errors.Is(err, errNotFound) {
+		if _, err := st.DeleteToken(testActor, b1.ID, alice.ID); !errors.Is(err, errNotFound) {
 			t.Errorf("DeleteToken(bob's, alice) = %v; want errNotFound", err)
 		}
 
 		newSecret, _ := mustFormat(t, defaultTokenPrefix).generate()
-		rotated, err := st.RotateToken(a1.ID, alice.ID, hashToken(newSecret), tokenHint(newSecret), time.Now())
+		rotated, err := st.RotateToken(testActor, a1.ID, alice.ID, hashToken(newSecret), tokenHint(newSecret), time.Now())
 		if err != nil {
 			t.Fatalf("RotateToken(a1): %v", err)
 		}
@@ -309,12 +309,12 @@ func TestStoreTokenLifecycleKeepsIndexes(t *testing.T) {
 		}
 		checkIndexes(t, st, "rotating")
 
-		if _, err := st.DeleteToken(a2.ID, alice.ID); err != nil {
+		if _, err := st.DeleteToken(testActor, a2.ID, alice.ID); err != nil {
 			t.Fatalf("DeleteToken(a2): %v", err)
 		}
 		checkIndexes(t, st, "revoking")
 
-		if err := st.DeleteUser(bob.ID); err != nil {
+		if err := st.DeleteUser(testActor, bob.ID); err != nil {
 			t.Fatalf("DeleteUser(bob): %v", err)
 		}
 		checkIndexes(t, st, "removing a user")
@@ -325,7 +325,7 @@ func TestStoreTokenLifecycleKeepsIndexes(t *testing.T) {
 			t.Errorf("UserByName(BOB) after DeleteUser = %v; want errNotFound", err)
 		}
 
-		if _, _, err := st.ChangePassword(alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$bmV3$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
+		if _, _, err := st.ChangePassword(testActor, alice.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$bmV3$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
 			t.Fatalf("ChangePassword(revoke): %v", err)
 		}
 		if list, _ := st.TokensByOwner(alice.ID); len(list) != 0 {
@@ -352,28 +352,28 @@ func TestStoreUsers(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, open func(t *testing.T) store) {
 		st := open(t)
 		alice := storeUser(t, st, "Alice", true)
-		if u := (userRecord{Name: "aLiCe"}); !errors.Is(st.CreateUser(&u), errNameTaken) {
+		if u := (userRecord{Name: "aLiCe"}); !errors.Is(st.CreateUser(testActor, &u), errNameTaken) {
 			t.Error("CreateUser(aLiCe) beside Alice succeeded; want errNameTaken")
 		}
 		got, err := st.UserByName("ALICE")
 		if err != nil || got.ID != alice.ID || got.Name != "Alice" {
 			t.Errorf("UserByName(ALICE) = %+v, %v; want Alice", got, err)
 		}
-		if err := st.DeleteUser(alice.ID); !errors.Is(err, errLastAdmin) {
+		if err := st.DeleteUser(testActor, alice.ID); !errors.Is(err, errLastAdmin) {
 			t.Errorf("DeleteUser(last admin) = %v; want errLastAdmin", err)
 		}
 		storeUser(t, st, "carol", true)
-		if err := st.DeleteUser(alice.ID); err != nil {
+		if err := st.DeleteUser(testActor, alice.ID); err != nil {
 			t.Errorf("DeleteUser(alice) with another admin = %v; want nil", err)
 		}
-		if err := st.DeleteUser(alice.ID); !errors.Is(err, errNotFound) {
+		if err := st.DeleteUser(testActor, alice.ID); !errors.Is(err, errNotFound) {
 			t.Errorf("DeleteUser twice = %v; want errNotFound", err)
 		}
 		if _, err := st.UserByID(999); !errors.Is(err, errNotFound) {
 			t.Errorf("UserByID(999) = %v; want errNotFound", err)
 		}
 		tok := tokenRecord{Owner: 999, Name: "orphan"}
-		if err := st.CreateToken(&tok, hashToken("x"), 0); !errors.Is(err, errNotFound) {
+		if err := st.CreateToken(testActor, &tok, hashToken("x"), 0); !errors.Is(err, errNotFound) {
 			t.Errorf("CreateToken for a missing user = %v; want errNotFound", err)
 		}
 		checkIndexes(t, st, "user operations")
@@ -386,12 +386,12 @@ func TestStoreTokenLimit(t *testing.T) {
 		u := storeUser(t, st, "alice", false)
 		for i := range 3 {
 			tok := tokenRecord{Owner: u.ID, Name: "t"}
-			if err := st.CreateToken(&tok, hashToken(string(rune('a'+i))), 3); err != nil {
+			if err := st.CreateToken(testActor, &tok, hashToken(string(rune('a'+i))), 3); err != nil {
 				t.Fatalf("CreateToken %d of 3: %v", i+1, err)
 			}
 		}
 		tok := tokenRecord{Owner: u.ID, Name: "t"}
-		if err := st.CreateToken(&tok, hashToken("d"), 3); !errors.Is(err, errTooManyTokens) {
+		if err := st.CreateToken(testActor, &tok, hashToken("d"), 3); !errors.Is(err, errTooManyTokens) {
 			t.Errorf("CreateToken past the limit = %v; want errTooManyTokens", err)
 		}
 	})
@@ -404,7 +404,7 @@ func TestStoreRotateExpired(t *testing.T) {
 		exp := time.Now().Add(time.Minute)
 		tok, secret := storeToken(t, st, u.ID, "t", &exp)
 		before := storeContents(t, st)
-		if _, err := st.RotateToken(tok.ID, u.ID, hashToken("new"), "xxxx", exp); !errors.Is(err, errTokenExpired) {
+		if _, err := st.RotateToken(testActor, tok.ID, u.ID, hashToken("new"), "xxxx", exp); !errors.Is(err, errTokenExpired) {
 			t.Errorf("RotateToken at expiry = %v; want errTokenExpired", err)
 		}
 		if after := storeContents(t, st); after != before {
@@ -682,20 +682,20 @@ func TestVerificationIsCoherent(t *testing.T) {
 			if scopes, _, err := verify(secret); err != nil || !hasScope(scopes, scopeAdmin) {
 				t.Fatalf("round %d: verify new token = %v, scopes %v", i, err, scopes)
 			}
-			if _, err := st.SetAdmin(root.ID, false); err != nil {
+			if _, err := st.SetAdmin(testActor, root.ID, false); err != nil {
 				t.Fatal(err)
 			}
 			if scopes, u, err := verify(secret); err != nil || hasScope(scopes, scopeAdmin) || u.Admin {
 				t.Fatalf("round %d: right after demotion the token still acts as an admin (%v)", i, err)
 			}
-			if _, err := st.SetAdmin(root.ID, true); err != nil {
+			if _, err := st.SetAdmin(testActor, root.ID, true); err != nil {
 				t.Fatal(err)
 			}
 			if scopes, _, err := verify(secret); err != nil || !hasScope(scopes, scopeAdmin) {
 				t.Fatalf("round %d: right after promotion the token lacks admin (%v)", i, err)
 			}
 			if i%2 == 0 {
-				if _, err := st.DeleteTokenByHash(hashToken(secret)); err != nil {
+				if _, err := st.DeleteTokenByHash(testActor, hashToken(secret), kindTokenRevoked); err != nil {
 					t.Fatal(err)
 				}
 				if _, _, err := verify(secret); !errors.Is(err, errNotFound) {
@@ -704,7 +704,7 @@ func TestVerificationIsCoherent(t *testing.T) {
 				continue
 			}
 			next, _ := mustFormat(t, defaultTokenPrefix).generate()
-			if _, err := st.RotateToken(tok.ID, root.ID, hashToken(next), tokenHint(next), time.Now()); err != nil {
+			if _, err := st.RotateToken(testActor, tok.ID, root.ID, hashToken(next), tokenHint(next), time.Now()); err != nil {
 				t.Fatal(err)
 			}
 			if _, _, err := verify(secret); !errors.Is(err, errNotFound) {
@@ -719,7 +719,7 @@ func TestVerificationIsCoherent(t *testing.T) {
 		if _, _, err := verify(secret); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.DeleteUser(bob.ID); err != nil {
+		if err := st.DeleteUser(testActor, bob.ID); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := verify(secret); !errors.Is(err, errNotFound) {
@@ -727,7 +727,7 @@ func TestVerificationIsCoherent(t *testing.T) {
 		}
 		_, secret = storeToken(t, st, root.ID, "pw", nil)
 		verify(secret)
-		if _, _, err := st.ChangePassword(root.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
+		if _, _, err := st.ChangePassword(testActor, root.ID, passwordChange{hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$a2V5", at: time.Now(), revokeTokens: true}); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := verify(secret); !errors.Is(err, errNotFound) {
@@ -771,7 +771,7 @@ func TestRevocationBeatsConcurrentVerifiers(t *testing.T) {
 					}
 				})
 			}
-			if _, err := st.DeleteTokenByHash(h); err != nil {
+			if _, err := st.DeleteTokenByHash(testActor, h, kindTokenRevoked); err != nil {
 				t.Fatal(err)
 			}
 			revoked.Store(true)
