@@ -402,7 +402,7 @@ func (s *boltStore) WarnExpiring(now time.Time, within time.Duration, detail str
 			if err := marks.Put(warningKey(t, detail), nil); err != nil {
 				return err
 			}
-			if err := s.appendAuditTx(tx, expiringEvent(now, t, &u, detail)); err != nil {
+			if err := s.appendEventsTx(tx, expiringEvent(now, t, &u, detail)); err != nil {
 				return err
 			}
 		}
@@ -414,13 +414,7 @@ func (s *boltStore) WarnExpiring(now time.Time, within time.Duration, detail str
 
 // expiringEvent is the security event that warns of t's expiry.
 func expiringEvent(now time.Time, t *tokenRecord, owner *userRecord, detail string) auditEvent {
-	return auditEvent{Time: now, Kind: "token.expiring", Outcome: "ok", Actor: systemActor.Name, Via: systemActor.Via,
-		SubjectID: owner.ID, Subject: owner.Name, TokenID: t.ID, TokenHint: t.Hint, Detail: detail}
-}
-
-// appendAuditTx appends ev to the security log in tx. The bbolt engine's
-// security log is written beside this; until then, nothing can be
-// recorded.
-func (s *boltStore) appendAuditTx(tx *bolt.Tx, ev auditEvent) error {
-	return errAuditPending
+	by := systemActor
+	by.At = now
+	return newAuditEvent(by, kindTokenExpiring).ofToken(*t).about(*owner).withDetail("%s", detail)
 }

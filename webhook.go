@@ -53,12 +53,13 @@ var webhookStates = []string{webhookPending, webhookDelivered, webhookFailed}
 
 // webhookKinds are the kinds of security events that are sent, each as a
 // message of the same type; token.revoked only when someone other than
-// the token's owner revoked it (see webhookType).
+// the token's owner (or the owner's OAuth app) revoked it (see
+// webhookType).
 var webhookKinds = map[string]bool{
-	"token.expiring":     true,
-	"token.leaked":       true,
-	"token.revoked":      true,
-	"signin.new_address": true,
+	kindTokenExpiring: true,
+	kindTokenLeaked:   true,
+	kindTokenRevoked:  true,
+	kindSigninNewAddr: true,
 }
 
 // webhookType returns the type of the message that ev makes, and false when
@@ -67,8 +68,12 @@ func webhookType(ev *auditEvent) (string, bool) {
 	if !webhookKinds[ev.Kind] {
 		return "", false
 	}
-	if ev.Kind == "token.revoked" && ev.ActorID != 0 && ev.ActorID == ev.SubjectID {
+	switch {
+	case ev.Kind != kindTokenRevoked:
+	case ev.ActorID != 0 && ev.ActorID == ev.SubjectID:
 		return "", false // owners know what they revoke themselves
+	case ev.ActorID == 0 && ev.Client != "":
+		return "", false // the owner's app gave back its own access token (RFC 7009)
 	}
 	return ev.Kind, true
 }
