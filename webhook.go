@@ -52,13 +52,14 @@ const (
 var webhookStates = []string{webhookPending, webhookDelivered, webhookFailed}
 
 // webhookKinds are the kinds of security events that are sent, each as a
-// message of the same type; token.revoked only when someone other than
-// the token's owner (or the owner's OAuth app) revoked it (see
-// webhookType).
+// message of the same type; token.revoked and tokens.revoked (all of a
+// user's) only when someone other than the tokens' owner (or the owner's
+// OAuth app) revoked them (see webhookType).
 var webhookKinds = map[string]bool{
 	kindTokenExpiring: true,
 	kindTokenLeaked:   true,
 	kindTokenRevoked:  true,
+	kindTokensRevoked: true,
 	kindSigninNewAddr: true,
 }
 
@@ -69,7 +70,7 @@ func webhookType(ev *auditEvent) (string, bool) {
 		return "", false
 	}
 	switch {
-	case ev.Kind != kindTokenRevoked:
+	case ev.Kind != kindTokenRevoked && ev.Kind != kindTokensRevoked:
 	case ev.ActorID != 0 && ev.ActorID == ev.SubjectID:
 		return "", false // owners know what they revoke themselves
 	case ev.ActorID == 0 && ev.Client != "":

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // testWebhookSecret is the signing secret of the tests: whsec_ and the
@@ -633,4 +635,219 @@ func TestWebhookOutboxConcurrency(t *testing.T) {
 			}
 		}
 	})
+}
+
+// sentEvent is a delivered message as a receiver reads it.
+type sentEvent struct {
+	Type string     `json:"type"`
+	Data auditEvent `json:"data"`
+}
+
+// sentEvents returns what rc got, in the order of the events, every
+// signature checked.
+func sentEvents(t *testing.T, rc *webhookReceiver) []sentEvent {
+	t.Helper()
+	var out []sentEvent
+	for _, d := range rc.deliveries(t) {
+		var e sentEvent
+		if err := json.Unmarshal(d.body, &e); err != nil {
+			t.Fatalf("delivery %s: %v", d.body, err)
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b sentEvent) int { return int(a.Data.Seq) - int(b.Data.Seq) })
+	return out
+}
+
+// TestWebhookEvents drives the actions whose events are sent, and some
+// whose events are not, through the API, the pages and the store as the
+// command line calls it, and checks exactly what the receiver gets: a
+// revocation by the operator (not the owner's own), a leak report, a
+// sign-in from an address new for the user (not the first sign-in, which
+// has nothing to compare with, nor a known address), and the 7-day and
+// 1-day expiry warnings, each once, across a restart (a token that lives
+// less than 7 days gets the 1-day one alone).
+func TestWebhookEvents(t *testing.T) {
+	ts := newTestServer(t)
+	rc := newWebhookReceiver(t, ts.clock)
+	ts.webhooks = newTestWebhooks(t, ts.server.store, ts.clock, rc.URL)
+	alice := ts.addUser("alice", false)
+	own, ownSecret := ts.addToken(alice, "own", []string{scopeTokensWrite}, 0)
+	byOperator, _ := ts.addToken(alice, "operator", nil, 0)
+	leaked, leakedSecret := ts.addToken(alice, "leaked", nil, 0)
+	expiring, _ := ts.addToken(alice, "expiring", nil, 10*24*time.Hour)
+	short, _ := ts.addToken(alice, "short", nil, 5*24*time.Hour)
+
+	if w := ts.do(request{method: "DELETE", path: "/api/v1/tokens/" + itoa(own.ID), token: ownSecret}); w.Code != 204 {
+		t.Fatalf("DELETE own token = %d; want 204; %s", w.Code, w.Body)
+	}
+	if _, err := ts.server.store.DeleteToken(cliActor, byOperator.ID, anyOwner); err != nil { // tokend token revoke
+		t.Fatal(err)
+	}
+	if w := ts.do(request{method: "POST", path: "/api/v1/revoke", body: `{"token":"` + leakedSecret + `"}`}); w.Code != 200 {
+		t.Fatalf("POST /api/v1/revoke = %d; want 200; %s", w.Code, w.Body)
+	}
+	signIn := func(addr string) {
+		w := ts.page(pageReq{method: "POST", path: "/login", addr: addr, form: url.Values{"name": {"alice"}, "password": {"password-of-alice"}}})
+		if w.Code != http.StatusSeeOther {
+			t.Fatalf("POST /login from %s = %d; want 303", addr, w.Code)
+		}
+	}
+	signIn("192.0.2.7")
+	signIn("192.0.2.7")
+	signIn("198.51.100.9")
+
+	ctx := context.Background()
+	ts.clock.Add(3*24*time.Hour + time.Minute) // 7d of expiring; none of short
+	ts.purge(ctx)
+	ts.purge(ctx)
+	ts.reopenStore(t, bolt.Options{Timeout: time.Second}) // a restart
+	ts.webhooks.st = ts.server.store
+	ts.purge(ctx)
+	ts.clock.Add(24 * time.Hour) // 1d of short, which never had a 7d
+	ts.purge(ctx)
+	ts.clock.Add(5 * 24 * time.Hour) // 1d of expiring
+	ts.purge(ctx)
+	ts.purge(ctx)
+
+	if n, err := ts.webhooks.dispatch(ctx); err != nil || n != 6 {
+		evs, _ := ts.server.store.AuditEvents(auditQuery{Oldest: true, Limit: 100})
+		t.Fatalf("dispatch = %d, %v; want 6 messages; events: %+v", n, err, evs)
+	}
+	if n, err := ts.webhooks.dispatch(ctx); err != nil || n != 0 {
+		t.Fatalf("dispatch again = %d, %v; want none", n, err)
+	}
+	deliverN(t, ts.webhooks, 6, "delivery")
+	type want struct {
+		typ, actor, detail, addr string
+		token                    uint64
+	}
+	wants := []want{
+		{typ: "token.revoked", actor: "system", token: byOperator.ID},
+		{typ: "token.leaked", actor: "anonymous", addr: "192.0.2.7", token: leaked.ID},
+		{typ: "signin.new_address", actor: "alice", addr: "198.51.100.9"},
+		{typ: "token.expiring", actor: "system", detail: "7d", token: expiring.ID},
+		{typ: "token.expiring", actor: "system", detail: "1d", token: short.ID},
+		{typ: "token.expiring", actor: "system", detail: "1d", token: expiring.ID},
+	}
+	got := sentEvents(t, rc)
+	if len(got) != len(wants) {
+		t.Fatalf("receiver got %d events: %+v; want %d", len(got), got, len(wants))
+	}
+	for i, w := range wants {
+		g := got[i]
+		if g.Type != w.typ || g.Data.Kind != w.typ || g.Data.Actor != w.actor || g.Data.Detail != w.detail ||
+			g.Data.Addr != w.addr || (w.token != 0 && g.Data.TokenID != w.token) || g.Data.Subject != "alice" {
+			t.Errorf("event %d = %s %+v; want %+v about alice", i+1, g.Type, g.Data, w)
+		}
+	}
+}
+
+// TestWebhookType pins which events make a message.
+func TestWebhookType(t *testing.T) {
+	for _, tc := range []struct {
+		ev   auditEvent
+		sent bool
+	}{
+		{auditEvent{Kind: kindTokenRevoked, ActorID: 1, SubjectID: 1}, false},                      // the owner
+		{auditEvent{Kind: kindTokenRevoked, ActorID: 2, SubjectID: 1}, true},                       // an admin
+		{auditEvent{Kind: kindTokenRevoked, Actor: "system", SubjectID: 1}, true},                  // the operator's command line
+		{auditEvent{Kind: kindTokenRevoked, Actor: "anonymous", SubjectID: 1, Client: "c"}, false}, // the owner's app, RFC 7009
+		{auditEvent{Kind: kindTokensRevoked, ActorID: 1, SubjectID: 1}, false},
+		{auditEvent{Kind: kindTokensRevoked, ActorID: 2, SubjectID: 1}, true},
+		{auditEvent{Kind: kindTokenLeaked, Actor: "anonymous", SubjectID: 1}, true},
+		{auditEvent{Kind: kindTokenExpiring, Actor: "system", SubjectID: 1, Detail: "7d"}, true},
+		{auditEvent{Kind: kindSigninNewAddr, ActorID: 1, SubjectID: 1}, true},
+		{auditEvent{Kind: kindSigninSucceeded, ActorID: 1, SubjectID: 1}, false},
+		{auditEvent{Kind: kindTokenPurged, Actor: "system", SubjectID: 1}, false},
+		{auditEvent{Kind: kindTokenCreated, ActorID: 2, SubjectID: 1}, false},
+	} {
+		typ, sent := webhookType(&tc.ev)
+		if sent != tc.sent || sent && typ != tc.ev.Kind {
+			t.Errorf("webhookType(%+v) = %q, %v; want sent %v", tc.ev, typ, sent, tc.sent)
+		}
+	}
+}
+
+// TestExpiryWarningsOnce: two instances (bbolt: the file opened again
+// after a restart; PostgreSQL: two stores on one database, warning at
+// once) record each token's 7-day and 1-day warning exactly once; grant
+// tokens and tokens past expiry get none.
+func TestExpiryWarningsOnce(t *testing.T) {
+	for _, e := range storeEngines() {
+		t.Run(e.name, func(t *testing.T) {
+			var a, b store
+			if e.name == "bbolt" {
+				st, _ := newTestDB(t)
+				a, b = st, st
+			} else {
+				st, dbURL := newTestPGStore(t)
+				a, b = st, openTestPGStore(t, dbURL)
+			}
+			clock := newFakeClock()
+			u := userRecord{Name: "alice", PasswordHash: "x", CreatedAt: clock.Now()}
+			if err := a.CreateUser(testActor, &u); err != nil {
+				t.Fatal(err)
+			}
+			storeTokens(t, a, u.ID, 40, clock.Now(), func(i int) *time.Time {
+				exp := clock.Now().Add(8*24*time.Hour + time.Duration(i)*time.Minute)
+				return &exp
+			})
+			warnBoth := func() int {
+				var wg sync.WaitGroup
+				counts := make([]int, 2)
+				for i, st := range []store{a, b} {
+					wg.Go(func() {
+						n, err := warnExpiring(context.Background(), st, clock.Now())
+						if err != nil {
+							t.Error(err)
+						}
+						counts[i] = n
+					})
+				}
+				wg.Wait()
+				return counts[0] + counts[1]
+			}
+			clock.Add(24*time.Hour + time.Hour) // every token within 7 days
+			if n := warnBoth(); n != 40 {
+				t.Errorf("7d warnings from two instances = %d; want 40", n)
+			}
+			if n := warnBoth(); n != 0 {
+				t.Errorf("7d warnings again = %d; want none", n)
+			}
+			if e.name == "bbolt" {
+				st := a.(*boltStore)
+				path := st.db.Path()
+				st.Close()
+				re, err := openStore(path, time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { re.Close() })
+				a, b = re, re
+			}
+			clock.Add(6 * 24 * time.Hour) // every token within 1 day
+			if n := warnBoth(); n != 40 {
+				t.Errorf("1d warnings after a restart = %d; want 40", n)
+			}
+			clock.Add(2 * 24 * time.Hour) // all expired
+			if n := warnBoth(); n != 0 {
+				t.Errorf("warnings past expiry = %d; want none", n)
+			}
+			evs, err := a.AuditEvents(auditQuery{Kinds: []string{kindTokenExpiring}, Oldest: true, Limit: maxAuditPage})
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]int{}
+			for _, ev := range evs {
+				if ev.Actor != "system" || ev.Subject != "alice" || ev.TokenHint == "" {
+					t.Errorf("event %+v; want the system warning alice of a token", ev)
+				}
+				seen[fmt.Sprintf("%d %s", ev.TokenID, ev.Detail)]++
+			}
+			if len(evs) != 80 || len(seen) != 80 {
+				t.Errorf("token.expiring events = %d, for %d (token, detail) pairs; want 80 for 80", len(evs), len(seen))
+			}
+		})
+	}
 }
