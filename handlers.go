@@ -122,6 +122,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/account/sessions/end", s.form(s.signedIn(s.handleEndSession)))
 	r.POST("/account/sessions/end-others", s.form(s.signedIn(s.handleEndOtherSessions)))
 	r.POST("/account/revoke-tokens", s.form(s.signedIn(s.handleRevokeOwnTokens)))
+	r.GET("/account/security-log", s.signedIn(s.handleSecurityLogPage))
 	r.GET("/admin/users", s.signedIn(s.adminOnly(s.handleUsersPage)))
 	r.POST("/admin/users", s.form(s.signedIn(s.adminOnly(s.handleAddUser))))
 	r.GET("/admin/users/:id", s.signedIn(s.adminOnly(s.handleUserPage)))
@@ -133,6 +134,7 @@ func (s *server) routes() http.Handler {
 	r.POST("/admin/clients", s.form(s.signedIn(s.adminOnly(s.handleAddClient))))
 	r.GET("/admin/clients/:id", s.signedIn(s.adminOnly(s.handleClientPage)))
 	r.POST("/admin/clients/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveClient))))
+	r.GET("/admin/audit", s.signedIn(s.adminOnly(s.handleAuditPage)))
 	r.GET("/admin/webhooks", s.signedIn(s.adminOnly(s.handleWebhooksPage)))
 	r.POST("/admin/webhooks", s.form(s.signedIn(s.adminOnly(s.handleAddWebhook))))
 	r.POST("/admin/webhooks/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveWebhook))))
@@ -166,6 +168,7 @@ func (s *server) routes() http.Handler {
 	r.GET("/api/v1/clients/:id", s.apiAdmin(s.handleAPIGetClient))
 	r.DELETE("/api/v1/clients/:id", s.apiAdmin(s.handleAPIRemoveClient))
 	r.GET("/api/v1/user/grants", s.withToken(scopeTokensRead, s.handleAPIListGrants))
+	r.GET("/api/v1/audit", s.apiAdmin(s.handleAPIAudit))
 	r.DELETE("/api/v1/user/grants/:id", s.withToken(scopeTokensWrite, s.handleAPIRevokeGrant))
 
 	// OAuth 2 (oauth*.go): metadata, the consent and device pages, and

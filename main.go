@@ -54,6 +54,8 @@ Commands:
   client list           list OAuth clients
   client remove ID      remove an OAuth client (by id or name) and revoke its grants
   purge                 delete long-expired tokens and expired sessions, offline
+  audit verify          check the security log's hash chain and print its head
+  audit export          write security events as JSON Lines: [-since T] [-until T] [-user NAME] [-kind K]... [-o FILE]
   backup FILE           write a consistent copy of the database, offline
   restore BACKUP        put a backup in place of the database, offline
   compact SRC DST       write a compacted copy of the database, offline
@@ -114,6 +116,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runClient(args, stdout, stderr)
 	case "purge":
 		err = runPurge(ctx, args, stdout, stderr)
+	case "audit":
+		err = runAudit(ctx, args, stdout, stderr)
 	case "backup":
 		err = runBackup(args, stdout, stderr)
 	case "restore":
@@ -154,6 +158,8 @@ type config struct {
 	Argon            argonParams // not a flag: tests lower it
 	PurgeInterval    time.Duration
 	ExpiredRetention time.Duration
+	// AuditRetention is how long security events are kept; 0: forever.
+	AuditRetention   time.Duration
 	LastUsedInterval time.Duration
 	AuthCacheSize    int
 	Scopes           operatorScopes
@@ -192,6 +198,7 @@ func defaultConfig() config {
 		Argon:            defaultArgonParams,
 		PurgeInterval:    time.Minute,
 		ExpiredRetention: 7 * 24 * time.Hour,
+		AuditRetention:   365 * 24 * time.Hour,
 		LastUsedInterval: 30 * time.Second,
 		AuthCacheSize:    defaultAuthCacheSize,
 		SessionIdle:      7 * 24 * time.Hour,
@@ -222,6 +229,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB; default: one fewer than the CPUs Go uses, at least 1)")
 	fs.DurationVar(&c.PurgeInterval, "purge-interval", c.PurgeInterval, "how often to delete expired tokens")
 	fs.DurationVar(&c.ExpiredRetention, "expired-retention", c.ExpiredRetention, "how long expired tokens stay visible before they are deleted (0s: at expiry)")
+	fs.DurationVar(&c.AuditRetention, "audit-retention", c.AuditRetention, "how long security events are kept before the oldest are deleted (0s: forever)")
 	fs.DurationVar(&c.LastUsedInterval, "last-used-interval", c.LastUsedInterval, "how often last-used times are written to the database")
 	fs.IntVar(&c.AuthCacheSize, "auth-cache-size", c.AuthCacheSize, "most recently verified tokens kept in memory, 64 to 128 bytes each (0: none)")
 	c.Scopes.register(fs)
@@ -263,6 +271,9 @@ func (c *config) check() error {
 	}
 	if c.ExpiredRetention < 0 {
 		return fmt.Errorf("-expired-retention: %v is negative", c.ExpiredRetention)
+	}
+	if c.AuditRetention < 0 {
+		return fmt.Errorf("-audit-retention: %v is negative", c.AuditRetention)
 	}
 	if c.AuthCacheSize < 0 {
 		return fmt.Errorf("-auth-cache-size: %d is negative", c.AuthCacheSize)
@@ -525,6 +536,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	var loops sync.WaitGroup
 	loops.Go(func() { srv.expiredPurger(background, cfg.PurgeInterval) })
 	loops.Go(func() { srv.lastUsedFlusher(background, cfg.LastUsedInterval) })
+	srv.logAuditHead()
+	loops.Go(func() { srv.auditHeadLogger(background, auditHeadInterval) })
 	loops.Go(func() { srv.webhooks.run(background) })
 
 	errc := make(chan error, 1)

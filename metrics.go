@@ -117,7 +117,7 @@ func newMetrics(st store, log *slog.Logger) *metrics {
 	}
 	reg.MustRegister(
 		m.requests, m.duration, m.inFlight, m.authDecisions, m.purgeRuns, m.purgeDeleted, m.purgeDeletedOAuth, m.flushDuration,
-		storeCollector{st},
+		storeCollector{st}, auditHeadCollector{st},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),

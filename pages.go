@@ -927,6 +927,11 @@ type accountPage struct {
 	TokensText                string // "3 tokens": what revoking all of them takes
 
 	Grants []grantRow // the authorized apps (oauthclients.go)
+
+	// Events are your newest events in the security log (auditread.go);
+	// MoreEvents links to the older ones, "" when there are none.
+	Events     []auditRow
+	MoreEvents string
 }
 
 func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *session, status int, data accountPage, errMsg string) {
@@ -959,6 +964,10 @@ func (s *server) showAccountPage(w http.ResponseWriter, r *http.Request, sess *s
 		data.TokensText = plural(len(tokens), "token")
 	}
 	if data.Grants, err = s.grantRows(sess.user.ID); err != nil {
+		s.pageError(w, r, sess, err)
+		return
+	}
+	if data.Events, data.MoreEvents, err = s.accountAudit(sess.user); err != nil {
 		s.pageError(w, r, sess, err)
 		return
 	}
