@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -850,4 +851,114 @@ func TestExpiryWarningsOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReadmeWebhookReceiver compiles the README's receiver function and
+// runs it on a real delivery (accepted) and on forgeries: a changed body,
+// another secret, an old timestamp. It also reads the README's sample
+// body as a delivery's.
+func TestReadmeWebhookReceiver(t *testing.T) {
+	dec := json.NewDecoder(strings.NewReader(readmeBlocks(t, "webhook-sample")[0]))
+	dec.DisallowUnknownFields()
+	var sample webhookPayload
+	if err := dec.Decode(&sample); err != nil || sample.Data.Kind != sample.Type || !webhookKinds[sample.Type] {
+		t.Errorf("README's sample body: %+v, %v; want a delivery's", sample, err)
+	}
+
+	needTools(t, "go")
+	st, _ := newTestDB(t)
+	clock := &fakeClock{t: time.Now()}
+	rc := newWebhookReceiver(t, clock)
+	w := newTestWebhooks(t, st, clock, rc.URL)
+	w.now = time.Now // the snippet checks the timestamp against the real clock
+	enqueueTestEvent(t, w, 1)
+	deliverN(t, w, 1, "delivery")
+	got := rc.deliveries(t)
+	if len(got) != 1 {
+		t.Fatalf("receiver got %d deliveries; want 1", len(got))
+	}
+	d := got[0]
+	type check struct {
+		Secret  string            `json:"secret"`
+		Headers map[string]string `json:"headers"`
+		Body    string            `json:"body"`
+		Want    bool              `json:"want"`
+	}
+	headers := func(id, ts, sig string) map[string]string {
+		return map[string]string{"webhook-id": id, "webhook-timestamp": ts, "webhook-signature": sig}
+	}
+	key, _ := parseWebhookSecret(testWebhookSecret)
+	old := time.Now().Add(-10 * time.Minute).Unix()
+	sig := signWebhook(key, d.id, mustInt(t, d.timestamp), d.body)
+	checks := []check{
+		{testWebhookSecret, headers(d.id, d.timestamp, sig), string(d.body), true},
+		{testWebhookSecret, headers(d.id, d.timestamp, "v1,bm9wZQ== "+sig), string(d.body), true}, // several signatures
+		{testWebhookSecret, headers(d.id, d.timestamp, sig), strings.Replace(string(d.body), "alice", "mallory", 1), false},
+		{"whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 32)), headers(d.id, d.timestamp, sig), string(d.body), false},
+		{testWebhookSecret, headers(d.id, strconv.FormatInt(old, 10), signWebhook(key, d.id, old, d.body)), string(d.body), false},
+	}
+	input, _ := json.Marshal(checks)
+	dir := t.TempDir()
+	program := `package main
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+` + readmeBlocks(t, "webhook-verify")[0] + `
+func main() {
+	var checks []struct {
+		Secret  string
+		Headers map[string]string
+		Body    string
+	}
+	if err := json.NewDecoder(os.Stdin).Decode(&checks); err != nil {
+		panic(err)
+	}
+	for _, c := range checks {
+		h := http.Header{}
+		for k, v := range c.Headers {
+			h.Set(k, v)
+		}
+		fmt.Println(verifyWebhook(c.Secret, h, []byte(c.Body)))
+	}
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(program), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "run", "main.go")
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(string(input))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go run the README's receiver: %v\n%s", err, out)
+	}
+	lines := strings.Fields(string(out))
+	if len(lines) != len(checks) {
+		t.Fatalf("the README's receiver printed %q; want %d answers", out, len(checks))
+	}
+	for i, c := range checks {
+		if lines[i] != strconv.FormatBool(c.Want) {
+			t.Errorf("check %d: verifyWebhook = %s; want %v", i+1, lines[i], c.Want)
+		}
+	}
+}
+
+func mustInt(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
