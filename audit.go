@@ -121,6 +121,23 @@ func (s *server) actorOf(r *http.Request, u userRecord, via string) actor {
 	return a
 }
 
+// viaOf is how request r reached tokend, for a handler that both the pages
+// and the API share.
+func viaOf(r *http.Request) string {
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		return viaAPI
+	}
+	return viaPage
+}
+
+// recordEvent records e, which comes with no change of its own. A failure
+// is logged, not returned: the answer the event describes stands.
+func (s *server) recordEvent(e auditEvent) {
+	if err := s.store.RecordEvents(e); err != nil {
+		s.log.Error("record security event", "kind", e.Kind, "err", err)
+	}
+}
+
 // cliActor is the actor of the operator at the command line, who answers
 // to nobody inside tokend: the system, by way of the command line.
 var cliActor = actor{Name: "system", Via: viaCLI}

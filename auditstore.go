@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"time"
 )
 
@@ -97,20 +96,3 @@ const maxAuditPage = 500
 
 // maxAuditAgentLen bounds the user agent an event keeps, in bytes.
 const maxAuditAgentLen = 200
-
-// errAuditPending is what an engine answers for the security log methods
-// it does not implement yet.
-var errAuditPending = errors.New("the security log is not implemented by this store engine yet")
-
-// auditPending is embedded in an engine while its security log methods are
-// being written: it answers every one with errAuditPending. It must not
-// remain.
-type auditPending struct{}
-
-func (auditPending) RecordEvents(...auditEvent) error             { return errAuditPending }
-func (auditPending) AuditEvents(auditQuery) ([]auditEvent, error) { return nil, errAuditPending }
-func (auditPending) AuditHead() (uint64, string, error)           { return 0, "", errAuditPending }
-func (auditPending) AuditAnchor() (string, error)                 { return "", errAuditPending }
-func (auditPending) PurgeAudit(context.Context, time.Time, int) (int, error) {
-	return 0, errAuditPending
-}

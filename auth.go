@@ -280,8 +280,19 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 	if err != nil {
 		return userRecord{}, fmt.Errorf("count sign-in attempt: %w", err)
 	}
+	// Events name the account only when it exists: never what was typed,
+	// which may be a token or a password.
+	refused := func(kind, outcome string) {
+		e := newAuditEvent(s.actorOf(r, userRecord{}, viaOf(r)), kind)
+		e.Outcome = outcome
+		if u.ID != 0 {
+			e = e.about(u)
+		}
+		s.recordEvent(e)
+	}
 	if wait > 0 {
 		s.log.Info("sign-in throttled", "remote", addr) // never the name: it may be a token or a password
+		refused(kindSigninThrottled, outcomeThrottled)
 		return userRecord{}, &throttledError{wait: wait}
 	}
 	encoded := u.PasswordHash
@@ -295,6 +306,7 @@ func (s *server) signIn(r *http.Request, name, password string) (userRecord, err
 	}
 	if !ok || u.ID == 0 {
 		s.log.Info("sign-in failed", "user", signInName(u), "remote", addr)
+		refused(kindSigninFailed, outcomeFailed)
 		return userRecord{}, errBadCredentials
 	}
 	if rehash {

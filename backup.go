@@ -78,6 +78,9 @@ func (s *server) handleBackup(w http.ResponseWriter, r *http.Request, _ httprout
 		s.log.Error("backup interrupted", "user_id", c.user.ID, "bytes", n, "err", err)
 	default:
 		s.log.Info("backup sent", "user_id", c.user.ID, "token_id", c.token.ID, "bytes", n)
+		e := newAuditEvent(s.actorOf(r, c.user, viaAPI), kindBackupTaken).withDetail("%d bytes", n)
+		e.TokenID = c.token.ID
+		s.recordEvent(e)
 	}
 }
 

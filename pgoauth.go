@@ -87,10 +87,16 @@ func (s *pgStore) CreateClient(by actor, c *clientRecord) error {
 	if uris == nil {
 		uris = []string{}
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO clients (id, name, name_key, redirect_uris, public, device, secret_hash, access_ttl, created_at, created_by)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		c.ID, c.Name, strings.ToLower(c.Name), uris, c.Public, c.Device, secret, int64(c.AccessTTL),
-		unixNano(c.CreatedAt), idParam(c.CreatedBy))
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO clients (id, name, name_key, redirect_uris, public, device, secret_hash, access_ttl, created_at, created_by)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			c.ID, c.Name, strings.ToLower(c.Name), uris, c.Public, c.Device, secret, int64(c.AccessTTL),
+			unixNano(c.CreatedAt), idParam(c.CreatedBy))
+		if err != nil {
+			return err
+		}
+		return appendPGEvents(ctx, tx, clientEvent(by, kindClientAdded, c))
+	})
 	switch pgConstraint(err) {
 	case "clients_name_key", "clients_pkey":
 		return errNameTaken
@@ -145,8 +151,10 @@ func (s *pgStore) DeleteClient(by actor, id string) (clientRecord, error) {
 		if _, err := deletePGGrants(ctx, tx, grants, ch); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "DELETE FROM clients WHERE id = $1", id)
-		return err
+		if _, err = tx.Exec(ctx, "DELETE FROM clients WHERE id = $1", id); err != nil {
+			return err
+		}
+		return appendPGEvents(ctx, tx, clientEvent(by, kindClientRemoved, &c))
 	})
 	if err != nil {
 		return clientRecord{}, err
@@ -262,8 +270,10 @@ func (s *pgStore) DeleteGrant(by actor, id, owner uint64) (grantRecord, error) {
 		if err != nil {
 			return notFound(err)
 		}
-		_, err = deletePGGrants(ctx, tx, []int64{idParam(id)}, c)
-		return err
+		if _, err = deletePGGrants(ctx, tx, []int64{idParam(id)}, c); err != nil {
+			return err
+		}
+		return appendPGAbout(ctx, tx, newAuditEvent(by, kindGrantRevoked).ofGrant(g), g.User)
 	})
 	if err != nil {
 		return grantRecord{}, err
@@ -330,17 +340,6 @@ func issuePGTokens(ctx context.Context, tx pgx.Tx, g grantRecord, issue *oauthIs
 		return tokenRecord{}, errors.New("refresh token hash collision")
 	}
 	return t, err
-}
-
-// revokePGGrant deletes grant id, if it still exists, for a second use of
-// what made it.
-func revokePGGrant(ctx context.Context, tx pgx.Tx, id int64, c *pgChanges) error {
-	ids, err := lockPGGrants(ctx, tx, "id = $1", id)
-	if err != nil {
-		return err
-	}
-	_, err = deletePGGrants(ctx, tx, ids, c)
-	return err
 }
 
 // lockPGGrantee locks the row of user (FOR NO KEY UPDATE: grants are
@@ -425,15 +424,17 @@ func (s *pgStore) RedeemAuthCode(by actor, h tokenHash, now time.Time, issue *oa
 		switch {
 		case code.Grant != 0:
 			used = true
-			return revokePGGrant(ctx, tx, idParam(code.Grant), c)
+			return revokeReusedPGGrant(ctx, tx, by, idParam(code.Grant), c)
 		case !now.Before(code.ExpiresAt):
 			return errTokenExpired
 		}
 		if g, t, err = issuePGGrant(ctx, tx, code.Client, code.User, code.Scopes, now, issue); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "UPDATE auth_codes SET grant_id = $2 WHERE hash = $1", h[:], idParam(g.ID))
-		return err
+		if _, err = tx.Exec(ctx, "UPDATE auth_codes SET grant_id = $2 WHERE hash = $1", h[:], idParam(g.ID)); err != nil {
+			return err
+		}
+		return appendPGGrantEvent(ctx, tx, by, g)
 	})
 	switch {
 	case err != nil:
@@ -591,7 +592,7 @@ func (s *pgStore) RedeemDeviceAuth(by actor, dev tokenHash, now time.Time, issue
 			return notFound(err)
 		case d.State == deviceIssued:
 			used = true
-			return revokePGGrant(ctx, tx, idParam(d.Grant), c)
+			return revokeReusedPGGrant(ctx, tx, by, idParam(d.Grant), c)
 		case !now.Before(d.ExpiresAt):
 			return errTokenExpired
 		case d.State != deviceApproved, user == nil || uint64(*user) != d.User:
@@ -603,7 +604,10 @@ func (s *pgStore) RedeemDeviceAuth(by actor, dev tokenHash, now time.Time, issue
 			return err
 		}
 		_, err = tx.Exec(ctx, "UPDATE device_auths SET state = $2, grant_id = $3 WHERE hash = $1", dev[:], int16(deviceIssued), idParam(g.ID))
-		return err
+		if err != nil {
+			return err
+		}
+		return appendPGGrantEvent(ctx, tx, by, g)
 	})
 	switch {
 	case err != nil:
@@ -646,8 +650,10 @@ func (s *pgStore) RefreshGrant(by actor, h tokenHash, now time.Time, issue *oaut
 		switch {
 		case wasUsed:
 			used = true
-			_, err := deletePGGrants(ctx, tx, []int64{grant}, c)
-			return err
+			if _, err := deletePGGrants(ctx, tx, []int64{grant}, c); err != nil {
+				return err
+			}
+			return appendPGAbout(ctx, tx, newAuditEvent(by, kindGrantReused).ofGrant(g), g.User)
 		case !now.Before(g.ExpiresAt):
 			return errTokenExpired
 		}

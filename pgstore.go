@@ -60,8 +60,7 @@ const pgDefaultMaxConns = 16
 // pgStore is the PostgreSQL engine. Each exported method is one SQL
 // transaction (a single statement, or a BEGIN … COMMIT).
 type pgStore struct {
-	auditPending // until the security log methods are written
-	pool         *pgxpool.Pool
+	pool *pgxpool.Pool
 	// sink hears, synchronously once a write has committed and before the
 	// write returns, what it deleted or changed (see invalidationSink).
 	// Other instances hear it through the notification the write sends.
@@ -428,9 +427,9 @@ const (
 	pgSQLTokensByOwner = "SELECT " + pgTokenColumns + " FROM tokens t WHERE t.owner = $1 AND " + pgPersonal + " ORDER BY t.id DESC"
 	// = ANY(ARRAY(…)) rather than IN (…): the planner then looks each id
 	// up in the primary key rather than joining against the whole table.
-	pgSQLPurgeTokens = `DELETE FROM tokens WHERE id = ANY (ARRAY(
+	pgSQLPurgeTokens = `DELETE FROM tokens t WHERE t.id = ANY (ARRAY(
 			SELECT id FROM tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))
-		RETURNING hash`
+		RETURNING ` + pgTokenColumns
 	pgSQLSessionByHash = "SELECT " + pgSessionColumns + `, u.id, u.name, u.password_hash, u.admin, u.created_at, u.password_changed_at
 		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = $1`
 	pgSQLSessionsOf    = "SELECT " + pgSessionColumns + " FROM sessions s WHERE s.user_id = $1 ORDER BY s.created_at DESC"
@@ -446,7 +445,12 @@ const (
 func (s *pgStore) CreateUser(by actor, u *userRecord) error {
 	ctx, cancel := s.opContext()
 	defer cancel()
-	return pgError(insertUser(ctx, s.pool, u))
+	return pgError(pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := insertUser(ctx, tx, u); err != nil {
+			return err
+		}
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindUserAdded).about(*u).withDetail("%s", adminWord(u.Admin)))
+	}))
 }
 
 // pgQuerier is a pool, a connection or a transaction.
@@ -653,7 +657,7 @@ func (s *pgStore) DeleteUser(by actor, id uint64) error {
 			return err
 		}
 		c.userChanged = true
-		return nil
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindUserRemoved).about(u))
 	})
 }
 
@@ -684,7 +688,7 @@ func (s *pgStore) SetAdmin(by actor, id uint64, admin bool) (userRecord, error) 
 		}
 		u.Admin = admin
 		c.userChanged = true
-		return nil
+		return appendPGEvents(ctx, tx, newAuditEvent(by, roleKind(admin)).about(u))
 	})
 	return u, err
 }
@@ -695,12 +699,14 @@ func (s *pgStore) SetAdmin(by actor, id uint64, admin bool) (userRecord, error) 
 func (s *pgStore) RevokeTokensOf(by actor, id uint64) (int, error) {
 	var n int
 	err := s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
-		if _, err := lockPGUser(ctx, tx, id); err != nil {
+		u, err := lockPGUser(ctx, tx, id)
+		if err != nil {
 			return err
 		}
-		var err error
-		n, err = deletePGTokensOf(ctx, tx, id, c)
-		return err
+		if n, err = deletePGTokensOf(ctx, tx, id, c); err != nil || n == 0 {
+			return err
+		}
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindTokensRevoked).about(u).withDetail("%s", plural(n, "token")))
 	})
 	return n, err
 }
@@ -712,10 +718,11 @@ func (s *pgStore) RevokeTokensOf(by actor, id uint64) (int, error) {
 func (s *pgStore) ChangePassword(by actor, id uint64, pc passwordChange) (tokens, sessions int, err error) {
 	err = s.update(func(ctx context.Context, tx pgx.Tx, c *pgChanges) error {
 		tokens, sessions = 0, 0
-		if _, err := lockPGUser(ctx, tx, id); err != nil {
+		u, err := lockPGUser(ctx, tx, id)
+		if err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, "UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
+		_, err = tx.Exec(ctx, "UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
 			idParam(id), pc.hash, unixNano(pc.at))
 		if err != nil {
 			return err
@@ -736,9 +743,11 @@ func (s *pgStore) ChangePassword(by actor, id uint64, pc passwordChange) (tokens
 		if pc.keep != (sessionHash{}) {
 			_, err := tx.Exec(ctx, "UPDATE sessions SET signed_in_at = $3, last_seen_at = $3 WHERE hash = $1 AND user_id = $2",
 				pc.keep[:], idParam(id), unixNano(pc.at))
-			return err
+			if err != nil {
+				return err
+			}
 		}
-		return nil
+		return appendPGEvents(ctx, tx, passwordEvent(by, u, tokens, sessions))
 	})
 	return tokens, sessions, err
 }
@@ -786,7 +795,10 @@ func (s *pgStore) CreateFirstAdmin(by actor, u *userRecord) error {
 		if has {
 			return errSetupDone
 		}
-		return insertUser(ctx, tx, u)
+		if err := insertUser(ctx, tx, u); err != nil {
+			return err
+		}
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindSetupUsed).about(*u).withDetail("first admin"))
 	})
 	return pgError(err)
 }
@@ -801,32 +813,35 @@ func (s *pgStore) CreateToken(by actor, t *tokenRecord, h tokenHash, limit int) 
 	ctx, cancel := s.opContext()
 	defer cancel()
 	rec := *t
-	rec.Hash = h
-	if limit <= 0 {
-		// One statement, one transaction: the foreign key finds a missing owner.
-		err := insertToken(ctx, s.pool, &rec)
-		if err != nil {
-			return pgError(err)
-		}
-		*t = rec
-		return nil
-	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var one int
-		err := tx.QueryRow(ctx, "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", idParam(rec.Owner)).Scan(&one)
+		rec = *t
+		rec.Hash = h
+		// Without a limit, a key share lock is enough to keep the owner
+		// (and name them in the event); with one, the row is locked so
+		// that concurrent creations for one owner count exactly.
+		lock := "FOR KEY SHARE"
+		if limit > 0 {
+			lock = "FOR NO KEY UPDATE"
+		}
+		owner, err := scanUser(tx.QueryRow(ctx, "SELECT "+pgUserColumns+" FROM users u WHERE u.id = $1 "+lock, idParam(rec.Owner)))
 		if err != nil {
 			return notFound(err)
 		}
-		var full bool
-		err = tx.QueryRow(ctx, "SELECT count(*) >= $2 FROM (SELECT 1 FROM tokens t WHERE t.owner = $1 AND "+pgPersonal+" LIMIT $2) AS held",
-			idParam(rec.Owner), limit).Scan(&full)
-		if err != nil {
+		if limit > 0 {
+			var full bool
+			err = tx.QueryRow(ctx, "SELECT count(*) >= $2 FROM (SELECT 1 FROM tokens t WHERE t.owner = $1 AND "+pgPersonal+" LIMIT $2) AS held",
+				idParam(rec.Owner), limit).Scan(&full)
+			if err != nil {
+				return err
+			}
+			if full {
+				return errTooManyTokens
+			}
+		}
+		if err := insertToken(ctx, tx, &rec); err != nil {
 			return err
 		}
-		if full {
-			return errTooManyTokens
-		}
-		return insertToken(ctx, tx, &rec)
+		return appendPGEvents(ctx, tx, newAuditEvent(by, kindTokenCreated).about(owner).ofToken(rec))
 	})
 	if err != nil {
 		return pgError(err)
@@ -972,7 +987,7 @@ func (s *pgStore) DeleteToken(by actor, id, owner uint64) (tokenRecord, error) {
 			return notFound(err)
 		}
 		c.gone = append(c.gone, t.Hash)
-		return nil
+		return appendPGToken(ctx, tx, newAuditEvent(by, kindTokenRevoked), t)
 	})
 	return t, err
 }
@@ -988,7 +1003,7 @@ func (s *pgStore) DeleteTokenByHash(by actor, h tokenHash, kind string) (tokenRe
 			return notFound(err)
 		}
 		c.gone = append(c.gone, t.Hash)
-		return nil
+		return appendPGToken(ctx, tx, newAuditEvent(by, kind), t)
 	})
 	return t, err
 }
@@ -1022,7 +1037,10 @@ func (s *pgStore) RotateToken(by actor, id, owner uint64, h tokenHash, hint stri
 		}
 		c.gone = append(c.gone, old.Hash)
 		t = tokenRecord{Owner: old.Owner, Name: old.Name, Scopes: old.Scopes, CreatedAt: now, ExpiresAt: old.ExpiresAt, Hint: hint, Hash: h}
-		return insertToken(ctx, tx, &t)
+		if err := insertToken(ctx, tx, &t); err != nil {
+			return err
+		}
+		return appendPGToken(ctx, tx, newAuditEvent(by, kindTokenRotated).withDetail("replaces token %d (…%s)", old.ID, old.Hint), t)
 	})
 	if err != nil {
 		return tokenRecord{}, err
@@ -1074,8 +1092,25 @@ func (s *pgStore) PurgeExpired(ctx context.Context, by actor, cutoff time.Time, 
 				if err != nil {
 					return err
 				}
-				n, err = collectGone(rows, c)
-				return err
+				purged, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tokenRecord, error) { return scanToken(r) })
+				if err != nil {
+					return err
+				}
+				n = len(purged)
+				owners := map[uint64]userRecord{}
+				evs := make([]auditEvent, 0, n)
+				for _, t := range purged {
+					c.gone = append(c.gone, t.Hash)
+					u, ok := owners[t.Owner]
+					if !ok {
+						if u, err = pgUserOf(ctx, tx, t.Owner); err != nil {
+							return err
+						}
+						owners[t.Owner] = u
+					}
+					evs = append(evs, newAuditEvent(by, kindTokenPurged).about(u).ofToken(t))
+				}
+				return appendPGEvents(ctx, tx, evs...)
 			})
 			if err != nil {
 				return fmt.Errorf("purge expired tokens: %w", err)
@@ -1155,16 +1190,20 @@ func (s *pgStore) CreateSession(by actor, h sessionHash, rec sessionRecord, repl
 	ctx, cancel := s.opContext()
 	defer cancel()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var one int
-		if err := tx.QueryRow(ctx, "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", idParam(rec.User)).Scan(&one); err != nil {
+		u, err := scanUser(tx.QueryRow(ctx, "SELECT "+pgUserColumns+" FROM users u WHERE u.id = $1 FOR NO KEY UPDATE", idParam(rec.User)))
+		if err != nil {
 			return notFound(err)
+		}
+		evs, err := pgSigninEvents(ctx, tx, by, u)
+		if err != nil {
+			return err
 		}
 		if replaced != nil {
 			if _, err := tx.Exec(ctx, "DELETE FROM sessions WHERE hash = $1", replaced[:]); err != nil {
 				return err
 			}
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO sessions (hash, user_id, created_at, expires_at, last_seen_at, signed_in_at, addr, agent)
+		_, err = tx.Exec(ctx, `INSERT INTO sessions (hash, user_id, created_at, expires_at, last_seen_at, signed_in_at, addr, agent)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 			h[:], idParam(rec.User), unixNano(rec.CreatedAt), unixNano(rec.ExpiresAt), unixNano(rec.LastSeenAt),
 			unixNano(rec.SignedInAt), rec.Addr, rec.Agent)
@@ -1173,15 +1212,18 @@ func (s *pgStore) CreateSession(by actor, h sessionHash, rec sessionRecord, repl
 			return errors.New("session hash collision")
 		case err != nil:
 			return err
-		case limit <= 0:
-			return nil
 		}
-		// The oldest go; the new one is the newest, and never goes.
-		_, err = tx.Exec(ctx, `DELETE FROM sessions WHERE hash IN (
-				SELECT hash FROM sessions WHERE user_id = $1 AND hash <> $2 ORDER BY created_at, hash
-				LIMIT greatest((SELECT count(*) FROM sessions WHERE user_id = $1) - $3, 0))`,
-			idParam(rec.User), h[:], limit)
-		return err
+		if limit > 0 {
+			// The oldest go; the new one is the newest, and never goes.
+			_, err = tx.Exec(ctx, `DELETE FROM sessions WHERE hash IN (
+					SELECT hash FROM sessions WHERE user_id = $1 AND hash <> $2 ORDER BY created_at, hash
+					LIMIT greatest((SELECT count(*) FROM sessions WHERE user_id = $1) - $3, 0))`,
+				idParam(rec.User), h[:], limit)
+			if err != nil {
+				return err
+			}
+		}
+		return appendPGEvents(ctx, tx, evs...)
 	})
 	return pgError(err)
 }
@@ -1259,7 +1301,16 @@ func (s *pgStore) ReleaseFormKey(h sessionHash, key string) error {
 // DeleteSession deletes the session under h if it belongs to user (or user
 // is anyOwner). It returns errNotFound otherwise.
 func (s *pgStore) DeleteSession(by actor, h sessionHash, user uint64) error {
-	return s.execOne("DELETE FROM sessions WHERE hash = $1 AND ($2::bigint = 0 OR user_id = $2)", h[:], idParam(user))
+	ctx, cancel := s.opContext()
+	defer cancel()
+	return pgError(pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var holder int64
+		err := tx.QueryRow(ctx, "DELETE FROM sessions WHERE hash = $1 AND ($2::bigint = 0 OR user_id = $2) RETURNING user_id", h[:], idParam(user)).Scan(&holder)
+		if err != nil {
+			return notFound(err)
+		}
+		return appendPGAbout(ctx, tx, newAuditEvent(by, sessionEndKind(user)), uint64(holder))
+	}))
 }
 
 // SessionsOf returns the sessions of user, newest first, expired ones
@@ -1288,11 +1339,15 @@ func (s *pgStore) SessionsOf(user uint64) ([]storedSession, error) {
 func (s *pgStore) EndOtherSessions(by actor, user uint64, keep sessionHash) (int, error) {
 	ctx, cancel := s.opContext()
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, "DELETE FROM sessions WHERE user_id = $1 AND hash <> $2", idParam(user), keep[:])
-	if err != nil {
-		return 0, pgError(err)
-	}
-	return int(tag.RowsAffected()), nil
+	n := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "DELETE FROM sessions WHERE user_id = $1 AND hash <> $2", idParam(user), keep[:])
+		if n = int(tag.RowsAffected()); err != nil || n == 0 {
+			return err
+		}
+		return appendPGAbout(ctx, tx, newAuditEvent(by, kindSessionEnded).withDetail("%s", plural(n, "session")), user)
+	})
+	return n, pgError(err)
 }
 
 // PurgeSessions deletes every session that has passed its absolute expiry
@@ -1363,6 +1418,9 @@ func (s *pgStore) Check() error {
 		return pgError(err)
 	}
 	if err := s.checkOAuth(ctx, bad); err != nil {
+		return pgError(err)
+	}
+	if err := s.checkAudit(ctx, bad); err != nil {
 		return pgError(err)
 	}
 	return errors.Join(problems...)
