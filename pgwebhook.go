@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -254,8 +253,13 @@ func (s *pgStore) WarnExpiring(now time.Time, within time.Duration, detail strin
 		if err != nil {
 			return err
 		}
-		for _, d := range warned {
-			if err := s.appendAuditTx(ctx, tx, expiringEvent(now, &d.t, &d.u, detail)); err != nil {
+		evs := make([]auditEvent, len(warned))
+		for i, d := range warned {
+			evs[i] = expiringEvent(now, &d.t, &d.u, detail)
+		}
+		if len(evs) > 0 {
+			// Last in the transaction: it holds the log's head row till the commit.
+			if err := s.appendEventsTx(ctx, tx, evs...); err != nil {
 				return err
 			}
 		}
@@ -266,11 +270,4 @@ func (s *pgStore) WarnExpiring(now time.Time, within time.Duration, detail strin
 		return 0, pgError(err)
 	}
 	return n, nil
-}
-
-// appendAuditTx appends ev to the security log in tx. The PostgreSQL
-// engine's security log is written beside this; until then, nothing can
-// be recorded.
-func (s *pgStore) appendAuditTx(ctx context.Context, tx pgx.Tx, ev auditEvent) error {
-	return errors.Join(errAuditPending, ctx.Err())
 }
