@@ -962,3 +962,86 @@ func mustInt(t *testing.T, s string) int64 {
 	}
 	return n
 }
+
+// TestWebhookDispatch: on every engine, dispatchers on two instances
+// (bbolt: two over one store) tailing the same log at once store each
+// event's messages once, one per endpoint, for the events that need
+// attention alone, and leave the cursor at the log's head.
+func TestWebhookDispatch(t *testing.T) {
+	for _, e := range storeEngines() {
+		t.Run(e.name, func(t *testing.T) {
+			var a, b store
+			if e.name == "bbolt" {
+				st, _ := newTestDB(t)
+				a, b = st, st
+			} else {
+				st, dbURL := newTestPGStore(t)
+				a, b = st, openTestPGStore(t, dbURL)
+			}
+			clock := newFakeClock()
+			u := userRecord{Name: "alice", PasswordHash: "x", CreatedAt: clock.Now()}
+			if err := a.CreateUser(testActor, &u); err != nil {
+				t.Fatal(err)
+			}
+			admin := actor{ID: 99, Name: "root", Via: viaAPI, At: clock.Now()}
+			owner := actor{ID: u.ID, Name: "alice", Via: viaAPI, At: clock.Now()}
+			secrets := storeTokens(t, a, u.ID, 60, clock.Now(), func(int) *time.Time { return nil })
+			sent := 0
+			for i, secret := range secrets {
+				st := []store{a, b}[i%2]
+				var err error
+				switch i % 3 {
+				case 0: // by an admin: sent
+					_, err = st.DeleteTokenByHash(admin, hashToken(secret), kindTokenRevoked)
+					sent++
+				case 1: // reported leaked: sent
+					_, err = st.DeleteTokenByHash(actor{Via: viaAPI, At: clock.Now()}, hashToken(secret), kindTokenLeaked)
+					sent++
+				case 2: // by the owner: not sent
+					_, err = st.DeleteTokenByHash(owner, hashToken(secret), kindTokenRevoked)
+				}
+				if err != nil {
+					t.Fatalf("revoke token %d: %v", i, err)
+				}
+			}
+			endpoints := []string{"http://127.0.0.1:9/a", "http://127.0.0.1:9/b"}
+			var wg sync.WaitGroup
+			for _, st := range []store{a, b} {
+				w := newTestWebhooks(t, st, clock, endpoints...)
+				wg.Go(func() {
+					for range 3 {
+						if _, err := w.dispatch(context.Background()); err != nil {
+							t.Error(err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			for _, ep := range endpoints {
+				if s := statusOf(t, a, ep); s.Pending != sent {
+					t.Errorf("pending for %s = %d; want %d, one per event sent", ep, s.Pending, sent)
+				}
+			}
+			head, _, err := a.AuditHead()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cur, err := a.WebhookCursor(); err != nil || cur != head {
+				t.Errorf("WebhookCursor = %d, %v; want the head %d", cur, err, head)
+			}
+			msgs, err := a.ClaimWebhooks(clock.Now(), clock.Now().Add(time.Hour), 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := map[string]bool{}
+			perEvent := map[string]int{}
+			for _, m := range msgs {
+				ids[m.ID] = true
+				perEvent[fmt.Sprintf("%d %s", m.Seq, m.Endpoint)]++
+			}
+			if len(msgs) != 2*sent || len(ids) != len(msgs) || len(perEvent) != len(msgs) {
+				t.Errorf("messages = %d with %d ids for %d (event, endpoint) pairs; want %d of each", len(msgs), len(ids), len(perEvent), 2*sent)
+			}
+		})
+	}
+}
