@@ -115,8 +115,21 @@ func getMessage(b *bolt.Bucket, num uint64) (webhookMessage, error) {
 // ClaimWebhooks returns at most limit pending messages due at now,
 // earliest due first, and makes them due at until.
 func (s *boltStore) ClaimWebhooks(now, until time.Time, limit int) ([]webhookMessage, error) {
+	// The outbox looks every second: when nothing is due, as is usual,
+	// that costs a read, not a commit.
+	due := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketWebhookDue); b != nil {
+			k, _ := b.Cursor().First()
+			due = k != nil && btoi(k[:8]) <= timeKey(now)
+		}
+		return nil
+	})
+	if err != nil || !due {
+		return nil, err
+	}
 	var out []webhookMessage
-	err := s.outboxUpdate(func(tx *bolt.Tx) error {
+	err = s.outboxUpdate(func(tx *bolt.Tx) error {
 		out = nil
 		b, due := tx.Bucket(bucketWebhookMessages), tx.Bucket(bucketWebhookDue)
 		end := timeKey(now)
@@ -154,7 +167,10 @@ func (s *boltStore) ClaimWebhooks(now, until time.Time, limit int) ([]webhookMes
 // FinishWebhook records an attempt at m; errNotFound when m is no longer
 // pending at m.Attempts-1 attempts.
 func (s *boltStore) FinishWebhook(m webhookMessage) error {
-	return s.outboxUpdate(func(tx *bolt.Tx) error {
+	// Deliveries finish together: one commit records many (Batch may run
+	// this twice; it reads afresh each time).
+	s.writeTxs.Add(1)
+	return s.db.Batch(func(tx *bolt.Tx) error {
 		b, due := tx.Bucket(bucketWebhookMessages), tx.Bucket(bucketWebhookDue)
 		old, err := getMessage(b, m.Num)
 		if err != nil {
