@@ -479,8 +479,9 @@ func (w *webhooks) dispatch(ctx context.Context) (int, error) {
 
 // deliver claims the due messages, a batch at a time, and sends them,
 // until none is due. It returns how many attempts it made. When ctx ends
-// during a delivery, the attempt is not recorded: its lease runs out and
-// the message is sent again, by this process or another.
+// during a delivery, the attempt is recorded as interrupted and the
+// message is due again at once; if the process dies instead, the lease
+// runs out and the message is sent again, by this process or another.
 func (w *webhooks) deliver(ctx context.Context) (int, error) {
 	if w.key == nil {
 		return 0, nil
@@ -524,12 +525,19 @@ func (w *webhooks) deliver(ctx context.Context) (int, error) {
 // attempt sends m once and records the outcome.
 func (w *webhooks) attempt(ctx context.Context, m webhookMessage) error {
 	sendErr := w.send(ctx, &m)
-	if ctx.Err() != nil {
-		return nil // shutting down: the lease brings it back
-	}
 	now := w.now()
 	m.Attempts++
 	m.LastAttempt = &now
+	if ctx.Err() != nil {
+		// Stopping mid-delivery: the receiver may or may not have it. The
+		// message is due at once, for the next start or another instance.
+		// (A process killed here records nothing: its lease runs out.)
+		m.LastError, m.LastErrorAt, m.NextAttempt = "interrupted: tokend stopped during the delivery", &now, now
+		if err := w.st.FinishWebhook(m); err != nil && !errors.Is(err, errNotFound) {
+			return fmt.Errorf("record interrupted webhook attempt %s: %w", m.ID, err)
+		}
+		return nil
+	}
 	outcome := "delivered"
 	if sendErr != nil {
 		m.LastError, m.LastErrorAt = truncate(sendErr.Error(), maxWebhookErrorLen), &now

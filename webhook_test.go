@@ -310,9 +310,10 @@ func TestWebhookRedirectNotFollowed(t *testing.T) {
 }
 
 // TestWebhookDeliveredAfterKill stops a deliverer while the receiver holds
-// its request, as a killed process would (nothing recorded), closes the
-// database, and opens it again: the message is leased until the lease
-// runs out, then delivered, under the same id, with a valid signature.
+// its request, as a killed process would (the database gone, nothing
+// recorded), and opens the database again: the message is leased until
+// the lease runs out, then delivered, under the same id, with a valid
+// signature.
 func TestWebhookDeliveredAfterKill(t *testing.T) {
 	for _, e := range storeEngines() {
 		t.Run(e.name, func(t *testing.T) {
@@ -353,11 +354,11 @@ func TestWebhookDeliveredAfterKill(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { _, err := w.deliver(ctx); done <- err }()
 			<-rc.arrived // the receiver holds the request
-			kill()
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-				t.Fatalf("deliver after kill: %v", err)
-			}
+			// Killed: the database goes first, so that nothing about the
+			// attempt is recorded, then the request.
 			first.Close()
+			kill()
+			<-done
 
 			second := reopen()
 			w2 := newTestWebhooks(t, second, clock, rc.URL)
@@ -1149,5 +1150,71 @@ func TestWebhookIdlePollWritesNothing(t *testing.T) {
 	w.step(context.Background())
 	if after := st.writeTxs.Load(); after != before {
 		t.Errorf("an idle look made %d write transactions; want none", after-before)
+	}
+}
+
+// TestWebhookServeRestart runs the real serve: a leak report made over
+// HTTP reaches the receiver through the outbox; tokend is stopped while
+// the receiver holds that delivery, and once started again it sends the
+// event again, under the same id, signed, and records it delivered.
+func TestWebhookServeRestart(t *testing.T) {
+	cfg := testServeConfig(t)
+	st, err := openStore(cfg.DB, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := storeUser(t, st, "alice", false)
+	_, secret := storeToken(t, st, alice.ID, "leaked", nil)
+	st.Close()
+
+	rc := newWebhookReceiver(t, &fakeClock{t: time.Now()})
+	release := make(chan struct{})
+	defer close(release)
+	rc.hold = func(n int) chan struct{} {
+		if n == 1 {
+			return release
+		}
+		return nil
+	}
+	cfg.Webhooks, cfg.WebhookSecret, cfg.WebhookPoll = []string{rc.URL + "/hook"}, testWebhookSecret, 20*time.Millisecond
+	addr, _, stop := startServe(t, cfg)
+	resp, err := http.Post("http://"+addr+"/api/v1/revoke", "application/x-www-form-urlencoded", strings.NewReader("token="+secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /api/v1/revoke = %d; want 200", resp.StatusCode)
+	}
+	select {
+	case <-rc.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery within 10s of the leak report")
+	}
+	stop() // while the receiver holds the delivery
+
+	addr, _, stop = startServe(t, cfg)
+	waitFor(t, func() bool { // /metrics says the delivery was recorded
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), `tokend_webhook_messages{state="delivered"} 1`)
+	})
+	stop()
+	got := sentEvents(t, rc)
+	ds := rc.deliveries(t)
+	if len(ds) != 2 || ds[0].id != ds[1].id || string(ds[0].body) != string(ds[1].body) || got[0].Type != kindTokenLeaked || got[0].Data.Subject != "alice" {
+		t.Fatalf("deliveries = %d (%+v); want the token.leaked message twice, same id and body", len(ds), got)
+	}
+	st, err = openStore(cfg.DB, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if s := statusOf(t, st, rc.URL+"/hook"); s.Delivered != 1 || s.Pending != 0 || s.LastError != "interrupted: tokend stopped during the delivery" {
+		t.Errorf("status after the restart = %+v; want delivered, the interruption as its last error", s)
 	}
 }
