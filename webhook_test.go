@@ -1209,6 +1209,15 @@ func TestWebhookServeRestart(t *testing.T) {
 	if len(ds) != 2 || ds[0].id != ds[1].id || string(ds[0].body) != string(ds[1].body) || got[0].Type != kindTokenLeaked || got[0].Data.Subject != "alice" {
 		t.Fatalf("deliveries = %d (%+v); want the token.leaked message twice, same id and body", len(ds), got)
 	}
+	file, err := os.ReadFile(cfg.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{testWebhookSecret, strings.TrimPrefix(testWebhookSecret, "whsec_"), secret} {
+		if strings.Contains(string(file), s) {
+			t.Errorf("the database file holds the secret %q", s)
+		}
+	}
 	st, err = openStore(cfg.DB, time.Second)
 	if err != nil {
 		t.Fatal(err)
