@@ -83,4 +83,24 @@ func (s *server) purge(ctx context.Context) {
 	} else if n > 0 {
 		s.log.Info("purged expired sessions", "sessions", n)
 	}
+	s.purgeAudit(ctx)
+}
+
+// auditPurgeBatch is the most security events one purge transaction
+// deletes.
+const auditPurgeBatch = 1000
+
+// purgeAudit deletes the security events older than -audit-retention (0:
+// none), oldest first, in batches; the store keeps the hash of the last
+// one deleted, so that the log verifies from its first kept event.
+func (s *server) purgeAudit(ctx context.Context) {
+	if s.cfg.AuditRetention <= 0 {
+		return
+	}
+	n, err := s.store.PurgeAudit(ctx, s.now().Add(-s.cfg.AuditRetention), auditPurgeBatch)
+	if err != nil {
+		s.log.Error("purge old security events; will retry at the next tick", "err", err, "events_deleted", n)
+	} else if n > 0 {
+		s.log.Info("purged old security events", "events", n, "retention", s.cfg.AuditRetention)
+	}
 }
