@@ -52,7 +52,7 @@ func (f auditFilter) query(st store) (auditQuery, error) {
 	}
 	for _, k := range f.Kinds {
 		if !isAuditKind(k) {
-			return q, clientError(http.StatusBadRequest, "%q is not a kind of event; the kinds are listed in the README", truncate(k, 40))
+			return q, clientError(http.StatusBadRequest, "kind: %q is not a kind of event; the kinds are listed in the README", truncate(redactTokens(k), 40))
 		}
 	}
 	q.Kinds = f.Kinds

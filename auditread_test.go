@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,7 +68,7 @@ func TestAPIAuditRefusesBadValues(t *testing.T) {
 		want   string // in the problem's detail
 	}{
 		{"user=nobody", 400, `no user called "nobody"`},
-		{"kind=token.stolen", 400, `"token.stolen" is not a kind of event`},
+		{"kind=token.stolen", 400, `kind: "token.stolen" is not a kind of event`},
 		{"kind=token.revoked&kind=nope", 400, `"nope" is not a kind`},
 		{"since=yesterday", 400, `since: "yesterday" is neither an RFC 3339 time`},
 		{"until=2030-13-01", 400, "until:"},
@@ -121,18 +122,23 @@ func TestAuditPageRefusals(t *testing.T) {
 	tests := []struct {
 		query url.Values
 		want  string
+		field string // the field marked invalid; "" for none
 	}{
-		{url.Values{"user": {"nobody"}}, "No user called &#34;nobody&#34;."},
-		{url.Values{"kind": {"token.stolen"}}, "is not a kind of event"},
-		{url.Values{"since": {"31/01/2030"}}, "Since: &#34;31/01/2030&#34; is neither an RFC 3339 time"},
-		{url.Values{"since": {"2030-02-01"}, "until": {"2030-01-01"}}, "Until must be later than since."},
-		{url.Values{"before": {"x"}}, "Before: &#34;x&#34; is not a cursor"},
+		{url.Values{"user": {"nobody"}}, "No user called &#34;nobody&#34;.", "user"},
+		{url.Values{"kind": {"token.stolen"}}, "Kind: &#34;token.stolen&#34; is not a kind of event", "kind"},
+		{url.Values{"since": {"31/01/2030"}}, "Since: &#34;31/01/2030&#34; is neither an RFC 3339 time", "since"},
+		{url.Values{"since": {"2030-02-01"}, "until": {"2030-01-01"}}, "Until must be later than since.", "until"},
+		{url.Values{"before": {"x"}}, "Before: &#34;x&#34; is not a cursor", ""},
 	}
 	for _, tt := range tests {
 		w := ts.page(pageReq{method: "GET", path: "/admin/audit?" + tt.query.Encode(), cookie: root})
 		body := w.Body.String()
 		if w.Code != http.StatusBadRequest || !strings.Contains(body, tt.want) || !strings.Contains(body, `<form method="get" action="/admin/audit"`) {
 			t.Errorf("GET /admin/audit?%s = %d; want 400 with the filter form and %q; body: %s", tt.query.Encode(), w.Code, tt.want, body)
+		}
+		invalid := regexp.MustCompile(`<(?:input|select) id="(\w+)"[^>]*aria-invalid="true"`).FindAllStringSubmatch(body, -1)
+		if tt.field == "" && len(invalid) != 0 || tt.field != "" && (len(invalid) != 1 || invalid[0][1] != tt.field) {
+			t.Errorf("GET /admin/audit?%s marks %q invalid; want only %q", tt.query.Encode(), invalid, tt.field)
 		}
 		// The form keeps what was sent.
 		if v := tt.query.Get("user"); v != "" && !strings.Contains(body, `value="`+v+`"`) {
@@ -167,7 +173,12 @@ type auditFixture struct {
 // token, root resetting alice's password and a backup taken by root.
 func newAuditFixture(t *testing.T, n int) *auditFixture {
 	t.Helper()
-	ts := newTestServer(t)
+	return newAuditFixtureOn(t, newTestServer(t), n)
+}
+
+// newAuditFixtureOn is newAuditFixture on the server ts.
+func newAuditFixtureOn(t *testing.T, ts *testServer, n int) *auditFixture {
+	t.Helper()
 	f := &auditFixture{ts: ts, root: ts.addUser("root", true), alice: ts.addUser("alice", false), bo: ts.addUser("bob", false)}
 	_, f.adminToken = ts.addToken(f.root, "admin", scopesAdmin, 0)
 	f.kinds = []string{kindSigninFailed, kindTokenCreated, kindPasswordReset, kindBackupTaken}
@@ -265,7 +276,12 @@ func seqs(evs []auditEvent) []uint64 {
 // the whole log by cursor, both ways, each event once, and that its
 // filters select what they say, as a filter over the whole log does.
 func TestAPIAuditPagesAndFilters(t *testing.T) {
-	f := newAuditFixture(t, 230)
+	t.Run("bbolt", func(t *testing.T) { testAPIAuditPagesAndFilters(t, newTestServer(t)) })
+	t.Run("postgres", func(t *testing.T) { testAPIAuditPagesAndFilters(t, newTestPGServer(t, newTestPG(t))) })
+}
+
+func testAPIAuditPagesAndFilters(t *testing.T, ts *testServer) {
+	f := newAuditFixtureOn(t, ts, 230)
 	all := f.allEvents(t)
 	head, _, err := f.ts.server.store.AuditHead()
 	if err != nil || len(all) != int(head) || len(all) < 230 {
@@ -812,4 +828,101 @@ func TestReadmeAudit(t *testing.T) {
 			t.Errorf("README.md does not list the kind %s", k.Kind)
 		}
 	}
+}
+
+// TestAuditCommandsOnPostgres checks audit verify and export on a
+// PostgreSQL database beside the server, over more than a page of events.
+func TestAuditCommandsOnPostgres(t *testing.T) {
+	dbURL := newTestPG(t)
+	f := newAuditFixtureOn(t, newTestPGServer(t, dbURL), 620)
+	all := f.allEvents(t)
+	out, _, err := runCLI(t, "", "audit", "verify", "-db", dbURL)
+	if want := fmt.Sprintf("ok: %d events, head %d %s\n", len(all), all[0].Seq, all[0].Hash); err != nil || out != want {
+		t.Errorf("tokend audit verify on PostgreSQL = %q, %v; want %q", out, err, want)
+	}
+	out, _, err = runCLI(t, "", "audit", "export", "-db", dbURL, "-kind", kindBackupTaken)
+	var want []string
+	for _, e := range slices.Backward(all) {
+		if e.Kind == kindBackupTaken {
+			want = append(want, e.Hash)
+		}
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var e auditEvent
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("tokend audit export wrote %q: %v", line, err)
+		}
+		got = append(got, e.Hash)
+	}
+	if err != nil || len(want) == 0 || !slices.Equal(got, want) {
+		t.Errorf("tokend audit export -kind backup.taken on PostgreSQL = %d events, %v; want %d, oldest first", len(got), err, len(want))
+	}
+}
+
+// TestPurgeCommandKeepsTheChainVerifiable checks that tokend purge deletes
+// security events older than -audit-retention, and that audit verify then
+// checks the chain from the first kept event against the anchor.
+func TestPurgeCommandKeepsTheChainVerifiable(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "tokend.db")
+	st, err := openStore(db, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var evs []auditEvent
+	for i := range 1500 { // 1200 over a year old, in two batches; 300 recent
+		at := now.Add(-400*24*time.Hour + time.Duration(i)*time.Minute)
+		if i >= 1200 {
+			at = now.Add(-time.Duration(1500-i) * time.Minute)
+		}
+		evs = append(evs, newAuditEvent(actor{Name: "system", Via: viaSystem, At: at}, kindBackupTaken))
+	}
+	if err := st.RecordEvents(evs...); err != nil {
+		t.Fatal(err)
+	}
+	head, hash, err := st.AuditHead()
+	st.Close()
+	if err != nil || head != 1500 {
+		t.Fatalf("AuditHead = %d, %v; want 1500", head, err)
+	}
+	if _, _, err := runCLI(t, "", "purge", "-db", db, "-audit-retention", "-1h"); err == nil || err.Error() != "-audit-retention: -1h0m0s is negative" {
+		t.Errorf("tokend purge -audit-retention -1h = %v; want it refused", err)
+	}
+	out, _, err := runCLI(t, "", "purge", "-db", db)
+	if err != nil || !strings.HasSuffix(out, "\npurged 1200 security events older than 8760h0m0s\n") {
+		t.Fatalf("tokend purge = %q, %v; want 1200 security events purged", out, err)
+	}
+	out, _, err = runCLI(t, "", "audit", "verify", "-db", db)
+	if want := fmt.Sprintf("ok: 300 events, head 1500 %s\n", hash); err != nil || out != want {
+		t.Errorf("tokend audit verify after the purge = %q, %v; want %q", out, err, want)
+	}
+	// The first kept event, changed, no longer fits the anchor.
+	editEvent(t, db, 1201, func(e *auditEvent) { e.Prev = strings.Repeat("0", 64); e.Hash = e.hash() })
+	if _, _, err := runCLI(t, "", "audit", "verify", "-db", db); err == nil || !strings.Contains(err.Error(), "event 1201: its previous hash is not the anchor") {
+		t.Errorf("tokend audit verify with the first kept event's prev changed = %v; want it named", err)
+	}
+	if out, _, err := runCLI(t, "", "purge", "-db", db, "-audit-retention", "0s"); err != nil || strings.Contains(out, "security event") {
+		t.Errorf("tokend purge -audit-retention 0s = %q, %v; want no security event purged", out, err)
+	}
+}
+
+// TestAuditHeadLoggedAtEveryTick checks that the head logger logs the
+// current head at each tick, as it moves, and stops with its context.
+func TestAuditHeadLoggedAtEveryTick(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", false)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ts.auditHeadLogger(ctx, time.Millisecond); close(done) }()
+	seq, hash, err := ts.server.store.AuditHead()
+	if err != nil || seq == 0 {
+		t.Fatalf("AuditHead = %d, %v", seq, err)
+	}
+	waitFor(t, func() bool { return strings.Contains(ts.logs.String(), fmt.Sprintf("audit head seq=%d hash=%s", seq, hash)) })
+	ts.addUser("bob", false)
+	seq, hash, _ = ts.server.store.AuditHead()
+	waitFor(t, func() bool { return strings.Contains(ts.logs.String(), fmt.Sprintf("audit head seq=%d hash=%s", seq, hash)) })
+	cancel()
+	<-done
 }

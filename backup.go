@@ -210,6 +210,16 @@ func runRestore(args []string, stdout, stderr io.Writer) error {
 	}
 
 	src, err := openSource(backup)
+	var older olderSchemaError
+	if errors.As(err, &older) {
+		// A backup taken by an older tokend: restore an upgraded copy of
+		// it, leaving the backup itself as it was.
+		var done func()
+		src, done, err = openUpgradedCopy(backup)
+		if done != nil {
+			defer done()
+		}
+	}
 	if errors.Is(err, errNoDatabase) {
 		return fmt.Errorf("restore: no backup at %s", backup)
 	} else if err != nil {
@@ -347,6 +357,41 @@ func placeFile(dst string, force bool, fill func(tmp string) error) (err error) 
 		return err
 	}
 	return syncDir(dir)
+}
+
+// openUpgradedCopy copies the bbolt file at path, of an older schema, into
+// a temporary folder and opens the copy for writing, which upgrades it.
+// done removes the copy once the store is closed.
+func openUpgradedCopy(path string) (st *boltStore, done func(), err error) {
+	dir, err := os.MkdirTemp("", "tokend-restore-")
+	if err != nil {
+		return nil, nil, err
+	}
+	done = func() { os.RemoveAll(dir) }
+	tmp := filepath.Join(dir, "upgraded.db")
+	if err := copyFile(path, tmp); err != nil {
+		return nil, done, err
+	}
+	st, err = openStore(tmp, lockTimeout)
+	return st, done, err
+}
+
+// copyFile copies the file at src to a new file dst, mode 0600.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // checkDatabaseFile opens the file at path read-only and checks that it is

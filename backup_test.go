@@ -932,3 +932,52 @@ func TestBackupWithoutAFile(t *testing.T) {
 		t.Errorf("GET /metrics = %d; want the totals and no file size:\n%s", mw.Code, body)
 	}
 }
+
+// TestRestoreOlderBackup: a backup taken by an older tokend, of an older
+// schema, restores: the restored database is upgraded and holds what the
+// backup held, and the backup file itself is left as it was.
+func TestRestoreOlderBackup(t *testing.T) {
+	dir := t.TempDir()
+	db, backup := filepath.Join(dir, "tokend.db"), filepath.Join(dir, "old-backup.db")
+	st, err := openStore(backup, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := storeUser(t, st, "alice", false)
+	_, secret := storeToken(t, st, alice.ID, "ci", nil)
+	// Schema 2: the same file before the OAuth buckets.
+	err = st.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range oauthBuckets {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, itob(2))
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, stderr, err := runCLI(t, "", "restore", "-db", db, backup); err != nil {
+		t.Fatalf("tokend restore of a schema 2 backup = %v (%s); want it restored", err, stderr)
+	}
+	if after, err := os.ReadFile(backup); err != nil || !bytes.Equal(before, after) {
+		t.Errorf("the backup changed while it was restored (%v)", err)
+	}
+	st, err = openStoreWith(db, bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Fatalf("the restored database does not open read-only, as a current one does: %v", err)
+	}
+	defer st.Close()
+	if a, u, err := st.Authenticate(hashToken(secret)); err != nil || u.Name != "alice" || a.Owner != alice.ID {
+		t.Errorf("the backup's token in the restored database: %+v %+v %v; want alice's", a, u, err)
+	}
+	if err := st.Check(); err != nil {
+		t.Errorf("the restored database: %v", err)
+	}
+}

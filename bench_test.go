@@ -222,14 +222,21 @@ func BenchmarkCreate(b *testing.B) {
 
 // BenchmarkHandlers drives GET /auth/tokens:read and GET /api/v1/user
 // through the whole router without a network, with a random token of
-// TOKEND_BENCH_TOKENS for every request.
+// TOKEND_BENCH_TOKENS for every request, logging at info level to
+// io.Discard: at the default -access-log errors, and at all, where each
+// request formats its line.
 func BenchmarkHandlers(b *testing.B) {
 	ts := newTestServer(b)
-	ts.log = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ts.log = slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	u := ts.addUser("alice", false)
 	secrets := bulkTokens(b, ts.store, u.ID, benchTokens(b), ts.clock.Now(), func(int) *time.Time { return nil })
-	for _, path := range []string{"/auth/tokens:read", "/api/v1/user"} {
-		b.Run(strings.TrimPrefix(path, "/"), func(b *testing.B) {
+	for _, bench := range []struct{ path, accessLog string }{
+		{"/auth/tokens:read", accessLogErrors}, {"/api/v1/user", accessLogErrors},
+		{"/auth/tokens:read", accessLogAll}, {"/api/v1/user", accessLogAll},
+	} {
+		path := bench.path
+		b.Run(strings.TrimPrefix(path, "/")+"/access-log="+bench.accessLog, func(b *testing.B) {
+			ts.cfg.AccessLog = bench.accessLog
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				rng := rand.New(rand.NewPCG(rand.Uint64(), 5))
@@ -371,4 +378,73 @@ func benchVerifyUnderSignIns(b *testing.B, concurrency int) {
 	b.ReportMetric(pct(flood, 0.99), "flood-p99-ms")
 	b.ReportMetric(pct(flood, 0.99)/pct(idle, 0.99), "p99-ratio")
 	b.ReportMetric(rate, "sign-ins/s")
+}
+
+// BenchmarkAuthenticateGrantTokens compares Authenticate for personal
+// tokens (auth records of version 1) and grants' access tokens (version 2,
+// which carry their client) on one bbolt store: from the warm auth cache
+// and, with the cache off, from the database. Ten clients, 100 users with
+// ten grants each and as many personal tokens.
+func BenchmarkAuthenticateGrantTokens(b *testing.B) {
+	st, _ := newTestDB(b)
+	x := &oauthFixture{st: st, now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), f: mustFormat(b, defaultTokenPrefix)}
+	var clients []clientRecord
+	for i := range 10 {
+		_, sh := x.secretTB(b)
+		c := clientRecord{ID: fmt.Sprintf("client-%02d-%s", i, strings.Repeat("x", 12)), Name: fmt.Sprint("app ", i), SecretHash: &sh, CreatedAt: x.now}
+		if err := st.CreateClient(testActor, &c); err != nil {
+			b.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	var personal, grants []tokenHash
+	for u := range 100 {
+		user := storeUser(b, st, fmt.Sprint("user", u), false)
+		for i, s := range bulkTokens(b, st, user.ID, 10, x.now, func(int) *time.Time { return nil }) {
+			personal = append(personal, hashToken(s))
+			_, code := x.secretTB(b)
+			rec := authCodeRecord{Client: clients[i].ID, User: user.ID, Scopes: []string{scopeTokensRead}, CreatedAt: x.now, ExpiresAt: x.now.Add(time.Minute)}
+			if err := st.CreateAuthCode(code, rec); err != nil {
+				b.Fatal(err)
+			}
+			_, ah := x.secretTB(b)
+			_, rh := x.secretTB(b)
+			exp := x.now.Add(time.Hour)
+			issue := oauthIssue{Access: tokenRecord{Name: "oauth", Scopes: rec.Scopes, CreatedAt: x.now, ExpiresAt: &exp}, AccessHash: ah, RefreshHash: rh, RefreshUntil: exp}
+			if _, _, err := st.RedeemAuthCode(testActor, code, x.now, &issue); err != nil {
+				b.Fatal(err)
+			}
+			grants = append(grants, ah)
+		}
+	}
+	for _, kind := range []struct {
+		name   string
+		hashes []tokenHash
+	}{{"personal", personal}, {"grant", grants}} {
+		for _, cached := range []bool{true, false} {
+			name := kind.name + "-uncached"
+			if cached {
+				name = kind.name + "-cached"
+			}
+			b.Run(name, func(b *testing.B) {
+				warm := st.auth
+				if !cached {
+					st.auth = newAuthCache(0)
+				}
+				defer func() { st.auth = warm }()
+				for _, h := range kind.hashes { // warm the cache, when there is one
+					if _, _, err := st.Authenticate(h); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					if _, _, err := st.Authenticate(kind.hashes[i%len(kind.hashes)]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
 }

@@ -182,14 +182,14 @@ func TestBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#name"), "alice"),
 		chromedp.SendKeys(chromedp.CSS("#password"), password),
 		chromedp.SendKeys(chromedp.CSS("#confirm"), password),
-		chromedp.Click(chromedp.CSS(`form[action="/setup"] button[type=submit]`)),
+		chromedp.Click(chromedp.CSS(`form[action^="/setup"] button[type=submit]`)),
 	)
 	wantText("after setup", ".notice", "Sign in with your new password")
 	screenshot("login.png")
 	fitsPhone("login")
 	do("sign in", "/", http.StatusOK,
 		chromedp.SendKeys(chromedp.CSS("#password"), password),
-		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
+		chromedp.Click(chromedp.CSS(`form[action^="/login"] button[type=submit]`)),
 	)
 	wantText("a new account's token page", "main", "You have no tokens yet")
 	fitsPhone("tokens-empty")
@@ -204,7 +204,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`input[name=scope][value="tokens:read"]`)),
 		chromedp.Click(chromedp.CSS(`input[name=scope][value="tokens:write"]`)),
 		chromedp.Click(chromedp.CSS(`input[name=expiry][value="7"]`)),
-		chromedp.Click(chromedp.CSS(`form[action="/tokens"] button[type=submit]`)),
+		chromedp.Click(chromedp.CSS(`form[action^="/tokens"] button[type=submit]`)),
 	)
 	secret := strings.TrimSpace(text("#secret"))
 	if !secretPattern.MatchString(secret) {
@@ -293,7 +293,7 @@ func TestBrowser(t *testing.T) {
 	screenshot("revoke.png")
 	fitsPhone("revoke")
 	do("revoke", "/", http.StatusOK,
-		chromedp.Click(chromedp.CSS(fmt.Sprintf(`form[action="/tokens/%d/revoke"] button[type=submit]`, id))))
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`form[action^="/tokens/%d/revoke"] button[type=submit]`, id))))
 	wantText("after revoking", ".notice", "Revoked “deploy bot”")
 	if code, body := api("/api/v1/user", secret); code != http.StatusUnauthorized {
 		t.Fatalf("GET /api/v1/user with the revoked token = %d %v; want 401", code, body)
@@ -302,7 +302,7 @@ func TestBrowser(t *testing.T) {
 	// Rotate the backup token: the form, sent once, rotates once.
 	do("ask to rotate", "/tokens/", http.StatusOK, chromedp.Click(chromedp.CSS(`.token-actions a[href$="/rotate"]`)))
 	fitsPhone("rotate")
-	do("rotate", "/secret", http.StatusOK, chromedp.Click(chromedp.CSS(`form[action$="/rotate"] button[type=submit]`)))
+	do("rotate", "/secret", http.StatusOK, chromedp.Click(chromedp.CSS(`form[action*="/rotate"] button[type=submit]`)))
 	wantText("the rotated token's page", "main", "Token rotated")
 	do("reload the rotated token's page", "/secret", http.StatusGone, chromedp.Reload())
 	tokenCount("after rotating and reloading", alice, 2)
@@ -321,7 +321,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#password"), newPassword),
 		chromedp.SendKeys(chromedp.CSS("#confirm"), newPassword),
 		chromedp.Click(chromedp.CSS(`input[name=revoke_tokens]`)),
-		chromedp.Click(chromedp.CSS(`form[action="/account/password"] button[type=submit]`)),
+		chromedp.Click(chromedp.CSS(`form[action^="/account/password"] button[type=submit]`)),
 	)
 	wantText("after the password change", ".notice", "2 tokens revoked")
 	wantText("the account page", ".sessions", "Chrome on Linux")

@@ -602,13 +602,17 @@ func tokenRevoke(args []string, stdout, stderr io.Writer) error {
 // ---- purge ----
 
 func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := command{"purge", "[-expired-retention 168h] [-session-idle 168h]", "Delete tokens that expired longer ago than the retention, expired sessions, and expired OAuth codes, device requests and grants, as the server does every -purge-interval."}
+	cmd := command{"purge", "[-expired-retention 168h] [-session-idle 168h] [-audit-retention 8760h]", "Delete tokens that expired longer ago than the retention, expired sessions, expired OAuth codes, device requests and grants, and security events older than their retention, as the server does every -purge-interval."}
 	var db string
 	fs := cmd.newFlagSet(stderr, &db)
 	retention := fs.Duration("expired-retention", defaultConfig().ExpiredRetention, "how long expired tokens stay visible before they are deleted")
 	idle := fs.Duration("session-idle", defaultConfig().SessionIdle, "sessions idle this long are deleted")
+	auditRetention := fs.Duration("audit-retention", defaultConfig().AuditRetention, "security events older than this are deleted (0s: none)")
 	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
+	}
+	if *auditRetention < 0 {
+		return fmt.Errorf("-audit-retention: %v is negative", *auditRetention)
 	}
 	if *retention < 0 {
 		return fmt.Errorf("-expired-retention: %v is negative", *retention)
@@ -640,6 +644,15 @@ func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "purged %s in %s, %s and %s\n", plural(res.Tokens, "expired token"), plural(res.Transactions, "transaction"),
 		plural(sessions, "expired session"), plural(res.OAuth, "expired OAuth record"))
+	if *auditRetention > 0 {
+		n, err := st.PurgeAudit(ctx, time.Now().Add(-*auditRetention), auditPurgeBatch)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			fmt.Fprintf(stdout, "purged %s older than %v\n", plural(n, "security event"), *auditRetention)
+		}
+	}
 	return nil
 }
 

@@ -107,6 +107,8 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{name: "not a duration", args: []string{"-purge-interval", "often"}, want: "-purge-interval"},
 		{name: "not a boolean", args: []string{"-metrics-loopback=maybe"}, want: "-metrics-loopback"},
 		{name: "bad log level from env", env: map[string]string{"TOKEND_LOG_LEVEL": "loud"}, want: "-log-level"},
+		{name: "bad access log", args: []string{"-access-log", "some"}, want: `-access-log: "some" is not all, errors or off`},
+		{name: "bad access log from env", env: map[string]string{"TOKEND_ACCESS_LOG": "ALL"}, want: "-access-log"},
 		{name: "bad addr from env", env: map[string]string{"TOKEND_ADDR": "nonsense"}, want: "-addr"},
 		{name: "bad duration from env", env: map[string]string{"TOKEND_LAST_USED_INTERVAL": "soon"}, want: "TOKEND_LAST_USED_INTERVAL"},
 		{name: "bad boolean from env", env: map[string]string{"TOKEND_METRICS_LOOPBACK": "perhaps"}, want: "TOKEND_METRICS_LOOPBACK"},

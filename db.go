@@ -333,7 +333,7 @@ func initSchema(tx *bolt.Tx) error {
 			return fmt.Errorf("upgrade schema 3 to %d: %w", schemaVersion, err)
 		}
 	case version >= 1 && version < schemaVersion:
-		return fmt.Errorf("%w %d: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData, version)
+		return olderSchemaError(version)
 	case version != schemaVersion:
 		return fmt.Errorf("%w %d (this tokend understands %d)", errUnsupportedData, version, schemaVersion)
 	}
@@ -344,6 +344,16 @@ func initSchema(tx *bolt.Tx) error {
 	}
 	return nil
 }
+
+// olderSchemaError is initSchema's answer, read-only, for a file of an
+// older schema: it would be upgraded when opened for writing.
+type olderSchemaError uint64
+
+func (v olderSchemaError) Error() string {
+	return fmt.Sprintf("%v %d: open it once with a writable tokend command (such as tokend serve) to upgrade it", errUnsupportedData, uint64(v))
+}
+
+func (olderSchemaError) Unwrap() error { return errUnsupportedData }
 
 // upgradeSchema1 brings a database of schema 1 to schema 2 in the
 // transaction that opens it: it builds sessions_by_owner from the sessions.

@@ -47,6 +47,7 @@ func (s *server) handleForwardAuth(w http.ResponseWriter, r *http.Request, ps ht
 	h.Set("Cache-Control", "no-store")
 	required := ps.ByName("scopes")
 	if err := s.checkRequiredScopes(required); err != nil {
+		s.setSecureHeaders(h, r) // only refusals carry them: see secureHeaders
 		s.misconfigured.note(r, err)
 		writeProblem(w, http.StatusInternalServerError, "this route's access check is misconfigured; tell the operator")
 		return
@@ -60,6 +61,7 @@ func (s *server) handleForwardAuth(w http.ResponseWriter, r *http.Request, ps ht
 	}
 	s.logForwardAuth(r, c, err)
 	if err != nil {
+		s.setSecureHeaders(h, r)
 		s.writeError(w, r, err)
 		return
 	}

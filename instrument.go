@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -113,12 +114,51 @@ func (rt router) notFound(w http.ResponseWriter, r *http.Request) {
 	rt.NotFound.ServeHTTP(w, r)
 }
 
-// instrument wraps the whole router: for each request it logs one line at
-// info level and records the request metrics. The line holds the method,
-// the route pattern (never the path, which may hold anything a client
-// typed), the status, the duration, the token and user ids when the
-// request authenticated, and the client address. Never headers, cookies,
-// query strings or bodies: they carry secrets.
+// The settings of -access-log: which requests the request log holds.
+const (
+	accessLogAll    = "all"    // every request
+	accessLogErrors = "errors" // requests answered 4xx or 5xx, and slow ones
+	accessLogOff    = "off"    // none
+)
+
+// slowRequest is how long a request may take before the request log holds
+// it at -access-log errors (config.SlowRequest, which tests change). Answers take far less in the normal course, a
+// password hash included; what takes longer (a sign-in queued behind a
+// flood of them, a backup of a large database) is worth a line.
+const slowRequest = time.Second
+
+// checkAccessLog refuses a value of -access-log other than its three.
+func checkAccessLog(v string) error {
+	switch v {
+	case accessLogAll, accessLogErrors, accessLogOff:
+		return nil
+	}
+	return fmt.Errorf("-access-log: %q is not all, errors or off", truncate(v, 40))
+}
+
+// logsRequest reports whether the request log holds a request answered
+// status after d. At the default, errors, it leaves out what succeeded in
+// time: the bulk of the traffic, every allowed /auth among it, which the
+// request metrics count; a line per request would cost more than checking
+// the token does. What a request changed is logged by its handler at any
+// setting.
+func (s *server) logsRequest(status int, d time.Duration) bool {
+	switch s.cfg.AccessLog {
+	case accessLogAll:
+		return true
+	case accessLogOff:
+		return false
+	}
+	return status >= http.StatusBadRequest || d >= s.cfg.SlowRequest
+}
+
+// instrument wraps the whole router: for each request it records the
+// request metrics and, when -access-log asks for it (see logsRequest),
+// logs one line at info level. The line holds the method, the route
+// pattern (never the path, which may hold anything a client typed), the
+// status, the duration, the token and user ids when the request
+// authenticated, and the client address. Never headers, cookies, query
+// strings or bodies: they carry secrets.
 func (s *server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -144,7 +184,7 @@ func (s *server) instrument(next http.Handler) http.Handler {
 		if result := authDecision(info, status, st.rec.Header()); result != "" {
 			s.metrics.observeDecision(result)
 		}
-		if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+		if !s.logsRequest(status, d) || !s.log.Enabled(r.Context(), slog.LevelInfo) {
 			return
 		}
 		attrs := []slog.Attr{
@@ -159,6 +199,9 @@ func (s *server) instrument(next http.Handler) http.Handler {
 		}
 		if info.userID != 0 {
 			attrs = append(attrs, slog.Uint64("user_id", info.userID))
+		}
+		if d >= s.cfg.SlowRequest {
+			attrs = append(attrs, slog.Bool("slow", true))
 		}
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	})

@@ -53,7 +53,7 @@ Commands:
   client add NAME       register an OAuth client: [-redirect-uri URI]... [-public] [-device]
   client list           list OAuth clients
   client remove ID      remove an OAuth client (by id or name) and revoke its grants
-  purge                 delete long-expired tokens and expired sessions, offline
+  purge                 delete long-expired tokens, expired sessions and old security events, offline
   audit verify          check the security log's hash chain and print its head
   audit export          write security events as JSON Lines: [-since T] [-until T] [-user NAME] [-kind K]... [-o FILE]
   backup FILE           write a consistent copy of the database, offline
@@ -153,6 +153,8 @@ type config struct {
 	MaxTokensPerUser int
 	LogLevel         string
 	LogFormat        string
+	AccessLog        string        // which requests the request log holds: accessLogAll, accessLogErrors or accessLogOff
+	SlowRequest      time.Duration // not a flag: a request this slow is logged at -access-log errors
 	ShutdownTimeout  time.Duration
 	HashConcurrency  int
 	Argon            argonParams // not a flag: tests lower it
@@ -193,6 +195,8 @@ func defaultConfig() config {
 		MaxTokensPerUser: 100,
 		LogLevel:         "info",
 		LogFormat:        "text",
+		AccessLog:        accessLogErrors,
+		SlowRequest:      slowRequest,
 		ShutdownTimeout:  10 * time.Second,
 		HashConcurrency:  defaultHashConcurrency(runtime.GOMAXPROCS(0)),
 		Argon:            defaultArgonParams,
@@ -225,6 +229,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxTokensPerUser, "max-tokens-per-user", c.MaxTokensPerUser, "most tokens one user may hold (0: no limit)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log `format`: text or json")
+	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "which requests get a log line: all, errors (refused, failed or slow) or off")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long to let requests finish at shutdown")
 	fs.IntVar(&c.HashConcurrency, "hash-concurrency", c.HashConcurrency, "most password hashes computed at once (each takes 19 MiB; default: one fewer than the CPUs Go uses, at least 1)")
 	fs.DurationVar(&c.PurgeInterval, "purge-interval", c.PurgeInterval, "how often to delete expired tokens")
@@ -282,6 +287,9 @@ func (c *config) check() error {
 		return fmt.Errorf("-last-used-interval: %v is not positive", c.LastUsedInterval)
 	}
 	if _, err := newLogger(io.Discard, c.LogLevel, c.LogFormat); err != nil {
+		return err
+	}
+	if err := checkAccessLog(c.AccessLog); err != nil {
 		return err
 	}
 	if c.SessionIdle < time.Minute {

@@ -376,7 +376,7 @@ func TestAPIClients(t *testing.T) {
 	}{
 		{`{"name":"web app","redirect_uris":["https://x.example/cb"]}`, 409, "already exists"},
 		{`{"name":"x","redirect_uris":["http://x.example/cb"]}`, 400, "loopback"},
-		{`{"name":"x"}`, 400, "redirect URI"},
+		{`{"name":"x","public":true}`, 400, "redirect URI"},
 		{`{"name":"","device":true}`, 400, "name is required"},
 		{`{"name":"x","device":true,"access_ttl_seconds":60}`, 400, "access_ttl_seconds"},
 		{`{"name":"x","device":true,"access_ttl_seconds":-1}`, 400, "access_ttl_seconds"},

@@ -32,9 +32,15 @@ func newOAuthFixture(t *testing.T, st store) *oauthFixture {
 // secret returns a new random secret and its hash.
 func (x *oauthFixture) secret() (string, tokenHash) {
 	x.t.Helper()
+	return x.secretTB(x.t)
+}
+
+// secretTB is secret for a benchmark, or any tb.
+func (x *oauthFixture) secretTB(tb testing.TB) (string, tokenHash) {
+	tb.Helper()
 	s, err := x.f.generate()
 	if err != nil {
-		x.t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return s, hashToken(s)
 }

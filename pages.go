@@ -40,6 +40,9 @@ type page struct {
 	// ErrorAt names the form of the page that Error is about, for the
 	// template to show it there; "" shows it at the top.
 	ErrorAt string
+	// ErrorField names the field of that form that Error is about, by its
+	// name attribute (errorField); "" when it is about the whole form.
+	ErrorField string
 	// NeedSudo puts a password field into the forms of sensitive actions.
 	NeedSudo bool
 	Data     any
@@ -64,6 +67,7 @@ func (s *server) renderPage(w http.ResponseWriter, r *http.Request, sess *sessio
 	if p.Flash == "" && r.Method == http.MethodGet {
 		p.Flash = s.takeFlash(w, r)
 	}
+	p.ErrorField = errorField(p)
 	s.render(w, r, status, tmpl, p)
 }
 
@@ -376,7 +380,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request, _ httproute
 			err = clientError(http.StatusUnauthorized, "Wrong user name or password.")
 		}
 		s.formFailed(w, r, nil, err, func(status int, msg string) {
-			s.renderPage(w, r, nil, status, "login.html", &page{Title: "Sign in", Error: msg,
+			s.renderPage(w, r, nil, status, "login.html", &page{Title: "Sign in", Error: msg, ErrorAt: "login",
 				Data: loginPage{Name: name, Next: next}})
 		})
 		return
@@ -828,7 +832,7 @@ func rotateConfirmation(v tokenView) confirmPage {
 }
 
 func (s *server) showConfirm(w http.ResponseWriter, r *http.Request, sess *session, status int, c confirmPage, errMsg string) {
-	s.renderPage(w, r, sess, status, "confirm.html", &page{Title: c.Heading, Nav: "tokens", Error: errMsg, Data: c})
+	s.renderPage(w, r, sess, status, "confirm.html", &page{Title: c.Heading, Nav: "tokens", Error: errMsg, ErrorAt: "confirm", Data: c})
 }
 
 // confirmTokenPage returns the handler of a GET that asks to confirm what

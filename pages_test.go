@@ -899,7 +899,7 @@ func TestUnknownPage(t *testing.T) {
 
 	w := ts.page(pageReq{method: "GET", path: "/no/such/page", header: map[string]string{"Accept": browserAccept}})
 	body := checkPage(t, "GET /no/such/page from a browser", w, http.StatusNotFound, "Page not found", "Sign in")
-	if !strings.Contains(body, `href="/login"`) || !strings.Contains(body, `<link rel="stylesheet" href="/static/style.css">`) {
+	if !strings.Contains(body, `href="/login"`) || !strings.Contains(body, `<link rel="stylesheet" href="/static/style.css?v=`) {
 		t.Errorf("the 404 page signed out is not in the layout with a way to sign in:\n%s", body)
 	}
 	w = ts.page(pageReq{method: "GET", path: "/tokns", cookie: cookie, header: map[string]string{"Accept": browserAccept}})
@@ -1035,13 +1035,13 @@ func TestPageWording(t *testing.T) {
 			section := body[strings.Index(body, "<h2"):]
 			section = section[strings.Index(section, tt.head):]
 			section = section[:strings.Index(section, "</section>")]
-			if !strings.Contains(section, tt.msg) || strings.Count(body, `class="error"`) != 1 {
+			if !strings.Contains(section, tt.msg) || strings.Count(body, `id="form-error"`) != 1 {
 				t.Errorf("POST %s/%s: the error %q is not in the %q form's card, once:\n%s", base, tt.form, tt.msg, tt.head, body)
 			}
 		}
 		w := ts.page(pageReq{method: "POST", path: "/admin/users", cookie: cookie, form: url.Values{"name": {"carol"}, "password": {"short"}, "confirm": {"short"}}})
 		body := checkPage(t, "POST /admin/users with a short password", w, http.StatusBadRequest)
-		if i, j := strings.Index(body, `class="error"`), strings.Index(body, "Add a user"); i < j {
+		if i, j := strings.Index(body, `id="form-error"`), strings.Index(body, "Add a user"); i < j {
 			t.Errorf("the add-user error comes before the add-user form:\n%s", body)
 		}
 	})

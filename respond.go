@@ -66,17 +66,38 @@ var hstsHeader = []string{"max-age=31536000"}
 // handles the request: commonHeaders, and HSTS over HTTPS. Whatever answers
 // under it — a handler, the router's redirects and errors, a static file —
 // sends them.
+//
+// Forward auth is the exception: handleForwardAuth adds them to its
+// refusals only. A proxy never hands a browser the headers of a check it
+// let through (nginx's auth_request keeps only what it is told to copy,
+// Traefik and Caddy only the X-Auth-* headers they are told to copy), while
+// they are a third of what the hottest answer of all costs net/http to
+// write; a refusal, which Traefik and Caddy pass on, carries them.
 func (s *server) secureHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		for k, v := range commonHeaders {
-			h[k] = v
-		}
-		if s.isHTTPS(r) {
-			h["Strict-Transport-Security"] = hstsHeader
+		if !isForwardAuth(r) {
+			s.setSecureHeaders(w.Header(), r)
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// setSecureHeaders sets commonHeaders in h, and HSTS over HTTPS.
+func (s *server) setSecureHeaders(h http.Header, r *http.Request) {
+	for k, v := range commonHeaders {
+		h[k] = v
+	}
+	if s.isHTTPS(r) {
+		h["Strict-Transport-Security"] = hstsHeader
+	}
+}
+
+// isForwardAuth reports whether r is a forward-auth check: GET or HEAD of
+// /auth or /auth/SCOPES.
+func isForwardAuth(r *http.Request) bool {
+	p := r.URL.Path
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		strings.HasPrefix(p, "/auth") && (len(p) == len("/auth") || p[len("/auth")] == '/')
 }
 
 // writeJSON encodes v into a buffer first, so that an encoding failure

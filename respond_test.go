@@ -3,6 +3,8 @@ package main
 import (
 	"net/http"
 	"net/url"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -10,7 +12,7 @@ import (
 // TestEveryAnswerCarriesSecurityHeaders checks the headers that
 // secureHeaders sets on answers of every kind: pages, JSON, problems, the
 // router's own errors and redirects, static files, 304s and forward
-// auth; HSTS exactly over HTTPS.
+// auth's refusals; HSTS exactly over HTTPS.
 func TestEveryAnswerCarriesSecurityHeaders(t *testing.T) {
 	ts := newTestServer(t)
 	alice := ts.addUser("alice", true)
@@ -33,7 +35,9 @@ func TestEveryAnswerCarriesSecurityHeaders(t *testing.T) {
 			{"a static file", pageReq{method: "GET", path: "/static/style.css"}, 200},
 			{"a static 304", pageReq{method: "GET", path: "/static/style.css", header: map[string]string{"If-None-Match": etag}}, 304},
 			{"a static folder", pageReq{method: "GET", path: "/static/"}, 404},
-			{"forward auth", pageReq{method: "GET", path: "/auth", header: map[string]string{"Authorization": "Bearer " + secret}}, 204},
+			{"a forward-auth refusal", pageReq{method: "GET", path: "/auth"}, 401},
+			{"a forward-auth refusal for scopes", pageReq{method: "GET", path: "/auth/admin", header: map[string]string{"Authorization": "Bearer " + secret}}, 403},
+			{"a misconfigured forward-auth route", pageReq{method: "GET", path: "/auth/no-such-scope", header: map[string]string{"Authorization": "Bearer " + secret}}, 500},
 			{"HEAD", pageReq{method: "HEAD", path: "/healthz"}, 200},
 		} {
 			tt.req.https = https
@@ -74,6 +78,32 @@ func TestEveryAnswerCarriesSecurityHeaders(t *testing.T) {
 			}
 			if hsts := h.Get("Strict-Transport-Security"); (hsts == "max-age=31536000") != https {
 				t.Errorf("%s: Strict-Transport-Security = %q; want it exactly over HTTPS", what, hsts)
+			}
+		}
+	}
+}
+
+// TestForwardAuthPassesWithoutPageHeaders checks that a check forward auth
+// lets through carries no page security headers, which no proxy hands a
+// browser, and no more than its own: see secureHeaders.
+func TestForwardAuthPassesWithoutPageHeaders(t *testing.T) {
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", true)
+	_, secret := ts.addToken(alice, "rw", scopesReadWrite, 0)
+	for _, method := range []string{"GET", "HEAD"} {
+		for _, path := range []string{"/auth", "/auth/" + scopeTokensRead} {
+			w := ts.page(pageReq{method: method, path: path, https: true, header: map[string]string{"Authorization": "Bearer " + secret}})
+			if w.Code != http.StatusNoContent {
+				t.Fatalf("%s %s = %d; want 204", method, path, w.Code)
+			}
+			var keys []string
+			for k := range w.Header() {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			want := []string{"Cache-Control", headerAuthScopes, headerAuthTokenID, headerAuthUser, headerAuthUserID}
+			if !slices.Equal(keys, want) {
+				t.Errorf("%s %s: headers %v; want exactly %v", method, path, keys, want)
 			}
 		}
 	}

@@ -84,9 +84,10 @@ func tokenOf(ex exchange) (string, uint64) {
 }
 
 // TestSecretsStaySecret runs a whole session against the real server with
-// debug logging: sign-ins by password, tokens created, used, rotated and
-// revoked, failed sign-ins, tokens pasted where they do not belong, a leak
-// report and a backup. Afterwards no log line, no response header and no
+// debug logging and every request in the request log (-access-log all):
+// sign-ins by password, tokens created, used, rotated and revoked, failed
+// sign-ins, tokens pasted where they do not belong, a leak report and a
+// backup. Afterwards no log line, no response header and no
 // answer other than the one that shows a new token may hold a token (or a
 // good part of one), a password or a Basic credential. (There are no
 // browser sessions yet, so there are no session ids to look for.)
@@ -116,7 +117,7 @@ func testSecretsStaySecret(t *testing.T, logFormat string) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-db", db, "-log-level", "debug", "-log-format", logFormat,
-			"-last-used-interval", "50ms"}, strings.NewReader(""), io.Discard, logs)
+			"-access-log", "all", "-last-used-interval", "50ms"}, strings.NewReader(""), io.Discard, logs)
 	}()
 	stopped := false
 	stop := func() {
@@ -221,8 +222,15 @@ func testSecretsStaySecret(t *testing.T, logFormat string) {
 	}
 
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	requestLines := 0
 	for i, line := range lines {
 		find(fmt.Sprintf("log line %d", i+1), line, "")
+		if strings.Contains(line, "msg=request ") || strings.Contains(line, `"msg":"request"`) {
+			requestLines++
+		}
+	}
+	if requestLines < len(s.exchanges) {
+		t.Errorf("the log holds %d request lines for %d requests; -access-log all logs each", requestLines, len(s.exchanges))
 	}
 	shown := 0
 	for _, ex := range s.exchanges {

@@ -159,7 +159,7 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request, _ httproute
 	name := strings.TrimSpace(r.PostForm.Get("name"))
 	password := r.PostForm.Get("password")
 	fail := func(status int, msg string) {
-		s.renderPage(w, r, nil, status, "setup.html", &page{Title: "Set up tokend", Error: msg,
+		s.renderPage(w, r, nil, status, "setup.html", &page{Title: "Set up tokend", Error: msg, ErrorAt: "setup",
 			Data: setupPage{Code: code, Name: name}})
 	}
 	if err := checkUserName(name); err != nil {
