@@ -265,6 +265,16 @@ func checkWebhookURL(raw string) (string, error) {
 	return u.String(), nil
 }
 
+// webhookHost is how logs name an endpoint: its scheme and host alone,
+// since chat services put a secret in a webhook URL's path.
+func webhookHost(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Scheme + "://" + u.Host
+}
+
 // webhookSecretPrefix begins a Standard Webhooks signing secret.
 const webhookSecretPrefix = "whsec_"
 
@@ -563,7 +573,8 @@ func (w *webhooks) attempt(ctx context.Context, m webhookMessage) error {
 	}
 	w.deliveries.WithLabelValues(outcome).Inc()
 	if sendErr != nil {
-		w.log.Warn("webhook delivery failed", "msg_id", m.ID, "endpoint", m.Endpoint, "attempts", m.Attempts,
+		host := webhookHost(m.Endpoint)
+		w.log.Warn("webhook delivery failed", "msg_id", m.ID, "host", host, "attempts", m.Attempts,
 			"state", m.State, "next_attempt", m.NextAttempt, "err", m.LastError)
 	}
 	return nil

@@ -472,8 +472,9 @@ func storedEndpoints(t *testing.T, st store) []string {
 
 // TestWebhooksPage: an admin sees every endpoint with what its outbox
 // holds, adds one (checked: refused with a reason and nothing stored when
-// bad or already there) and removes it; other users are turned away;
-// without a signing secret the page says to set one and adds nothing.
+// bad or already there) and removes it, the log naming its host alone;
+// other users are turned away; without a signing secret the page says to
+// set one and adds nothing.
 func TestWebhooksPage(t *testing.T) {
 	ts := newTestServer(t)
 	ts.addUser("root", true)
@@ -482,7 +483,7 @@ func TestWebhooksPage(t *testing.T) {
 
 	w := ts.page(pageReq{method: "GET", path: "/admin/webhooks", cookie: admin})
 	checkPage(t, "GET /admin/webhooks without a secret", w, 200, "No signing secret is configured")
-	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {"https://added.example/x"}}})
+	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {"https://added.example/services/T0PATHSECRET"}}})
 	checkPage(t, "POST /admin/webhooks without a secret", w, 409, "Set the signing secret first")
 	if got := storedEndpoints(t, ts.server.store); len(got) != 0 {
 		t.Fatalf("endpoints stored without a secret: %q", got)
@@ -514,14 +515,14 @@ func TestWebhooksPage(t *testing.T) {
 	if got := storedEndpoints(t, ts.server.store); len(got) != 0 {
 		t.Fatalf("refused endpoints were stored: %q", got)
 	}
-	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {"https://added.example/x"}}})
+	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {"https://added.example/services/T0PATHSECRET"}}})
 	checkRedirect(t, "POST /admin/webhooks", w, "/admin/webhooks")
-	if got := storedEndpoints(t, ts.server.store); !slices.Equal(got, []string{"https://added.example/x"}) {
+	if got := storedEndpoints(t, ts.server.store); !slices.Equal(got, []string{"https://added.example/services/T0PATHSECRET"}) {
 		t.Fatalf("endpoints = %q; want the added one", got)
 	}
-	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {"https://added.example/x"}}})
+	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks", cookie: admin, form: url.Values{"url": {"https://added.example/services/T0PATHSECRET"}}})
 	checkPage(t, "POST /admin/webhooks again", w, 409, "added already")
-	if got, err := ts.webhooks.allEndpoints(); err != nil || !slices.Equal(got, []string{rc.URL + "/configured", "https://added.example/x"}) {
+	if got, err := ts.webhooks.allEndpoints(); err != nil || !slices.Equal(got, []string{rc.URL + "/configured", "https://added.example/services/T0PATHSECRET"}) {
 		t.Errorf("allEndpoints = %q, %v; want the configured one and the added one", got, err)
 	}
 
@@ -536,6 +537,9 @@ func TestWebhooksPage(t *testing.T) {
 	}
 	w = ts.page(pageReq{method: "POST", path: "/admin/webhooks/1/remove", cookie: admin, form: url.Values{}})
 	checkPage(t, "POST /admin/webhooks/1/remove again", w, 404)
+	if strings.Contains(ts.logs.String(), "T0PATHSECRET") {
+		t.Errorf("the log holds an endpoint's path, where chat services keep a secret:\n%s", ts.logs)
+	}
 }
 
 // TestWebhookMetrics: /metrics counts messages by state, attempts by

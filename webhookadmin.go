@@ -113,7 +113,8 @@ func (s *server) handleAddWebhook(w http.ResponseWriter, r *http.Request, _ http
 		s.formFailed(w, r, sess, err, show)
 		return
 	}
-	s.log.Info("webhook endpoint added", "endpoint_id", e.ID, "url", e.URL, "by_user_id", sess.user.ID)
+	host := webhookHost(e.URL)
+	s.log.Info("webhook endpoint added", "endpoint_id", e.ID, "host", host, "by_user_id", sess.user.ID)
 	s.setFlash(w, r, "Added "+e.URL+". It gets the events recorded from now on.")
 	seeOther(w, r, "/admin/webhooks")
 }
@@ -134,7 +135,8 @@ func (s *server) handleRemoveWebhook(w http.ResponseWriter, r *http.Request, ps 
 		s.pageError(w, r, sess, err)
 		return
 	}
-	s.log.Info("webhook endpoint removed", "endpoint_id", e.ID, "url", e.URL, "by_user_id", sess.user.ID)
+	host := webhookHost(e.URL)
+	s.log.Info("webhook endpoint removed", "endpoint_id", e.ID, "host", host, "by_user_id", sess.user.ID)
 	s.setFlash(w, r, "Removed "+e.URL+". Messages already queued for it are still sent.")
 	seeOther(w, r, "/admin/webhooks")
 }
