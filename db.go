@@ -183,7 +183,13 @@ func openStoreWith(path string, opts bolt.Options) (*boltStore, error) {
 	if opts.ReadOnly {
 		initTx = db.View // checks an existing database, creates nothing
 	}
-	if err := initTx(initSchema); err != nil {
+	err = initTx(func(tx *bolt.Tx) error {
+		if err := initSchema(tx); err != nil {
+			return err
+		}
+		return ensureWebhookBuckets(tx)
+	})
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %q: %w", path, err)
 	}

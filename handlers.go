@@ -49,6 +49,7 @@ type server struct {
 	pendingAEAD  cipher.AEAD      // seals the cookie of a sign-in's second step
 	// throttledEvents bounds the signin.throttled events a flood records.
 	throttledEvents throttledEvents
+	webhooks        *webhooks // the outbox (webhook.go)
 }
 
 // newServer returns a server over st configured by cfg.
@@ -96,6 +97,7 @@ func newServer(st store, cfg config, log *slog.Logger, now func() time.Time) (*s
 	s.pendingAEAD = newPendingAEAD(s.tfaKeys)
 	s.metrics = newMetrics(st, log)
 	s.misconfigured = newMisconfiguredRoutes(s.metrics.registry, log, now)
+	s.webhooks = newWebhooks(st, cfg, log, now, s.metrics.registry)
 	if s.static, err = newStaticFiles(staticFS); err != nil {
 		return nil, fmt.Errorf("read static files: %w", err)
 	}
@@ -161,6 +163,9 @@ func (s *server) routes() http.Handler {
 	r.GET("/admin/clients/:id", s.signedIn(s.adminOnly(s.handleClientPage)))
 	r.POST("/admin/clients/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveClient))))
 	r.GET("/admin/audit", s.signedIn(s.adminOnly(s.handleAuditPage)))
+	r.GET("/admin/webhooks", s.signedIn(s.adminOnly(s.handleWebhooksPage)))
+	r.POST("/admin/webhooks", s.form(s.signedIn(s.adminOnly(s.handleAddWebhook))))
+	r.POST("/admin/webhooks/:id/remove", s.form(s.signedIn(s.adminOnly(s.handleRemoveWebhook))))
 	r.GET("/account/grants/:id/revoke", s.signedIn(s.handleConfirmRevokeGrant))
 	r.POST("/account/grants/:id/revoke", s.form(s.signedIn(s.handleRevokeGrantForm)))
 

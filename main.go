@@ -189,6 +189,12 @@ type config struct {
 	// Require2FA sends every user without a second factor to enrol one
 	// before anything else.
 	Require2FA bool
+	// Webhooks are the endpoints of the configuration (webhook.go), signed
+	// with WebhookSecret; WebhookPoll is how often the outbox looks for
+	// new events and due messages (not a flag: tests lower it).
+	Webhooks      []string
+	WebhookSecret string
+	WebhookPoll   time.Duration
 }
 
 func defaultConfig() config {
@@ -221,6 +227,7 @@ func defaultConfig() config {
 		HashQueue:         64,
 
 		MaxSessionsPerUser: 50,
+		WebhookPoll:        time.Second,
 	}
 }
 
@@ -256,6 +263,8 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.KeyFile, "key-file", c.KeyFile, "`file` of the key that seals TOTP secrets (default: the database file's path with .key appended, created on first use; PostgreSQL: none, and TOTP is off until one is set)")
 	fs.BoolVar(&c.Require2FA, "require-2fa", c.Require2FA, "make every user enrol a second factor (TOTP or passkey) before reaching their tokens")
 	fs.IntVar(&c.MaxDBSize, "max-db-size", c.MaxDBSize, "most `bytes` the database file may grow to; writes past it are answered 507 (0: no limit)")
+	fs.Var(webhookURLs{&c.Webhooks}, "webhook", "send security events that need attention to this `URL`, signed (Standard Webhooks); repeatable, and TOKEND_WEBHOOKS holds several separated by commas or spaces")
+	fs.StringVar(&c.WebhookSecret, "webhook-secret", c.WebhookSecret, "signing `secret` of webhooks: whsec_ and base64 of 24 to 64 random bytes; required with -webhook")
 }
 
 // check rejects values that cannot work, naming the flag.
@@ -310,6 +319,9 @@ func (c *config) check() error {
 	}
 	if c.DB == "" {
 		return errors.New("-db: the database file name is empty")
+	}
+	if err := c.checkWebhooks(); err != nil {
+		return err
 	}
 	if isPostgresURL(c.DB) && c.MaxDBSize != 0 {
 		// Refused rather than ignored: an operator who set a limit would
@@ -455,7 +467,7 @@ func invalidValue(where, value string, v flag.Value, err error) error {
 
 // envNames holds the environment variables not named after their flag:
 // a repeatable flag's variable holds a list.
-var envNames = map[string]string{"scope": "TOKEND_SCOPES"}
+var envNames = map[string]string{"scope": "TOKEND_SCOPES", "webhook": "TOKEND_WEBHOOKS"}
 
 // envName returns the environment variable behind a flag.
 func envName(flagName string) string {
@@ -550,6 +562,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ready chan<- net.A
 	loops.Go(func() { srv.lastUsedFlusher(background, cfg.LastUsedInterval) })
 	srv.logAuditHead()
 	loops.Go(func() { srv.auditHeadLogger(background, auditHeadInterval) })
+	loops.Go(func() { srv.webhooks.run(background) })
 
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()

@@ -76,6 +76,7 @@ func (s *server) purge(ctx context.Context) {
 	if err == nil && res.OAuth > 0 {
 		s.log.Info("purged expired OAuth codes, device requests and grants", "records", res.OAuth)
 	}
+	s.warnExpiringAndPurgeWebhooks(ctx)
 	n, err := s.store.PurgeSessions(ctx, s.now(), s.cfg.SessionIdle)
 	if err != nil {
 		s.log.Error("purge expired sessions; will retry at the next tick", "err", err)

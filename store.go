@@ -123,6 +123,10 @@ type store interface {
 
 	tfaStore
 
+	// ---- the webhook outbox and expiry warnings (webhook.go) ----
+
+	webhookStore
+
 	// ---- the whole ----
 
 	// Ping fails when the engine cannot answer, for /readyz.
