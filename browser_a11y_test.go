@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base32"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -377,6 +378,61 @@ func TestBrowserAccessibility(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`form[action*="/rotate"] button[type=submit]`)),
 	)
 	check("rotate confirmation, wrong password")
+
+	// The webhooks page, and the second factor's pages: enrolling an
+	// authenticator app, its error, the recovery codes shown once, and the
+	// sign-in's second step with its error.
+	open("the webhooks page", "/admin/webhooks", http.StatusOK, chromedp.Navigate(hs.URL+"/admin/webhooks"))
+	check("webhooks")
+	open("the authenticator app page", "/account/totp", http.StatusOK, chromedp.Navigate(hs.URL+"/account/totp"))
+	check("TOTP enrolment, asking for the password")
+	openRefused := func(what, wantPath string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		resp, err := chromedp.RunResponse(ctx, steps...)
+		if err != nil {
+			t.Fatalf("%s: %v\nserver log:\n%s", what, err, ts.logs)
+		}
+		if got := strings.TrimPrefix(resp.URL, hs.URL); resp.Status < 400 || resp.Status > 499 || !strings.HasPrefix(got, wantPath) {
+			t.Fatalf("%s landed on %s with %d; want %s refused with a 4xx", what, got, resp.Status, wantPath)
+		}
+	}
+	enrol := `form[action^="/account/totp"] button[type=submit]`
+	openRefused("enrol with a wrong code", "/account/totp",
+		chromedp.SendKeys(chromedp.CSS("#code"), "000000"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=sudo_password]`), password),
+		chromedp.Click(chromedp.CSS(enrol)),
+	)
+	check("TOTP enrolment, wrong code")
+	shown, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("code.secret")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(strings.ReplaceAll(shown, " ", ""))
+	if err != nil {
+		t.Fatalf("the TOTP secret on the page %q: %v", shown, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById("code").value = ""`)); err != nil {
+		t.Fatal(err)
+	}
+	steps := []chromedp.Action[chromedp.Void]{chromedp.SendKeys(chromedp.CSS("#code"), refTOTP(secret, ts.clock.Now()))}
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("input[name=sudo_password]").length`)); err == nil && n > 0 {
+		steps = append(steps, chromedp.SendKeys(chromedp.CSS(`input[name=sudo_password]`), password))
+	}
+	open("enrol", "/account/totp", http.StatusOK, append(steps, chromedp.Click(chromedp.CSS(enrol)))...)
+	check("recovery codes")
+	open("the account page", "/account", http.StatusOK, chromedp.Navigate(hs.URL+"/account"))
+	open("sign out", "/login", http.StatusOK, chromedp.Click(chromedp.CSS(".signout button")))
+	open("sign in with the password alone", "/login/verify", http.StatusOK,
+		chromedp.SendKeys(chromedp.CSS("#name"), "alice"),
+		chromedp.SendKeys(chromedp.CSS("#password"), password),
+		chromedp.Click(chromedp.CSS(`form[action^="/login"] button[type=submit]`)),
+	)
+	check("second step")
+	openRefused("a wrong code at the second step", "/login/verify",
+		chromedp.SendKeys(chromedp.CSS("#code"), "000000"),
+		chromedp.Click(chromedp.CSS(`form[action^="/login/verify"] button[type=submit]`)),
+	)
+	check("second step, wrong code")
 	t.Logf("axe found %d failing nodes", total)
 }
 
