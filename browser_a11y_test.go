@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/base32"
 	"encoding/json"
 	"fmt"
@@ -37,30 +36,6 @@ func axeSource(t *testing.T) string {
 		t.Fatalf("TOKEND_TEST_AXE: %v", err)
 	}
 	return string(src)
-}
-
-// browserTab starts a headless chromium for t and returns a tab in it,
-// closed when the test ends.
-func browserTab(t *testing.T, chromium string, timeout time.Duration) context.Context {
-	t.Helper()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	t.Cleanup(func() { cancel(); cancelTab(); cancelAlloc() })
-	return ctx
 }
 
 // axeViolation is one rule that axe found broken, with where.
