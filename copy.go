@@ -782,54 +782,42 @@ func (s *pgStore) Export(ctx context.Context, batch int, to importer) (idSequenc
 		if seq, err = pgIDSequences(ctx, tx); err != nil {
 			return err
 		}
-		users := &batcher[userRecord]{ctx: ctx, size: batch, out: to.ImportUsers}
-		err = pgEach(ctx, tx, "SELECT "+pgUserColumns+" FROM users u ORDER BY u.id", func(r pgx.Rows) error {
-			u, err := scanUser(r)
-			if err != nil {
-				return err
-			}
-			return users.add(u)
-		})
-		if err != nil {
-			return err
-		}
-		if err := users.flush(); err != nil {
+		if err := pgExportRows(ctx, tx, batch, "SELECT "+pgUserColumns+" FROM users u ORDER BY u.id", scanUser, to.ImportUsers); err != nil {
 			return err
 		}
 		if err := pgExportOAuth(ctx, tx, batch, to); err != nil {
 			return err
 		}
-		tokens := &batcher[tokenRecord]{ctx: ctx, size: batch, out: to.ImportTokens}
-		err = pgEach(ctx, tx, "SELECT "+pgTokenColumns+" FROM tokens t ORDER BY t.id", func(r pgx.Rows) error {
-			t, err := scanToken(r)
-			if err != nil {
-				return err
-			}
-			return tokens.add(t)
-		})
-		if err != nil {
+		if err := pgExportRows(ctx, tx, batch, "SELECT "+pgTokenColumns+" FROM tokens t ORDER BY t.id", scanToken, to.ImportTokens); err != nil {
 			return err
 		}
-		if err := tokens.flush(); err != nil {
-			return err
-		}
-		sessions := &batcher[storedSession]{ctx: ctx, size: batch, out: to.ImportSessions}
-		err = pgEach(ctx, tx, "SELECT "+pgSessionColumns+" FROM sessions s ORDER BY s.user_id, s.created_at", func(r pgx.Rows) error {
+		scanStored := func(r scanner, _ ...any) (storedSession, error) {
 			h, rec, err := scanSession(r)
-			if err != nil {
-				return err
-			}
-			return sessions.add(storedSession{hash: h, rec: rec})
-		})
-		if err != nil {
-			return err
+			return storedSession{hash: h, rec: rec}, err
 		}
-		if err := sessions.flush(); err != nil {
+		if err := pgExportRows(ctx, tx, batch, "SELECT "+pgSessionColumns+" FROM sessions s ORDER BY s.user_id, s.created_at", scanStored, to.ImportSessions); err != nil {
 			return err
 		}
 		return pgExportSecondFactors(ctx, tx, batch, to)
 	})
 	return seq, pgError(err)
+}
+
+// pgExportRows reads every row of sql with scan (scanUser, scanToken …)
+// and hands the records to out in batches of batch.
+func pgExportRows[T any](ctx context.Context, q pgQuerier, batch int, sql string, scan func(scanner, ...any) (T, error), out func([]T) error) error {
+	b := &batcher[T]{ctx: ctx, size: batch, out: out}
+	err := pgEach(ctx, q, sql, func(r pgx.Rows) error {
+		v, err := scan(r)
+		if err != nil {
+			return err
+		}
+		return b.add(v)
+	})
+	if err != nil {
+		return err
+	}
+	return b.flush()
 }
 
 // pgEach runs sql and calls fn for each row, stopping at its first error.

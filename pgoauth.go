@@ -770,25 +770,15 @@ func (s *pgStore) checkOAuth(ctx context.Context, bad func(format string, args .
 // tokens, to to, from tx (see pgStore.Export). Codes and device requests
 // in flight are not copied.
 func pgExportOAuth(ctx context.Context, tx pgx.Tx, batch int, to importer) error {
-	clients := &batcher[clientRecord]{ctx: ctx, size: batch, out: to.ImportClients}
-	err := pgEach(ctx, tx, "SELECT "+pgClientColumns+" FROM clients c ORDER BY c.id", func(r pgx.Rows) error {
-		c, err := scanClient(r)
-		if err != nil {
-			return err
-		}
-		return clients.add(c)
-	})
-	if err != nil {
-		return err
-	}
-	if err := clients.flush(); err != nil {
+	if err := pgExportRows(ctx, tx, batch, "SELECT "+pgClientColumns+" FROM clients c ORDER BY c.id",
+		func(r scanner, _ ...any) (clientRecord, error) { return scanClient(r) }, to.ImportClients); err != nil {
 		return err
 	}
 	// One row a refresh token, in grant order: a grant is complete when
 	// the next one begins. Every grant has at least one refresh token.
 	grants := &batcher[grantCopy]{ctx: ctx, size: batch, out: to.ImportGrants}
 	var cur grantCopy
-	err = pgEach(ctx, tx, "SELECT "+pgGrantColumns+`, r.hash, r.used
+	err := pgEach(ctx, tx, "SELECT "+pgGrantColumns+`, r.hash, r.used
 		FROM grants g LEFT JOIN refresh_tokens r ON r.grant_id = g.id ORDER BY g.id, r.hash`, func(r pgx.Rows) error {
 		var hash []byte
 		var used *bool
